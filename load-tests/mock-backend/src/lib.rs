@@ -1,0 +1,305 @@
+//! A mock backend for clawgate's tests, quickstart and benchmarks. It records what it receives
+//! and can echo, fail, delay, stream SSE or chunks, speak WebSocket, and imitate an
+//! OpenAI-compatible chat-completions API.
+//!
+//! - `ANY /echo/...` and every unknown path: the request as JSON (method, path, query, headers, body)
+//! - `ANY /status/{code}`: answers with that status
+//! - `ANY /delay/{ms}`: answers after `ms` milliseconds
+//! - `GET /sse?events=N&interval_ms=M`: N server-sent events, M ms apart
+//! - `GET /chunked?chunks=N&interval_ms=M`: a chunked body of N parts, M ms apart
+//! - `POST /v1/chat/completions`: JSON with `usage`, or SSE with a final usage chunk when `stream: true`
+//! - `GET /ws`: WebSocket echo
+//! - `GET /__stats`: request counters; `POST /__stats/reset` clears them
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Stats {
+    pub total: AtomicU64,
+    by_path: Mutex<BTreeMap<String, u64>>,
+    last: Mutex<Option<Value>>,
+}
+
+impl Stats {
+    pub fn count(&self, path: &str) -> u64 {
+        self.by_path
+            .lock()
+            .map(|m| m.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+    /// The last request echoed or recorded, as the echo endpoint would show it.
+    pub fn last(&self) -> Option<Value> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+    fn record(&self, path: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.by_path.lock() {
+            *m.entry(path.to_string()).or_default() += 1;
+        }
+    }
+    fn json(&self) -> Value {
+        let by_path = self
+            .by_path
+            .lock()
+            .map(|m| json!(*m))
+            .unwrap_or(Value::Null);
+        json!({"total": self.total.load(Ordering::Relaxed), "by_path": by_path})
+    }
+    fn reset(&self) {
+        self.total.store(0, Ordering::Relaxed);
+        if let Ok(mut m) = self.by_path.lock() {
+            m.clear();
+        }
+    }
+}
+
+type Shared = Arc<Stats>;
+
+pub fn app(stats: Shared) -> Router {
+    Router::new()
+        .route("/status/{code}", any(status))
+        .route("/delay/{ms}", any(delay))
+        .route("/sse", get(sse))
+        .route("/chunked", get(chunked))
+        .route("/v1/chat/completions", post(chat))
+        .route("/ws", get(ws))
+        .route(
+            "/__stats",
+            get(|State(s): State<Shared>| async move { Json(s.json()) }),
+        )
+        .route(
+            "/__stats/reset",
+            post(|State(s): State<Shared>| async move {
+                s.reset();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .fallback(echo)
+        .layer(axum::middleware::from_fn_with_state(stats.clone(), count))
+        .with_state(stats)
+}
+
+async fn count(
+    State(stats): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !req.uri().path().starts_with("/__stats") {
+        stats.record(req.uri().path());
+    }
+    next.run(req).await
+}
+
+fn headers_json(h: &HeaderMap) -> Value {
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in h {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        m.entry(k.as_str().to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    json!(m)
+}
+
+async fn echo(
+    State(stats): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Json<Value> {
+    let v = json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query(),
+        "headers": headers_json(&headers),
+        "body": String::from_utf8_lossy(&body),
+        "body_len": body.len(),
+    });
+    if let Ok(mut l) = stats.last.lock() {
+        *l = Some(v.clone());
+    }
+    Json(v)
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    (code, Json(json!({"status": code.as_u16()}))).into_response()
+}
+
+async fn delay(Path(ms): Path<u64>) -> Json<Value> {
+    tokio::time::sleep(Duration::from_millis(ms.min(600_000))).await;
+    Json(json!({"delayed_ms": ms}))
+}
+
+fn param(q: &HashMap<String, String>, name: &str, default: u64) -> u64 {
+    q.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn sse(Query(q): Query<HashMap<String, String>>) -> Response {
+    let events = param(&q, "events", 5);
+    let interval = Duration::from_millis(param(&q, "interval_ms", 100));
+    let s = stream::iter(0..events).then(move |i| async move {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("id: {i}\ndata: {{\"n\":{i}}}\n\n")))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(s))
+        .unwrap_or_default()
+}
+
+async fn chunked(Query(q): Query<HashMap<String, String>>) -> Response {
+    let chunks = param(&q, "chunks", 5);
+    let interval = Duration::from_millis(param(&q, "interval_ms", 100));
+    let s = stream::iter(0..chunks).then(move |i| async move {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("chunk {i}\n")))
+    });
+    Response::builder()
+        .header("content-type", "text/plain")
+        .body(Body::from_stream(s))
+        .unwrap_or_default()
+}
+
+async fn chat(body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = req["model"].as_str().unwrap_or("mock-gpt").to_string();
+    let prompt_tokens = req["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|x| {
+                    x["content"]
+                        .as_str()
+                        .map_or(1, |c| c.split_whitespace().count() as u64)
+                })
+                .sum()
+        })
+        .unwrap_or(1);
+    let words = [
+        "Hello",
+        " from",
+        " the",
+        " clawgate",
+        " mock",
+        " backend",
+        ".",
+    ];
+    let completion_tokens = words.len() as u64;
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+    if req["stream"].as_bool() != Some(true) {
+        return Json(json!({
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let interval = Duration::from_millis(req["mock_interval_ms"].as_u64().unwrap_or(50));
+    let mut events: Vec<String> = words
+        .iter()
+        .map(|w| {
+            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+                   "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]})
+            .to_string()
+        })
+        .collect();
+    events.push(
+        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+               "choices": [], "usage": usage})
+        .to_string(),
+    );
+    events.push("[DONE]".to_string());
+    let s = stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {e}\n\n")))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(s))
+        .unwrap_or_default()
+}
+
+async fn ws(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            let reply = match msg {
+                Message::Text(t) => Message::Text(t),
+                Message::Binary(b) => Message::Binary(b),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Serves on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, stats: Shared) -> std::io::Result<()> {
+    axum::serve(listener, app(stats)).await
+}
+
+/// A mock backend running on its own thread and runtime, for tests.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub stats: Shared,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Starts a mock backend on 127.0.0.1 at a port chosen by the OS.
+pub fn spawn() -> Running {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock backend");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let addr = std_listener.local_addr().expect("local addr");
+    let stats: Shared = Arc::default();
+    let s = stats.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+            let _ = serve(listener, s).await;
+        });
+    });
+    Running { addr, stats }
+}

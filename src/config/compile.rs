@@ -1,0 +1,492 @@
+//! Compiles the parsed file into the runtime tables the proxy reads (immutable, shared by `Arc`).
+
+use super::schema::{self, File, StripPrefix};
+use super::Problem;
+use crate::at;
+use crate::router::Pattern;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_PID_FILE: &str = "/tmp/clawgate.pid";
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/clawgate-upgrade.sock";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct Config {
+    pub source: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub listen: Vec<String>,
+    pub tls: Option<TlsFiles>,
+    pub base_path: String,
+    pub health_path: String,
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub error_log: Option<String>,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_body_size: u64,
+    pub max_header_size: u64,
+    pub max_headers: usize,
+    /// In match order: most specific first.
+    pub routes: Vec<Route>,
+    pub agent_count: usize,
+    pub keys_store: Option<String>,
+    pub log_output: Option<String>,
+    /// Features the file turns on that this build does not provide yet; `start` refuses them.
+    pub pending_features: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// The route's label in metrics and logs: its `name`, else its `path` as written.
+    pub label: String,
+    pub pattern: Pattern,
+    pub strip: StripRule,
+    pub target: Target,
+    pub preserve_host: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub total_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StripRule {
+    Keep,
+    /// Remove this prefix (relative to `base_path`) when the forwarded path starts with it.
+    Prefix(String),
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `Host` sent to the backend: the host, with the port when it is not the scheme's default.
+    pub authority: String,
+    /// The backend URL's own path, without a trailing `/` (may be empty).
+    pub path_prefix: String,
+    /// Resolved once (at start, or on first use when DNS was not ready); see issue 8 for re-resolution.
+    pub addr: OnceLock<SocketAddr>,
+}
+
+impl Config {
+    /// The most specific route whose pattern matches the normalised path.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.pattern.matches(path))
+    }
+}
+
+fn text(t: &Option<super::values::Text>) -> Option<String> {
+    t.as_ref().map(|t| t.0.clone())
+}
+
+pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
+    let g = &file.gateway;
+    let base_path = normalise_base_path(text(&g.base_path).unwrap_or_default())
+        .map_err(|m| Problem::new(at!("gateway", "base_path"), m))?;
+
+    let mut listen = Vec::new();
+    let listen_raw: Vec<String> = if g.listen.0.is_empty() {
+        vec![DEFAULT_LISTEN.to_string()]
+    } else {
+        g.listen.0.iter().map(|t| t.0.clone()).collect()
+    };
+    for (i, addr) in listen_raw.iter().enumerate() {
+        let addr = if addr.starts_with(':') {
+            format!("0.0.0.0{addr}")
+        } else {
+            addr.clone()
+        };
+        if addr.parse::<SocketAddr>().is_err() {
+            let path = if g.listen.0.len() > 1 {
+                at!("gateway", "listen", i)
+            } else {
+                at!("gateway", "listen")
+            };
+            return Err(Problem::new(
+                path,
+                format!("{addr:?} is not a listen address; expected IP:PORT such as 0.0.0.0:8080"),
+            ));
+        }
+        if listen.contains(&addr) {
+            return Err(Problem::new(
+                at!("gateway", "listen", i),
+                format!("{addr} is listed twice"),
+            ));
+        }
+        listen.push(addr);
+    }
+
+    let tls = match &g.tls {
+        Some(t) if t.enabled.0 => {
+            let cert = text(&t.cert).ok_or_else(|| {
+                Problem::new(
+                    at!("gateway", "tls"),
+                    "TLS is enabled but \"cert\" is missing",
+                )
+            })?;
+            let key = text(&t.key).ok_or_else(|| {
+                Problem::new(
+                    at!("gateway", "tls"),
+                    "TLS is enabled but \"key\" is missing",
+                )
+            })?;
+            check_cert(&cert).map_err(|m| Problem::new(at!("gateway", "tls", "cert"), m))?;
+            check_key(&key).map_err(|m| Problem::new(at!("gateway", "tls", "key"), m))?;
+            Some(TlsFiles { cert, key })
+        }
+        _ => None,
+    };
+
+    let threads = match g.threads {
+        Some(c) if c.0 == 0 || c.0 > 1024 => {
+            return Err(Problem::new(
+                at!("gateway", "threads"),
+                "must be between 1 and 1024",
+            ))
+        }
+        Some(c) => c.0 as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let max_headers = match g.max_headers {
+        Some(c) if c.0 == 0 => {
+            return Err(Problem::new(
+                at!("gateway", "max_headers"),
+                "must be at least 1",
+            ))
+        }
+        Some(c) => c.0 as usize,
+        None => 100,
+    };
+    let connect_timeout = g.connect_timeout.map_or(Duration::from_secs(5), |d| d.0);
+
+    let mut pending = Vec::new();
+    let mut pend = |what: &str| {
+        if !pending.iter().any(|p: &String| p == what) {
+            pending.push(what.to_string());
+        }
+    };
+
+    // Features of later issues: parsed and validated now, refused at start until they exist.
+    let auth_feature = "authentication (auth_required, auth_strategy, allowed_agents)";
+    let limit_feature = "rate limiting";
+    if g.rate_limit.is_some() {
+        pend(limit_feature);
+    }
+    if let Some(rl) = &file.rate_limiting {
+        if rl.default.is_some() || !rl.per_agent.is_empty() || !rl.per_agent_quota.is_empty() {
+            pend(limit_feature);
+        }
+    }
+    if file.agents.values().any(|a| a.rate_limit.is_some()) {
+        pend(limit_feature);
+    }
+    if let Some(t) = &file.transforms {
+        if !t.request.is_empty() || !t.response.is_empty() {
+            pend("transforms");
+        }
+    }
+    if let Some(m) = &file.monitoring {
+        if m.metrics.as_ref().is_some_and(|m| m.enabled.0) {
+            pend("metrics (monitoring.metrics)");
+        }
+        if m.logging.as_ref().is_some_and(|l| l.output.is_some()) {
+            pend("access log file (monitoring.logging.output)");
+        }
+        if m.tracing.as_ref().is_some_and(|t| t.enabled.0) {
+            pend("tracing (monitoring.tracing)");
+        }
+    }
+    if let Some(c) = &file.caching {
+        if c.strategy == Some(schema::CacheStrategy::Semantic) {
+            pend("semantic caching");
+        }
+    }
+    for (name, agent) in &file.agents {
+        if agent.api_key.is_some() && agent.api_key_sha256.is_some() {
+            return Err(Problem::new(
+                at!("agents", name),
+                "set either api_key or api_key_sha256, not both",
+            ));
+        }
+    }
+
+    for (name, b) in &file.backends {
+        match (&b.url, &b.urls) {
+            (Some(_), Some(_)) => {
+                return Err(Problem::new(
+                    at!("backends", name),
+                    "set either url or urls, not both",
+                ))
+            }
+            (None, None) => return Err(Problem::new(at!("backends", name), "needs url or urls")),
+            (Some(u), None) => {
+                parse_target(u).map_err(|m| Problem::new(at!("backends", name, "url"), m))?;
+            }
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    return Err(Problem::new(at!("backends", name, "urls"), "is empty"));
+                }
+                for (i, u) in list.iter().enumerate() {
+                    parse_target(u)
+                        .map_err(|m| Problem::new(at!("backends", name, "urls", i), m))?;
+                }
+                if list.len() > 1 {
+                    pend("backends with several urls (load balancing)");
+                }
+            }
+        }
+    }
+
+    let mut routes = Vec::new();
+    let global_cache_enabled = file
+        .caching
+        .as_ref()
+        .and_then(|c| c.enabled)
+        .is_some_and(|f| f.0);
+    for (i, r) in file.routes.iter().enumerate() {
+        let rel = r.path.0.clone();
+        if !rel.starts_with('/') {
+            return Err(Problem::new(
+                at!("routes", i, "path"),
+                format!("{rel:?} must start with \"/\""),
+            ));
+        }
+        let pattern = Pattern::new(&format!("{base_path}{rel}"))
+            .map_err(|m| Problem::new(at!("routes", i, "path"), m))?;
+        if routes
+            .iter()
+            .any(|other: &Route| other.pattern.source() == pattern.source())
+        {
+            return Err(Problem::new(
+                at!("routes", i, "path"),
+                format!("{rel:?} is already the path of an earlier route"),
+            ));
+        }
+
+        if r.auth_required.0 || r.auth_strategy.is_some() || r.allowed_agents.is_some() {
+            pend(auth_feature);
+        }
+        if r.rate_limit.is_some() {
+            pend(limit_feature);
+        }
+        if let Some(c) = &r.caching {
+            if c.enabled.map_or(global_cache_enabled, |f| f.0) {
+                pend("response caching");
+            }
+        }
+
+        let target_url = if let Some(w) = &r.backend_weights {
+            let entries = w.entries();
+            if entries.is_empty() {
+                return Err(Problem::new(
+                    at!("routes", i, "backend_weights"),
+                    "is empty",
+                ));
+            }
+            for (name, _) in &entries {
+                if !file.backends.contains_key(name) {
+                    return Err(Problem::new(
+                        at!("routes", i, "backend_weights", name),
+                        format!("{name:?} names no backend; define it under \"backends\""),
+                    ));
+                }
+            }
+            pend("weighted backends (backend_weights)");
+            first_url(&file.backends[&entries[0].0])
+        } else if let Some(b) = r.backend.as_ref().and_then(|b| file.backends.get(&b.0)) {
+            first_url(b)
+        } else if let Some(u) = &r.backend_url {
+            u.0.clone()
+        } else {
+            return Err(Problem::new(
+                at!("routes", i),
+                "has no backend; set backend_url, or backend naming one of \"backends\"",
+            ));
+        };
+        let target = parse_target(&target_url).map_err(|m| {
+            let field = if r.backend_weights.is_some() || r.backend_url.is_none() {
+                "backend"
+            } else {
+                "backend_url"
+            };
+            Problem::new(at!("routes", i, field), m)
+        })?;
+
+        let strip = match &r.strip_prefix {
+            None | Some(StripPrefix::Flag(false)) => StripRule::Keep,
+            Some(StripPrefix::Flag(true)) => {
+                let lit = pattern.literal_prefix()[base_path.len()..].trim_end_matches('/');
+                StripRule::Prefix(lit.to_string())
+            }
+            Some(StripPrefix::Prefix(p)) => {
+                if !p.starts_with('/') {
+                    return Err(Problem::new(
+                        at!("routes", i, "strip_prefix"),
+                        format!(
+                            "{:?} must be true, false or a path starting with \"/\"",
+                            p.0
+                        ),
+                    ));
+                }
+                StripRule::Prefix(p.trim_end_matches('/').to_string())
+            }
+        };
+
+        let timeout = r.timeout.map(|d| d.0);
+        let total_timeout = r.total_timeout.map(|d| d.0);
+        for (field, d) in [
+            ("timeout", timeout),
+            ("connect_timeout", r.connect_timeout.map(|d| d.0)),
+            ("total_timeout", total_timeout),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                return Err(Problem::new(
+                    at!("routes", i, field),
+                    "must be longer than 0",
+                ));
+            }
+        }
+        routes.push(Route {
+            label: text(&r.name).unwrap_or(rel),
+            pattern,
+            strip,
+            target,
+            preserve_host: r.preserve_host.0,
+            connect_timeout: r.connect_timeout.map_or(connect_timeout, |d| d.0),
+            timeout: timeout.or(total_timeout).unwrap_or(DEFAULT_TIMEOUT),
+            total_timeout,
+        });
+    }
+    // Stable sort: among equally specific routes the first written wins.
+    routes.sort_by(|a, b| b.pattern.specificity().cmp(&a.pattern.specificity()));
+
+    let monitoring = file.monitoring.as_ref();
+    Ok(Config {
+        source,
+        name: text(&file.name).unwrap_or_else(|| "clawgate".into()),
+        version: text(&file.version).unwrap_or_else(|| "1.0".into()),
+        health_path: format!("{base_path}/health"),
+        base_path,
+        listen,
+        tls,
+        threads,
+        pid_file: text(&g.pid_file).unwrap_or_else(|| DEFAULT_PID_FILE.into()),
+        upgrade_sock: text(&g.upgrade_sock).unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.into()),
+        error_log: text(&g.error_log),
+        grace_period: g.grace_period.map_or(Duration::from_secs(10), |d| d.0),
+        shutdown_timeout: g.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        max_body_size: g.max_body_size.map_or(10 << 20, |s| s.0),
+        max_header_size: g.max_header_size.map_or(64 << 10, |s| s.0),
+        max_headers,
+        routes,
+        agent_count: file.agents.len(),
+        keys_store: file
+            .auth
+            .as_ref()
+            .and_then(|a| a.api_key.as_ref())
+            .and_then(|k| text(&k.keys_store)),
+        log_output: monitoring
+            .and_then(|m| m.logging.as_ref())
+            .and_then(|l| text(&l.output)),
+        pending_features: pending,
+    })
+}
+
+fn first_url(b: &schema::Backend) -> String {
+    match (&b.url, &b.urls) {
+        (Some(u), _) => u.0.clone(),
+        (None, Some(list)) => list.first().map(|u| u.0.clone()).unwrap_or_default(),
+        (None, None) => String::new(),
+    }
+}
+
+fn normalise_base_path(p: String) -> Result<String, String> {
+    if p.is_empty() || p == "/" {
+        return Ok(String::new());
+    }
+    if !p.starts_with('/') || p.contains('*') || p.contains("//") || p.contains('?') {
+        return Err(format!("{p:?} is not a base path; expected e.g. /api/v1"));
+    }
+    Ok(p.trim_end_matches('/').to_string())
+}
+
+/// Parses a backend URL: `http://host[:port][/path]` or `https://...`.
+pub fn parse_target(url: &str) -> Result<Target, String> {
+    let bad = |why: &str| format!("{url:?} is not a backend URL: {why}");
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| bad("expected http://host:port or https://host:port"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("the scheme must be http or https")),
+    };
+    let auth = uri.authority().ok_or_else(|| bad("no host"))?;
+    if auth.as_str().contains('@') {
+        return Err(bad(
+            "credentials in the URL are not supported; use an inject_auth transform",
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(bad("a query string is not allowed"));
+    }
+    let host = auth
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let port = auth.port_u16().unwrap_or(default_port);
+    let authority = if port == default_port {
+        auth.host().to_string()
+    } else {
+        format!("{}:{port}", auth.host())
+    };
+    Ok(Target {
+        tls,
+        host,
+        port,
+        authority,
+        path_prefix: uri.path().trim_end_matches('/').to_string(),
+        addr: OnceLock::new(),
+    })
+}
+
+fn check_cert(path: &str) -> Result<(), String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let data = read_file(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{path}: not a PEM certificate ({e})"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: holds no PEM certificate"));
+    }
+    Ok(())
+}
+
+fn check_key(path: &str) -> Result<(), String> {
+    use rustls_pki_types::{pem::PemObject, PrivateKeyDer};
+    let data = read_file(path)?;
+    PrivateKeyDer::from_pem_slice(&data)
+        .map(|_| ())
+        .map_err(|_| format!("{path}: holds no PEM private key"))
+}
+
+fn read_file(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(Path::new(path)).map_err(|e| format!("{path}: {}", super::io_reason(&e)))
+}

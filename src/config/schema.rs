@@ -1,0 +1,327 @@
+//! The configuration file as written: typed, strict (unknown keys are errors), not yet compiled.
+
+use super::values::{Count, Dur, Flag, OneOrMany, Rate, Size, Text};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub name: Option<Text>,
+    pub version: Option<Text>,
+    #[serde(default)]
+    pub gateway: Gateway,
+    pub auth: Option<Auth>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, Agent>,
+    pub rate_limiting: Option<RateLimiting>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, Backend>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    pub caching: Option<Caching>,
+    pub transforms: Option<Transforms>,
+    pub monitoring: Option<Monitoring>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    #[serde(default)]
+    pub listen: OneOrMany<Text>,
+    pub base_path: Option<Text>,
+    pub tls: Option<Tls>,
+    pub threads: Option<Count>,
+    pub pid_file: Option<Text>,
+    pub upgrade_sock: Option<Text>,
+    pub error_log: Option<Text>,
+    pub grace_period: Option<Dur>,
+    pub shutdown_timeout: Option<Dur>,
+    pub rate_limit: Option<Rate>,
+    pub max_body_size: Option<Size>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Text>,
+    pub max_header_size: Option<Size>,
+    pub max_headers: Option<Count>,
+    pub connect_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    #[serde(default)]
+    pub enabled: Flag,
+    pub cert: Option<Text>,
+    pub key: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStrategy {
+    Jwt,
+    ApiKey,
+    Any,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub strategy: Option<AuthStrategy>,
+    pub jwt: Option<Jwt>,
+    pub api_key: Option<ApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    pub secret: Option<Text>,
+    pub expiry: Option<Dur>,
+    pub issuer: Option<Text>,
+    pub audience: Option<Text>,
+    pub leeway: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub header: Option<Text>,
+    pub keys_store: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    pub api_key: Option<Text>,
+    pub api_key_sha256: Option<Text>,
+    #[serde(default)]
+    pub scopes: Vec<Text>,
+    pub rate_limit: Option<Rate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStrategy {
+    TokenBucket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    Local,
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimiting {
+    pub strategy: Option<LimitStrategy>,
+    pub default: Option<Rate>,
+    #[serde(default)]
+    pub per_agent: BTreeMap<String, Rate>,
+    #[serde(default)]
+    pub per_agent_quota: BTreeMap<String, Quota>,
+    pub store: Option<Text>,
+    pub on_store_error: Option<OnStoreError>,
+    pub store_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub tokens: Count,
+    pub refill: Rate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub url: Option<Text>,
+    pub urls: Option<Vec<Text>>,
+}
+
+/// `strip_prefix: true` or `strip_prefix: "/prefix"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StripPrefix {
+    Flag(bool),
+    Prefix(Text),
+}
+
+/// `backend_weights` as a map `{v1: 90}` or the article's list `[{v1: 90}, {v2: 10}]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Weights {
+    Map(BTreeMap<String, Count>),
+    List(Vec<BTreeMap<String, Count>>),
+}
+
+impl Weights {
+    pub fn entries(&self) -> Vec<(String, u64)> {
+        match self {
+            Weights::Map(m) => m.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+            Weights::List(l) => l
+                .iter()
+                .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.0)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub path: Text,
+    pub name: Option<Text>,
+    pub backend: Option<Text>,
+    pub backend_url: Option<Text>,
+    #[serde(default)]
+    pub auth_required: Flag,
+    pub auth_strategy: Option<AuthStrategy>,
+    pub allowed_agents: Option<Vec<Text>>,
+    pub rate_limit: Option<Rate>,
+    pub timeout: Option<Dur>,
+    pub connect_timeout: Option<Dur>,
+    pub total_timeout: Option<Dur>,
+    pub strip_prefix: Option<StripPrefix>,
+    #[serde(default)]
+    pub preserve_host: Flag,
+    pub caching: Option<Caching>,
+    pub backend_weights: Option<Weights>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStrategy {
+    Exact,
+    Semantic,
+}
+
+/// Gateway-wide `caching`, and a route's `caching` which overrides it field by field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caching {
+    pub enabled: Option<Flag>,
+    pub strategy: Option<CacheStrategy>,
+    pub ttl: Option<Dur>,
+    pub shared: Option<Flag>,
+    pub cache_key: Option<Vec<Text>>,
+    pub store: Option<Text>,
+    pub max_size: Option<Size>,
+    pub max_object_size: Option<Size>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transforms {
+    #[serde(default)]
+    pub request: Vec<Transform>,
+    #[serde(default)]
+    pub response: Vec<Transform>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformKind {
+    AddHeader,
+    SetHeader,
+    RemoveHeader,
+    InjectAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialSource {
+    AgentApiKey,
+    Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transform {
+    #[serde(rename = "type")]
+    pub kind: TransformKind,
+    pub header: Option<Text>,
+    pub value: Option<Text>,
+    pub source: Option<CredentialSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    pub metrics: Option<Metrics>,
+    pub logging: Option<Logging>,
+    pub tracing: Option<Tracing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    #[serde(default)]
+    pub enabled: Flag,
+    pub endpoint: Option<Text>,
+    pub listen: Option<Text>,
+    pub format: Option<MetricsFormat>,
+    pub prefix: Option<Text>,
+    #[serde(default)]
+    pub custom_metrics: Vec<CustomMetric>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsFormat {
+    Prometheus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Counter,
+    Histogram,
+    Gauge,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomMetric {
+    pub name: Text,
+    #[serde(rename = "type")]
+    pub kind: MetricKind,
+    #[serde(default)]
+    pub labels: Vec<Text>,
+    pub help: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    pub level: Option<LogLevel>,
+    pub format: Option<LogFormat>,
+    pub output: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    #[serde(default)]
+    pub enabled: Flag,
+    pub sampler: Option<Text>,
+    pub endpoint: Option<Text>,
+}

@@ -1,0 +1,12 @@
+//! clawgate: an API gateway for AI-agent traffic on Pingora.
+
+pub mod config;
+pub mod probe;
+pub mod process;
+pub mod proxy;
+pub mod request_id;
+pub mod respond;
+pub mod router;
+pub mod server;
+pub mod starter;
+pub mod upstream;

@@ -1,0 +1,287 @@
+//! The `clawgate` command line.
+
+use clap::{Args, Parser, Subcommand};
+use clawgate::{config, process, server, starter};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_NOT_RUNNING: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "clawgate",
+    version,
+    about = "API gateway for AI-agent traffic, on Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The configuration file (YAML).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration and prepare what it names (log and pid folders, key store);
+    /// without --config, write a commented starter ./clawgate.yaml.
+    Init {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration; exit 0 when valid, 2 with the error otherwise.
+    Check(ConfigArg),
+    /// Run the gateway.
+    Start {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Stay attached to the terminal (the default).
+        #[arg(long, conflicts_with = "daemon")]
+        foreground: bool,
+        /// Detach and run in the background.
+        #[arg(long)]
+        daemon: bool,
+        /// Take the listening sockets over from a running instance.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Show whether the gateway is running (exit 0) or not (exit 3).
+    Status(ConfigArg),
+    /// Stop the gateway gracefully: finish in-flight requests, then exit.
+    Stop(ConfigArg),
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("clawgate: internal error: {msg}");
+    }));
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err((code, msg)) => {
+            eprintln!("clawgate: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type CmdResult = Result<u8, (u8, String)>;
+
+fn load(path: &Path) -> Result<config::Config, (u8, String)> {
+    config::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))
+}
+
+fn run(command: Command) -> CmdResult {
+    match command {
+        Command::Init { config: None } => init_starter(Path::new("clawgate.yaml")),
+        Command::Init { config: Some(path) } => init(&path),
+        Command::Check(c) => {
+            let cfg = load(&c.config)?;
+            for w in warnings(&cfg) {
+                eprintln!("warning: {w}");
+            }
+            println!("{}: ok ({})", c.config.display(), summary(&cfg));
+            Ok(0)
+        }
+        Command::Start {
+            config: c,
+            daemon,
+            upgrade,
+            foreground: _,
+        } => {
+            let cfg = load(&c.config)?;
+            server::run(cfg, server::StartOptions { daemon, upgrade })
+                .map(|_| 0)
+                .map_err(|e| (EXIT_RUNTIME, e))
+        }
+        Command::Status(c) => status(&load(&c.config)?),
+        Command::Stop(c) => stop(&load(&c.config)?),
+    }
+}
+
+fn summary(cfg: &config::Config) -> String {
+    format!(
+        "{} listener(s): {}{}; {} route(s); {} agent(s)",
+        cfg.listen.len(),
+        cfg.listen.join(", "),
+        if cfg.tls.is_some() { " (TLS)" } else { "" },
+        cfg.routes.len(),
+        cfg.agent_count
+    )
+}
+
+fn warnings(cfg: &config::Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(store) = &cfg.keys_store {
+        if !Path::new(store).exists() {
+            w.push(format!(
+                "the API-key store {store} does not exist yet (clawgate init creates an empty one)"
+            ));
+        }
+    }
+    if !cfg.pending_features.is_empty() {
+        w.push(format!(
+            "this build does not provide {} yet; `start` will refuse this configuration",
+            cfg.pending_features.join(", ")
+        ));
+    }
+    w
+}
+
+fn init_starter(path: &Path) -> CmdResult {
+    if path.exists() {
+        return Err((
+            EXIT_USAGE,
+            format!("{} already exists; not overwriting it", path.display()),
+        ));
+    }
+    std::fs::write(path, starter::STARTER).map_err(|e| {
+        (
+            EXIT_RUNTIME,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })?;
+    println!(
+        "wrote {}; check it with: clawgate check --config {}",
+        path.display(),
+        path.display()
+    );
+    Ok(0)
+}
+
+fn init(path: &Path) -> CmdResult {
+    let cfg = load(path)?;
+    let mut dirs: Vec<&str> = vec![cfg.pid_file.as_str()];
+    dirs.extend(cfg.log_output.as_deref());
+    dirs.extend(cfg.error_log.as_deref());
+    for file in dirs {
+        if let Some(dir) = Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                (
+                    EXIT_RUNTIME,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+        }
+    }
+    if let Some(store) = &cfg.keys_store {
+        let p = Path::new(store);
+        if !p.exists() {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    (
+                        EXIT_RUNTIME,
+                        format!("cannot create {}: {e}", dir.display()),
+                    )
+                })?;
+            }
+            std::fs::write(p, "{\"keys\": []}\n")
+                .map_err(|e| (EXIT_RUNTIME, format!("cannot create {store}: {e}")))?;
+            println!("created an empty API-key store at {store}");
+        }
+    }
+    println!("{}: ok", path.display());
+    println!("  name:      {} (config version {})", cfg.name, cfg.version);
+    println!(
+        "  listeners: {}{}",
+        cfg.listen.join(", "),
+        if cfg.tls.is_some() { " (TLS)" } else { "" }
+    );
+    println!("  routes:    {}", cfg.routes.len());
+    for r in &cfg.routes {
+        println!(
+            "    {} -> {}://{}{}",
+            r.pattern.source(),
+            if r.target.tls { "https" } else { "http" },
+            r.target.authority,
+            r.target.path_prefix
+        );
+    }
+    println!("  agents:    {}", cfg.agent_count);
+    if let Some(store) = &cfg.keys_store {
+        println!("  key store: {store}");
+    }
+    println!("  pid file:  {}", cfg.pid_file);
+    for w in warnings(&cfg) {
+        eprintln!("warning: {w}");
+    }
+    Ok(0)
+}
+
+fn status(cfg: &config::Config) -> CmdResult {
+    let Some(pid) = process::running_pid(&cfg.pid_file) else {
+        println!("clawgate is not running (pid file {})", cfg.pid_file);
+        return Ok(EXIT_NOT_RUNNING);
+    };
+    println!("clawgate is running");
+    println!("  pid:       {pid}");
+    if let Some(age) = process::pid_file_age(&cfg.pid_file) {
+        println!(
+            "  uptime:    {}",
+            clawgate::respond::human_uptime(age.as_secs())
+        );
+    }
+    println!(
+        "  version:   clawgate {} (config {} version {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.name,
+        cfg.version
+    );
+    println!(
+        "  listeners: {}{}",
+        cfg.listen.join(", "),
+        if cfg.tls.is_some() { " (TLS)" } else { "" }
+    );
+    match (&cfg.tls, cfg.listen.first()) {
+        (None, Some(addr)) => {
+            match clawgate::probe::health(addr, &cfg.health_path, Duration::from_secs(2)) {
+                Ok(body) => println!("  health:    {body}"),
+                Err(e) => println!("  health:    not answering ({e})"),
+            }
+        }
+        _ => println!("  health:    not probed (TLS listener)"),
+    }
+    Ok(0)
+}
+
+fn stop(cfg: &config::Config) -> CmdResult {
+    let Some(pid) = process::running_pid(&cfg.pid_file) else {
+        println!("clawgate is not running (pid file {})", cfg.pid_file);
+        return Ok(0);
+    };
+    process::signal(pid, libc::SIGTERM)
+        .map_err(|e| (EXIT_RUNTIME, format!("cannot signal pid {pid}: {e}")))?;
+    let limit = cfg.grace_period + cfg.shutdown_timeout + Duration::from_secs(5);
+    if process::wait_gone(pid, limit) {
+        println!("clawgate (pid {pid}) stopped");
+        Ok(0)
+    } else {
+        Err((
+            EXIT_RUNTIME,
+            format!(
+                "clawgate (pid {pid}) did not stop within {}s",
+                limit.as_secs()
+            ),
+        ))
+    }
+}

@@ -1,0 +1,300 @@
+//! The `ProxyHttp` implementation: the request path, one step per hook, each delegating to a
+//! module. Kept thin on purpose; read it top to bottom as the life of a request.
+
+use crate::config::{Config, Route};
+use crate::{request_id, respond, router, upstream};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Requests in progress, so that a graceful stop can end as soon as they are done.
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+pub struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Gateway {
+    config: ArcSwap<Config>,
+    started: Instant,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>) -> Self {
+        Gateway {
+            config: ArcSwap::new(config),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    pub request_id: String,
+    pub start: Instant,
+    config: Arc<Config>,
+    route: Option<usize>,
+    /// Path and query sent to the backend.
+    forward: Option<http::Uri>,
+    body_bytes: u64,
+    _in_flight: InFlight,
+}
+
+impl Ctx {
+    fn route(&self) -> Option<&Route> {
+        self.route.map(|i| &self.config.routes[i])
+    }
+}
+
+/// A refusal decided in `request_filter`: status, message, and whether to close the connection.
+struct Refusal(u16, &'static str, bool);
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            start: Instant::now(),
+            config: self.config.load_full(),
+            route: None,
+            forward: None,
+            body_bytes: 0,
+            _in_flight: InFlight::new(),
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let client_id = session.req_header().headers.get("x-request-id");
+        ctx.request_id = request_id::from_client_or_new(client_id.map(|v| v.as_bytes()));
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match self.admit(session, ctx).await {
+            Ok(done) => Ok(done),
+            Err(Refusal(code, message, close)) => {
+                respond::json_error(session, code, message, &ctx.request_id, close).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        upstream::peer_for(route).await
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(uri) = ctx.forward.take() {
+            req.set_uri(uri);
+        }
+        let route = ctx
+            .route()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        upstream::forwarding_headers(session, req, route, &ctx.request_id)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > ctx.config.max_body_size {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body larger than max_body_size",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        check_total_timeout(ctx)?;
+        resp.insert_header("x-request-id", &ctx.request_id)?;
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        check_total_timeout(ctx)?;
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (code, message) = classify(e);
+        if code > 0 && session.response_written().is_none() {
+            // The request id may be unset when the failure came before early_request_filter.
+            if ctx.request_id.is_empty() {
+                ctx.request_id = request_id::new();
+            }
+            let _ = respond::json_error(session, code, message, &ctx.request_id, true).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+impl Gateway {
+    /// Everything decided before a request may go upstream. `Ok(true)`: answered here.
+    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool, Refusal> {
+        let cfg = &*ctx.config;
+        let req = session.req_header();
+        if req.headers.len() > cfg.max_headers {
+            return Err(Refusal(431, "too many request headers", true));
+        }
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes as u64 > cfg.max_header_size {
+            return Err(Refusal(431, "request headers are too large", true));
+        }
+        let has_te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+        let lengths = req.headers.get_all(http::header::CONTENT_LENGTH);
+        let mut content_length = None;
+        for v in lengths.iter() {
+            let n = std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(Refusal(400, "invalid Content-Length", true))?;
+            if content_length.is_some_and(|c| c != n) || has_te {
+                return Err(Refusal(400, "conflicting message framing headers", true));
+            }
+            content_length = Some(n);
+        }
+        if content_length.is_some_and(|n| n > cfg.max_body_size) {
+            return Err(Refusal(413, "request body larger than max_body_size", true));
+        }
+
+        let raw_path = req.uri.path();
+        let path = router::normalise(raw_path).map_err(|e| Refusal(400, e.message(), false))?;
+
+        if *path == *cfg.health_path {
+            self.health(session, ctx)
+                .await
+                .map_err(|_| Refusal(500, "", true))?;
+            return Ok(true);
+        }
+
+        let Some(index) = cfg.routes.iter().position(|r| r.pattern.matches(&path)) else {
+            return Err(Refusal(404, "no route matches this path", false));
+        };
+        let route = &cfg.routes[index];
+        let forward = upstream::forward_uri(cfg, route, &path, req.uri.query()).ok_or(Refusal(
+            400,
+            "the request path cannot be forwarded",
+            false,
+        ))?;
+        ctx.route = Some(index);
+        ctx.forward = Some(forward);
+        Ok(false)
+    }
+
+    async fn health(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let body = respond::error_body(405, "the health endpoint answers GET", &ctx.request_id);
+            return respond::write_json(
+                session,
+                405,
+                body,
+                &ctx.request_id,
+                &[("allow", "GET, HEAD")],
+            )
+            .await;
+        }
+        let body = serde_json::json!({
+            "status": "healthy",
+            "version": ctx.config.version,
+            "uptime": respond::human_uptime(self.started.elapsed().as_secs()),
+            "name": ctx.config.name,
+        });
+        respond::write_json(
+            session,
+            200,
+            Bytes::from(body.to_string()),
+            &ctx.request_id,
+            &[],
+        )
+        .await
+    }
+}
+
+fn check_total_timeout(ctx: &Ctx) -> Result<()> {
+    match ctx.route().and_then(|r| r.total_timeout) {
+        Some(total) if ctx.start.elapsed() > total => Error::e_explain(
+            ErrorType::ReadTimedout,
+            "the exchange exceeded the route's total_timeout",
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The status and message of a failed request.
+fn classify(e: &Error) -> (u16, &'static str) {
+    use ErrorType::*;
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(413), _) => (413, "request body larger than max_body_size"),
+        (HTTPStatus(c), _) => (*c, "the request could not be served"),
+        (
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
+            ErrorSource::Upstream,
+        ) => (504, "the backend did not answer in time"),
+        (ReadTimedout, _)
+            if e.context
+                .as_ref()
+                .is_some_and(|c| c.as_str().contains("total_timeout")) =>
+        {
+            (504, "the backend did not answer in time")
+        }
+        (_, ErrorSource::Upstream) => (502, "the backend could not be reached or answered badly"),
+        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => (0, ""),
+        (_, ErrorSource::Downstream) => (400, "the request could not be read"),
+        _ => (500, "internal error"),
+    }
+}

@@ -1,0 +1,111 @@
+//! Responses the gateway writes itself: JSON errors in the DESIGN shape, and the health answer.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+/// The error names of DESIGN §2 "Errors", by status code.
+pub fn error_name(code: u16) -> &'static str {
+    match code {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        431 => "request_header_fields_too_large",
+        500 => "internal_error",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        _ => "error",
+    }
+}
+
+pub fn error_body(code: u16, message: &str, request_id: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "error": error_name(code),
+            "code": code,
+            "message": message,
+            "request_id": request_id,
+        })
+        .to_string(),
+    )
+}
+
+/// Writes a JSON error. `close` ends the connection afterwards (for refusals that leave the
+/// request body unread, or that answer abuse).
+pub async fn json_error(
+    session: &mut Session,
+    code: u16,
+    message: &str,
+    request_id: &str,
+    close: bool,
+) -> Result<()> {
+    let body = error_body(code, message, request_id);
+    if close {
+        session.set_keepalive(None);
+    }
+    write_json(session, code, body, request_id, &[]).await
+}
+
+pub async fn write_json(
+    session: &mut Session,
+    code: u16,
+    body: Bytes,
+    request_id: &str,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
+    let mut h = ResponseHeader::build(code, Some(4 + extra.len()))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("x-request-id", request_id)?;
+    h.insert_header("cache-control", "no-store")?;
+    for (k, v) in extra {
+        h.insert_header(*k, *v)?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(h), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// `2h 15m`, `3m 4s`, `12s`.
+pub fn human_uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_reads_like_the_article() {
+        assert_eq!(human_uptime(2 * 3600 + 15 * 60 + 7), "2h 15m");
+        assert_eq!(human_uptime(5), "5s");
+        assert_eq!(human_uptime(185), "3m 5s");
+        assert_eq!(human_uptime(3 * 86400 + 3600), "3d 1h");
+    }
+
+    #[test]
+    fn error_shape() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&error_body(404, "no route", "r1")).unwrap();
+        assert_eq!(v["error"], "not_found");
+        assert_eq!(v["code"], 404);
+        assert_eq!(v["request_id"], "r1");
+    }
+}

@@ -1,0 +1,130 @@
+//! Assembles the Pingora server from the configuration: server options, listeners, TLS, the
+//! proxy service, and a background task that ends a graceful stop as soon as requests are done.
+
+use crate::config::Config;
+use crate::proxy::{Gateway, IN_FLIGHT};
+use crate::{process, upstream};
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct StartOptions {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+/// Runs the gateway until it is stopped. Errors are one readable sentence.
+pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
+    if let Some(missing) =
+        (!config.pending_features.is_empty()).then(|| config.pending_features.join(", "))
+    {
+        return Err(format!(
+            "{}: this build of clawgate does not provide {missing} yet; refusing to start rather \
+             than serve routes without them",
+            config.source.display()
+        ));
+    }
+    if !opts.upgrade {
+        for addr in &config.listen {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen on {addr}: {}", e.kind()))?;
+        }
+        if let Some(pid) = process::running_pid(&config.pid_file) {
+            return Err(format!(
+                "clawgate is already running with pid {pid} (pid file {})",
+                config.pid_file
+            ));
+        }
+    }
+    for host in upstream::resolve_all_blocking(&config) {
+        log::warn!("backend host {host} does not resolve yet; it will be retried per request");
+    }
+
+    let mut conf = ServerConf {
+        daemon: opts.daemon,
+        pid_file: config.pid_file.clone(),
+        upgrade_sock: config.upgrade_sock.clone(),
+        error_log: config.error_log.clone(),
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    conf.daemon_wait_for_ready = opts.daemon;
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let config = Arc::new(config);
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(config.clone()),
+        "clawgate",
+    );
+    for addr in &config.listen {
+        match &config.tls {
+            Some(files) => {
+                let mut tls = TlsSettings::intermediate(&files.cert, &files.key)
+                    .map_err(|e| format!("cannot use the TLS certificate {}: {e}", files.cert))?;
+                tls.enable_h2();
+                proxy.add_tls_with_settings(addr, None, tls);
+            }
+            None => proxy.add_tcp(addr),
+        }
+    }
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            pid_file: config.pid_file.clone(),
+        },
+    ));
+    // Pingora writes the pid file when it daemonizes; in the foreground we do.
+    if !opts.daemon {
+        process::write_pid_file(&config.pid_file)
+            .map_err(|e| format!("cannot write the pid file {}: {e}", config.pid_file))?;
+    }
+    log::info!(
+        "clawgate {} started: {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.name,
+        config.listen.join(", ")
+    );
+    server.run(RunArgs::default());
+    process::remove_pid_file_if_ours(&config.pid_file);
+    Ok(())
+}
+
+/// After a stop or upgrade begins, exits as soon as no request is in flight; Pingora's own
+/// grace period (which always sleeps in full) remains the upper bound.
+struct Drain {
+    pid_file: String,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        // Let connections that were accepted just before the listeners closed send their request.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while IN_FLIGHT.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log::info!("all requests done; exiting");
+        process::remove_pid_file_if_ours(&self.pid_file);
+        std::process::exit(0);
+    }
+}

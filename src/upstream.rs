@@ -1,0 +1,145 @@
+//! Backends: the peer for a route, the forwarded URI, and the headers a backend receives.
+
+use crate::config::{Config, Route, StripRule, Target};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long an idle pooled connection to a backend is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn peer_for(route: &Route) -> Result<Box<HttpPeer>> {
+    let target = &route.target;
+    let addr = match target.addr.get() {
+        Some(a) => *a,
+        None => resolve(target).await?,
+    };
+    let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(route.connect_timeout);
+    o.total_connection_timeout = Some(route.connect_timeout);
+    o.read_timeout = Some(match route.total_timeout {
+        Some(total) => total.min(route.timeout),
+        None => route.timeout,
+    });
+    o.write_timeout = Some(route.timeout);
+    o.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    Ok(Box::new(peer))
+}
+
+/// Resolves a backend host once, asynchronously (never `HttpPeer::new`'s panicking lookup).
+pub async fn resolve(target: &Target) -> Result<SocketAddr> {
+    let found = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next());
+    match found {
+        Some(addr) => Ok(*target.addr.get_or_init(|| addr)),
+        None => Error::e_explain(
+            ErrorType::ConnectNoRoute,
+            format!("cannot resolve backend host {}", target.host),
+        ),
+    }
+}
+
+/// Resolves every route's backend at start; hosts that do not resolve yet are retried per request.
+pub fn resolve_all_blocking(config: &Config) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut unresolved = Vec::new();
+    for route in &config.routes {
+        let t = &route.target;
+        match (t.host.as_str(), t.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+        {
+            Some(addr) => {
+                let _ = t.addr.set(addr);
+            }
+            None => unresolved.push(t.host.clone()),
+        }
+    }
+    unresolved
+}
+
+/// The path and query the backend receives: the normalised path relative to `base_path`, with
+/// the route's `strip_prefix` removed, appended to the backend URL's own path.
+pub fn forward_uri(
+    config: &Config,
+    route: &Route,
+    path: &str,
+    query: Option<&str>,
+) -> Option<http::Uri> {
+    let mut rel = path.strip_prefix(config.base_path.as_str()).unwrap_or(path);
+    if let StripRule::Prefix(prefix) = &route.strip {
+        if let Some(rest) = rel.strip_prefix(prefix.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                rel = rest;
+            }
+        }
+    }
+    let prefix = &route.target.path_prefix;
+    let mut out =
+        String::with_capacity(prefix.len() + rel.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    out.push_str(prefix);
+    if rel.is_empty() {
+        out.push('/');
+    } else {
+        out.push_str(rel);
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    http::Uri::try_from(out).ok()
+}
+
+/// Host, X-Forwarded-*, X-Request-ID; the client's X-Agent-ID is never passed on.
+pub fn forwarding_headers(
+    session: &Session,
+    req: &mut RequestHeader,
+    route: &Route,
+    request_id: &str,
+) -> Result<()> {
+    let downstream = session.req_header();
+    let original_host = downstream
+        .headers
+        .get(http::header::HOST)
+        .map(|h| h.as_bytes().to_vec())
+        .or_else(|| {
+            downstream
+                .uri
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+        });
+
+    if !route.preserve_host || original_host.is_none() {
+        req.insert_header(http::header::HOST, route.target.authority.as_str())?;
+    } else if let Some(h) = &original_host {
+        req.insert_header(http::header::HOST, h.as_slice())?;
+    }
+    if let Some(h) = original_host {
+        req.insert_header("x-forwarded-host", h)?;
+    }
+
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+
+    if let Some(ip) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        let xff = match req.headers.get("x-forwarded-for").map(|v| v.to_str()) {
+            Some(Ok(prev)) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+    }
+    req.insert_header("x-request-id", request_id)?;
+    req.remove_header("x-agent-id");
+    Ok(())
+}
