@@ -107,7 +107,10 @@ fn run(command: Command) -> CmdResult {
             foreground: _,
         } => {
             let cfg = load(&c.config)?;
-            server::run(cfg, server::StartOptions { daemon, upgrade })
+            if daemon {
+                return start_daemon(&c.config, &cfg, upgrade);
+            }
+            server::run(cfg, server::StartOptions { upgrade })
                 .map(|_| 0)
                 .map_err(|e| (EXIT_RUNTIME, e))
         }
@@ -225,6 +228,22 @@ fn init(path: &Path) -> CmdResult {
     for w in warnings(&cfg) {
         eprintln!("warning: {w}");
     }
+    Ok(0)
+}
+
+fn start_daemon(path: &Path, cfg: &config::Config, upgrade: bool) -> CmdResult {
+    if !upgrade {
+        if let Some(pid) = process::running_pid(&cfg.pid_file) {
+            return Err((
+                EXIT_RUNTIME,
+                format!("clawgate is already running with pid {pid} (pid file {})", cfg.pid_file),
+            ));
+        }
+    }
+    let log = process::daemon_log_path(cfg.error_log.as_deref(), &cfg.pid_file);
+    let pid = process::spawn_daemon(path, upgrade, &cfg.pid_file, &cfg.listen, &log)
+        .map_err(|e| (EXIT_RUNTIME, e))?;
+    println!("clawgate started in the background (pid {pid}, log {log})");
     Ok(0)
 }
 

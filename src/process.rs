@@ -1,6 +1,8 @@
 //! The running gateway as seen from the CLI: pid file, liveness, signals.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 pub fn write_pid_file(path: &str) -> std::io::Result<()> {
@@ -29,9 +31,7 @@ pub fn read_pid(path: &str) -> Option<i32> {
 
 /// True when `pid` is a live clawgate process (not a stale pid reused by something else).
 pub fn is_clawgate(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    if !alive {
+    if !alive(pid) {
         return false;
     }
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
@@ -62,18 +62,111 @@ pub fn signal(pid: i32, sig: libc::c_int) -> std::io::Result<()> {
     }
 }
 
+/// True while the process exists and has not exited (a zombie awaiting its parent has).
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z"),
+        Err(_) => true,
+    }
+}
+
 /// Waits until the process is gone, polling; false on timeout.
 pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        // SAFETY: signal 0 only checks existence.
-        if unsafe { libc::kill(pid, 0) } != 0 {
+        if !alive(pid) {
             return true;
         }
-        // Reap it if it is our child (tests start it that way); ignore otherwise.
-        // SAFETY: non-blocking waitpid on a specific pid.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Where a daemon's stderr goes: `error_log`, else next to the pid file
+/// (`/tmp/clawgate.pid` → `/tmp/clawgate.error.log`).
+pub fn daemon_log_path(error_log: Option<&str>, pid_file: &str) -> String {
+    match error_log {
+        Some(p) => p.to_string(),
+        None => format!("{}.error.log", pid_file.strip_suffix(".pid").unwrap_or(pid_file)),
+    }
+}
+
+/// Starts this binary again as `start --foreground` in its own session, detached from the
+/// terminal with stderr to `log`, and returns once it serves: its pid is in the pid file and
+/// every listener accepts. On failure, the daemon's last log lines say why.
+pub fn spawn_daemon(
+    config_path: &Path,
+    upgrade: bool,
+    pid_file: &str,
+    listen: &[String],
+    log: &str,
+) -> Result<u32, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the clawgate binary: {e}"))?;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("cannot open the error log {log}: {e}"))?;
+    let log_start = log_file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut cmd = Command::new(exe);
+    cmd.arg("start").arg("--foreground").arg("--config").arg(config_path);
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+    // SAFETY: setsid() is async-signal-safe; it detaches the child from our terminal and group.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read(log)
+                .map(|b| String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..]).into_owned())
+                .unwrap_or_default();
+            let reason = tail
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("clawgate:"))
+                .map(|l| l.trim_start_matches("clawgate:").trim().to_string())
+                .unwrap_or_else(|| format!("it exited with {status}; see {log}"));
+            return Err(reason);
+        }
+        let serving = read_pid(pid_file) == Some(pid as i32)
+            && listen.iter().all(|a| accepts(a));
+        if serving {
+            return Ok(pid);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the daemon (pid {pid}) did not start serving within 30s; see {log}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn accepts(listen: &str) -> bool {
+    let Ok(mut addr) = listen.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }

@@ -195,6 +195,11 @@ impl Gateway {
             return Err(Refusal(431, "request headers are too large", true));
         }
         let has_te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+        // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3); a
+        // request that sent both is a smuggling attempt or a broken client: refuse it.
+        if has_te && session.as_http1().is_some_and(|h1| sent_content_length(&h1.get_headers_raw_bytes())) {
+            return Err(Refusal(400, "both Content-Length and Transfer-Encoding are present", true));
+        }
         let lengths = req.headers.get_all(http::header::CONTENT_LENGTH);
         let mut content_length = None;
         for v in lengths.iter() {
@@ -263,6 +268,13 @@ impl Gateway {
         )
         .await
     }
+}
+
+/// Whether a raw HTTP/1 request head holds a Content-Length header line.
+fn sent_content_length(head: &[u8]) -> bool {
+    head.split(|b| *b == b'\n').skip(1).any(|line| {
+        line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
+    })
 }
 
 fn check_total_timeout(ctx: &Ctx) -> Result<()> {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct StartOptions {
-    pub daemon: bool,
     pub upgrade: bool,
 }
 
@@ -45,20 +44,19 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         log::warn!("backend host {host} does not resolve yet; it will be retried per request");
     }
 
-    let mut conf = ServerConf {
-        daemon: opts.daemon,
+    // `--daemon` is handled by the CLI (process::spawn_daemon), which re-runs us in the
+    // foreground detached from the terminal; Pingora's own fork would lose threads started before
+    // it and release its parent before the listeners are up.
+    let conf = ServerConf {
         pid_file: config.pid_file.clone(),
         upgrade_sock: config.upgrade_sock.clone(),
-        error_log: config.error_log.clone(),
         threads: config.threads,
         grace_period_seconds: Some(config.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
         ..ServerConf::default()
     };
-    conf.daemon_wait_for_ready = opts.daemon;
     let opt = Opt {
         upgrade: opts.upgrade,
-        daemon: opts.daemon,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -88,11 +86,8 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
             pid_file: config.pid_file.clone(),
         },
     ));
-    // Pingora writes the pid file when it daemonizes; in the foreground we do.
-    if !opts.daemon {
-        process::write_pid_file(&config.pid_file)
-            .map_err(|e| format!("cannot write the pid file {}: {e}", config.pid_file))?;
-    }
+    process::write_pid_file(&config.pid_file)
+        .map_err(|e| format!("cannot write the pid file {}: {e}", config.pid_file))?;
     log::info!(
         "clawgate {} started: {} on {}",
         env!("CARGO_PKG_VERSION"),

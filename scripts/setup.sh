@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing clawgate needs on Debian: cmake (pingora's zlib-ng build),
+# curl (the TLS/HTTP2 test and the quickstart). Extra Debian packages may be named as arguments
+# (the benchmark adds nginx-light and wrk). Does nothing when everything is already there.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+for pkg in "$@"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install Rust (https://rustup.rs) and run this again" >&2
+  exit 1
+fi

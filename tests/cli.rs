@@ -1,0 +1,220 @@
+//! The command line: check, init, start/status/stop, with the documented exit codes.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const SECRET: &str = "an-example-secret-of-at-least-32-bytes!";
+
+fn self_signed(dir: &std::path::Path) -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let c = dir.join("gateway.pem");
+    let k = dir.join("gateway.key");
+    std::fs::write(&c, cert.cert.pem()).expect("write cert");
+    std::fs::write(&k, cert.signing_key.serialize_pem()).expect("write key");
+    (c.display().to_string(), k.display().to_string())
+}
+
+fn check(path: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["check", "--config"]).arg(path).env_remove("JWT_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run check")
+}
+
+#[test]
+fn check_passes_on_the_article_configs_and_the_quickstart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("CLAWGATE_TLS_CERT", cert.as_str()),
+        ("CLAWGATE_TLS_KEY", key.as_str()),
+    ];
+    for name in ["openclaw-api-gateway.yaml", "multi-agent-gateway.yaml", "quickstart.yaml"] {
+        let out = check(&conf_dir().join(name), &env);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_names_file_line_column_and_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("gateway:\n  listen: \"127.0.0.1:1\"\n  lsiten: 1\n", ":3:", "gateway.lsiten: unknown field \"lsiten\""),
+        (
+            "routes:\n  - path: /x\n    backend_url: http://a\n  - path: /y\n    backend_url: http://a\n    rate_limit: \"20/fortnight\"\n",
+            ":6:17:",
+            "routes[1].rate_limit: \"20/fortnight\" is not a rate; expected N/second, N/minute, N/hour or N/day",
+        ),
+        (
+            "routes:\n  - path: /x\n    backend_url: http://a\n    timeout: \"5 parsecs\"\n",
+            ":4:14:",
+            "routes[0].timeout: \"5 parsecs\" is not a duration",
+        ),
+        (
+            "auth:\n  jwt:\n    secret: \"${CLAWGATE_TEST_UNSET_VAR}\"\n",
+            ":3:13:",
+            "auth.jwt.secret: environment variable CLAWGATE_TEST_UNSET_VAR is not set",
+        ),
+        ("routes:\n  - name: x\n    backend_url: http://a\n", ":2:", "routes[0]: missing field \"path\""),
+        (
+            "backends:\n  v1: {url: \"http://a\"}\nroutes:\n  - path: /x\n    backend_weights: {v1: 90, v3: 10}\n",
+            ":5:",
+            "routes[0].backend_weights.v3: \"v3\" names no backend",
+        ),
+        ("routes:\n  - path: /x\n    backend_url: ftp://a\n", ":3:", "routes[0].backend_url"),
+        ("gateway:\n  listen: \"nowhere\"\n", ":2:", "gateway.listen"),
+        ("gateway:\n  tls: {enabled: true, cert: /nonexistent.pem, key: /x.key}\n", ":2:", "/nonexistent.pem: no such file"),
+        ("routes: [\n", ":1:", "did not find expected node content"),
+    ];
+    for (yaml, loc, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = check(&file, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(&format!("{}{loc}", file.display())), "{yaml}: location missing in {err}");
+        assert!(err.contains(message), "{yaml}: expected {message:?} in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    }
+}
+
+#[test]
+fn check_of_a_missing_file_and_bad_usage() {
+    let out = clawgate(&["check", "--config", "/nonexistent/clawgate.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/clawgate.yaml: cannot read the file: no such file"));
+    assert_eq!(clawgate(&["check"]).status.code(), Some(2));
+    assert_eq!(clawgate(&["frobnicate"]).status.code(), Some(2));
+    for cmd in ["init", "check", "start", "status", "stop"] {
+        let out = clawgate(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+    }
+}
+
+#[test]
+fn start_refuses_features_this_build_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["start", "--config"])
+        .arg(conf_dir().join("openclaw-api-gateway.yaml"))
+        .env("JWT_SECRET", SECRET)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("authentication") && err.contains("refusing to start"), "{err}");
+}
+
+#[test]
+fn init_writes_a_starter_once_and_prepares_what_a_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| Command::new(BIN).args(args).current_dir(dir.path()).output().unwrap();
+    let out = run(&["init"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let starter = dir.path().join("clawgate.yaml");
+    assert!(run(&["check", "--config", "clawgate.yaml"]).status.success());
+    let before = std::fs::read(&starter).unwrap();
+    let again = run(&["init"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&starter).unwrap(), before);
+
+    let store = dir.path().join("keys/api-keys.json");
+    let pid = dir.path().join("run/gw.pid");
+    let cfg = dir.path().join("with-store.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "gateway:\n  pid_file: {}\nauth:\n  api_key:\n    keys_store: {}\nroutes:\n  - path: /x/*\n    backend_url: http://127.0.0.1:9\n",
+            pid.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["init", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    assert_eq!(v["keys"], serde_json::json!([]));
+    assert!(pid.parent().unwrap().is_dir());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("routes:"));
+}
+
+const SIMPLE: &str = r#"
+name: "cli-test"
+version: "3.2"
+gateway:
+  listen: "{listen}"
+  pid_file: "{dir}/clawgate.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  grace_period: "5s"
+  shutdown_timeout: "2s"
+routes:
+  - path: "/*"
+    backend_url: "{backend}"
+"#;
+
+#[test]
+fn daemon_start_status_stop() {
+    let backend = mock_backend::spawn();
+    let (dir, config, addr) = write_config(SIMPLE, &backend.url());
+    let config = config.to_str().unwrap();
+    let status = clawgate(&["status", "--config", config]);
+    assert_eq!(status.status.code(), Some(3));
+
+    let out = clawgate(&["start", "--daemon", "--config", config]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid_file = dir.path().join("clawgate.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+
+    let status = clawgate(&["status", "--config", config]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("pid:       {pid}")), "{text}");
+    assert!(text.contains("config cli-test version 3.2"), "{text}");
+    assert!(text.contains("\"status\":\"healthy\""), "{text}");
+    assert!(text.contains(&addr.to_string()), "{text}");
+
+    // A second start is refused while the first runs.
+    let again = clawgate(&["start", "--daemon", "--config", config]);
+    assert_eq!(again.status.code(), Some(1));
+
+    let started = std::time::Instant::now();
+    let stop = clawgate(&["stop", "--config", config]);
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    assert!(started.elapsed() < Duration::from_secs(5), "stop waits for in-flight requests only");
+    assert_eq!(clawgate(&["status", "--config", config]).status.code(), Some(3));
+    assert!(!pid_file.exists());
+}
+
+#[test]
+fn foreground_start_writes_the_pid_file_and_stop_drains_in_flight_requests() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(SIMPLE, &backend.url());
+    let pid_file = g.dir.path().join("clawgate.pid");
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_eq!(pid, g.pid());
+
+    // A slow request is in flight when stop is asked: it completes, then the gateway exits.
+    let url = g.url("/delay/700");
+    let slow = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async { client().get(url).send().await.map(|r| r.status().as_u16()) })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let stop = clawgate(&["stop", "--config", g.config_str()]);
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    assert_eq!(slow.join().unwrap().unwrap(), 200);
+    assert!(!pid_file.exists());
+}

@@ -1,0 +1,163 @@
+//! Test harness: the real `clawgate` binary on real sockets, in front of the real mock backend.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn clawgate(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run clawgate")
+}
+
+pub fn conf_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf")
+}
+
+/// A running gateway; killed when dropped.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub base: String,
+}
+
+impl Gateway {
+    /// `yaml` may use `{listen}`, `{dir}` and `{backend}`; a `gateway:` section must include
+    /// `listen: "{listen}"` and should set `pid_file`/`upgrade_sock` under `{dir}`.
+    pub fn start(yaml: &str, backend: &str) -> Gateway {
+        Self::start_with(yaml, backend, &[])
+    }
+
+    pub fn start_with(yaml: &str, backend: &str, env: &[(&str, &str)]) -> Gateway {
+        let (dir, config, addr) = write_config(yaml, backend);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["start", "--foreground", "--config"]).arg(&config);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn clawgate");
+        let mut g = Gateway {
+            child: Some(child),
+            addr,
+            dir,
+            config,
+            base: format!("http://{addr}"),
+        };
+        g.wait_ready();
+        g
+    }
+
+    pub fn config_str(&self) -> &str {
+        self.config.to_str().expect("utf-8 path")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("clawgate exited early ({status}): {err}");
+                }
+            }
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("clawgate did not start listening on {}", self.addr);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn write_config(yaml: &str, backend: &str) -> (tempfile::TempDir, PathBuf, SocketAddr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let text = yaml
+        .replace("{listen}", &addr.to_string())
+        .replace("{dir}", dir.path().to_str().expect("utf-8 dir"))
+        .replace("{backend}", backend);
+    let config = dir.path().join("clawgate.yaml");
+    std::fs::write(&config, text).expect("write config");
+    (dir, config, addr)
+}
+
+/// Sends raw bytes and reads the answer until the server closes or `timeout` passes.
+pub fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(timeout)).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Status code of a raw HTTP/1.1 answer.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The JSON body of a raw answer with Content-Length.
+pub fn json_of(answer: &str) -> serde_json::Value {
+    let body = answer.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// Asserts a DESIGN-shaped JSON error.
+pub fn assert_json_error(v: &serde_json::Value, code: u16, name: &str) {
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["error"], name, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(v["request_id"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
