@@ -236,7 +236,10 @@ fn start_daemon(path: &Path, cfg: &config::Config, upgrade: bool) -> CmdResult {
         if let Some(pid) = process::running_pid(&cfg.pid_file) {
             return Err((
                 EXIT_RUNTIME,
-                format!("clawgate is already running with pid {pid} (pid file {})", cfg.pid_file),
+                format!(
+                    "clawgate is already running with pid {pid} (pid file {})",
+                    cfg.pid_file
+                ),
             ));
         }
     }

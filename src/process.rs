@@ -95,7 +95,10 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
 pub fn daemon_log_path(error_log: Option<&str>, pid_file: &str) -> String {
     match error_log {
         Some(p) => p.to_string(),
-        None => format!("{}.error.log", pid_file.strip_suffix(".pid").unwrap_or(pid_file)),
+        None => format!(
+            "{}.error.log",
+            pid_file.strip_suffix(".pid").unwrap_or(pid_file)
+        ),
     }
 }
 
@@ -109,7 +112,8 @@ pub fn spawn_daemon(
     listen: &[String],
     log: &str,
 ) -> Result<u32, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the clawgate binary: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the clawgate binary: {e}"))?;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -117,11 +121,16 @@ pub fn spawn_daemon(
         .map_err(|e| format!("cannot open the error log {log}: {e}"))?;
     let log_start = log_file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = Command::new(exe);
-    cmd.arg("start").arg("--foreground").arg("--config").arg(config_path);
+    cmd.arg("start")
+        .arg("--foreground")
+        .arg("--config")
+        .arg(config_path);
     if upgrade {
         cmd.arg("--upgrade");
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
     // SAFETY: setsid() is async-signal-safe; it detaches the child from our terminal and group.
     unsafe {
         cmd.pre_exec(|| {
@@ -129,13 +138,17 @@ pub fn spawn_daemon(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let tail = std::fs::read(log)
-                .map(|b| String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..]).into_owned())
+                .map(|b| {
+                    String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..]).into_owned()
+                })
                 .unwrap_or_default();
             let reason = tail
                 .lines()
@@ -145,13 +158,14 @@ pub fn spawn_daemon(
                 .unwrap_or_else(|| format!("it exited with {status}; see {log}"));
             return Err(reason);
         }
-        let serving = read_pid(pid_file) == Some(pid as i32)
-            && listen.iter().all(|a| accepts(a));
+        let serving = read_pid(pid_file) == Some(pid as i32) && listen.iter().all(|a| accepts(a));
         if serving {
             return Ok(pid);
         }
         if Instant::now() > deadline {
-            return Err(format!("the daemon (pid {pid}) did not start serving within 30s; see {log}"));
+            return Err(format!(
+                "the daemon (pid {pid}) did not start serving within 30s; see {log}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -6,6 +6,7 @@ use crate::{request_id, respond, router, upstream};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -48,7 +49,7 @@ impl Gateway {
 
 /// Per-request state.
 pub struct Ctx {
-    pub request_id: String,
+    pub request_id: HeaderValue,
     pub start: Instant,
     config: Arc<Config>,
     route: Option<usize>,
@@ -73,7 +74,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             start: Instant::now(),
             config: self.config.load_full(),
             route: None,
@@ -85,7 +86,7 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let client_id = session.req_header().headers.get("x-request-id");
-        ctx.request_id = request_id::from_client_or_new(client_id.map(|v| v.as_bytes()));
+        ctx.request_id = request_id::from_client_or_new(client_id);
         Ok(())
     }
 
@@ -93,7 +94,8 @@ impl ProxyHttp for Gateway {
         match self.admit(session, ctx).await {
             Ok(done) => Ok(done),
             Err(Refusal(code, message, close)) => {
-                respond::json_error(session, code, message, &ctx.request_id, close).await?;
+                let id = request_id::as_str(&ctx.request_id);
+                respond::json_error(session, code, message, id, close).await?;
                 Ok(true)
             }
         }
@@ -147,7 +149,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         check_total_timeout(ctx)?;
-        resp.insert_header("x-request-id", &ctx.request_id)?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -169,7 +171,8 @@ impl ProxyHttp for Gateway {
             if ctx.request_id.is_empty() {
                 ctx.request_id = request_id::new();
             }
-            let _ = respond::json_error(session, code, message, &ctx.request_id, true).await;
+            let id = request_id::as_str(&ctx.request_id);
+            let _ = respond::json_error(session, code, message, id, true).await;
         }
         FailToProxy {
             error_code: code,
@@ -197,8 +200,16 @@ impl Gateway {
         let has_te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
         // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3); a
         // request that sent both is a smuggling attempt or a broken client: refuse it.
-        if has_te && session.as_http1().is_some_and(|h1| sent_content_length(&h1.get_headers_raw_bytes())) {
-            return Err(Refusal(400, "both Content-Length and Transfer-Encoding are present", true));
+        if has_te
+            && session
+                .as_http1()
+                .is_some_and(|h1| sent_content_length(&h1.get_headers_raw_bytes()))
+        {
+            return Err(Refusal(
+                400,
+                "both Content-Length and Transfer-Encoding are present",
+                true,
+            ));
         }
         let lengths = req.headers.get_all(http::header::CONTENT_LENGTH);
         let mut content_length = None;
@@ -230,25 +241,23 @@ impl Gateway {
             return Err(Refusal(404, "no route matches this path", false));
         };
         let route = &cfg.routes[index];
-        let forward = upstream::forward_uri(cfg, route, &path, req.uri.query()).ok_or(Refusal(
-            400,
-            "the request path cannot be forwarded",
-            false,
-        ))?;
+        let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
+            .map_err(|_| Refusal(400, "the request path cannot be forwarded", false))?;
         ctx.route = Some(index);
-        ctx.forward = Some(forward);
+        ctx.forward = forward;
         Ok(false)
     }
 
     async fn health(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
         let method = &session.req_header().method;
         if method != http::Method::GET && method != http::Method::HEAD {
-            let body = respond::error_body(405, "the health endpoint answers GET", &ctx.request_id);
+            let id = request_id::as_str(&ctx.request_id);
+            let body = respond::error_body(405, "the health endpoint answers GET", id);
             return respond::write_json(
                 session,
                 405,
                 body,
-                &ctx.request_id,
+                request_id::as_str(&ctx.request_id),
                 &[("allow", "GET, HEAD")],
             )
             .await;
@@ -263,7 +272,7 @@ impl Gateway {
             session,
             200,
             Bytes::from(body.to_string()),
-            &ctx.request_id,
+            request_id::as_str(&ctx.request_id),
             &[],
         )
         .await
@@ -272,9 +281,9 @@ impl Gateway {
 
 /// Whether a raw HTTP/1 request head holds a Content-Length header line.
 fn sent_content_length(head: &[u8]) -> bool {
-    head.split(|b| *b == b'\n').skip(1).any(|line| {
-        line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
-    })
+    head.split(|b| *b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
 fn check_total_timeout(ctx: &Ctx) -> Result<()> {

@@ -164,9 +164,11 @@ impl Pattern {
         }
         match normalise(&full.replace('*', "x")) {
             Ok(n) if n == full.replace('*', "x") => {}
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "{full:?} is not a normalised path (no \"//\", \".\", \"..\" or percent-escapes)"
-            )),
+            ))
+            }
         }
         let literal_prefix_len = full.find('*').unwrap_or(full.len());
         Ok(Pattern {

@@ -1,6 +1,7 @@
 //! Backends: the peer for a route, the forwarded URI, and the headers a backend receives.
 
 use crate::config::{Config, Route, StripRule, Target};
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -17,7 +18,13 @@ pub async fn peer_for(route: &Route) -> Result<Box<HttpPeer>> {
         Some(a) => *a,
         None => resolve(target).await?,
     };
-    let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+    // SNI only matters for TLS; an empty name costs no allocation.
+    let sni = if target.tls {
+        target.host.clone()
+    } else {
+        String::new()
+    };
+    let mut peer = HttpPeer::new(addr, target.tls, sni);
     let o = &mut peer.options;
     o.connection_timeout = Some(route.connect_timeout);
     o.total_connection_timeout = Some(route.connect_timeout);
@@ -25,7 +32,6 @@ pub async fn peer_for(route: &Route) -> Result<Box<HttpPeer>> {
         Some(total) => total.min(route.timeout),
         None => route.timeout,
     });
-    o.write_timeout = Some(route.timeout);
     o.idle_timeout = Some(POOL_IDLE_TIMEOUT);
     Ok(Box::new(peer))
 }
@@ -67,12 +73,14 @@ pub fn resolve_all_blocking(config: &Config) -> Vec<String> {
 
 /// The path and query the backend receives: the normalised path relative to `base_path`, with
 /// the route's `strip_prefix` removed, appended to the backend URL's own path.
+/// `Ok(None)`: the request's own URI already is that (the common case, nothing to rewrite).
 pub fn forward_uri(
     config: &Config,
     route: &Route,
     path: &str,
-    query: Option<&str>,
-) -> Option<http::Uri> {
+    original: &http::Uri,
+) -> Result<Option<http::Uri>, ()> {
+    let query = original.query();
     let mut rel = path.strip_prefix(config.base_path.as_str()).unwrap_or(path);
     if let StripRule::Prefix(prefix) = &route.strip {
         if let Some(rest) = rel.strip_prefix(prefix.as_str()) {
@@ -82,6 +90,9 @@ pub fn forward_uri(
         }
     }
     let prefix = &route.target.path_prefix;
+    if prefix.is_empty() && rel == original.path() && original.scheme().is_none() {
+        return Ok(None);
+    }
     let mut out =
         String::with_capacity(prefix.len() + rel.len() + query.map_or(0, |q| q.len() + 1) + 1);
     out.push_str(prefix);
@@ -94,7 +105,7 @@ pub fn forward_uri(
         out.push('?');
         out.push_str(q);
     }
-    http::Uri::try_from(out).ok()
+    http::Uri::try_from(out).map(Some).map_err(|_| ())
 }
 
 /// Host, X-Forwarded-*, X-Request-ID; the client's X-Agent-ID is never passed on.
@@ -102,31 +113,32 @@ pub fn forwarding_headers(
     session: &Session,
     req: &mut RequestHeader,
     route: &Route,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Result<()> {
     let downstream = session.req_header();
+    // HeaderValue clones share their bytes: no copies here.
     let original_host = downstream
         .headers
         .get(http::header::HOST)
-        .map(|h| h.as_bytes().to_vec())
+        .cloned()
         .or_else(|| {
             downstream
                 .uri
                 .authority()
-                .map(|a| a.as_str().as_bytes().to_vec())
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
 
-    if !route.preserve_host || original_host.is_none() {
-        req.insert_header(http::header::HOST, route.target.authority.as_str())?;
-    } else if let Some(h) = &original_host {
-        req.insert_header(http::header::HOST, h.as_slice())?;
+    match (&original_host, route.preserve_host) {
+        (Some(h), true) => req.insert_header(http::header::HOST, h.clone())?,
+        _ => req.insert_header(http::header::HOST, route.target.host_header.clone())?,
     }
     if let Some(h) = original_host {
         req.insert_header("x-forwarded-host", h)?;
     }
 
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    req.insert_header("x-forwarded-proto", proto)?;
 
     if let Some(ip) = session
         .client_addr()
@@ -139,7 +151,7 @@ pub fn forwarding_headers(
         };
         req.insert_header("x-forwarded-for", xff)?;
     }
-    req.insert_header("x-request-id", request_id)?;
+    req.insert_header("x-request-id", request_id.clone())?;
     req.remove_header("x-agent-id");
     Ok(())
 }

@@ -18,7 +18,9 @@ fn self_signed(dir: &std::path::Path) -> (String, String) {
 
 fn check(path: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(["check", "--config"]).arg(path).env_remove("JWT_SECRET");
+    cmd.args(["check", "--config"])
+        .arg(path)
+        .env_remove("JWT_SECRET");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -34,7 +36,11 @@ fn check_passes_on_the_article_configs_and_the_quickstart() {
         ("CLAWGATE_TLS_CERT", cert.as_str()),
         ("CLAWGATE_TLS_KEY", key.as_str()),
     ];
-    for name in ["openclaw-api-gateway.yaml", "multi-agent-gateway.yaml", "quickstart.yaml"] {
+    for name in [
+        "openclaw-api-gateway.yaml",
+        "multi-agent-gateway.yaml",
+        "quickstart.yaml",
+    ] {
         let out = check(&conf_dir().join(name), &env);
         assert!(
             out.status.success(),
@@ -81,8 +87,14 @@ fn check_names_file_line_column_and_field() {
         let out = check(&file, &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
-        assert!(err.contains(&format!("{}{loc}", file.display())), "{yaml}: location missing in {err}");
-        assert!(err.contains(message), "{yaml}: expected {message:?} in {err}");
+        assert!(
+            err.contains(&format!("{}{loc}", file.display())),
+            "{yaml}: location missing in {err}"
+        );
+        assert!(
+            err.contains(message),
+            "{yaml}: expected {message:?} in {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
     }
@@ -92,7 +104,8 @@ fn check_names_file_line_column_and_field() {
 fn check_of_a_missing_file_and_bad_usage() {
     let out = clawgate(&["check", "--config", "/nonexistent/clawgate.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/clawgate.yaml: cannot read the file: no such file"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("/nonexistent/clawgate.yaml: cannot read the file: no such file"));
     assert_eq!(clawgate(&["check"]).status.code(), Some(2));
     assert_eq!(clawgate(&["frobnicate"]).status.code(), Some(2));
     for cmd in ["init", "check", "start", "status", "stop"] {
@@ -114,17 +127,32 @@ fn start_refuses_features_this_build_lacks() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("authentication") && err.contains("refusing to start"), "{err}");
+    assert!(
+        err.contains("authentication") && err.contains("refusing to start"),
+        "{err}"
+    );
 }
 
 #[test]
 fn init_writes_a_starter_once_and_prepares_what_a_config_names() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| Command::new(BIN).args(args).current_dir(dir.path()).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
     let out = run(&["init"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let starter = dir.path().join("clawgate.yaml");
-    assert!(run(&["check", "--config", "clawgate.yaml"]).status.success());
+    assert!(run(&["check", "--config", "clawgate.yaml"])
+        .status
+        .success());
     let before = std::fs::read(&starter).unwrap();
     let again = run(&["init"]);
     assert_eq!(again.status.code(), Some(2));
@@ -144,7 +172,11 @@ fn init_writes_a_starter_once_and_prepares_what_a_config_names() {
     )
     .unwrap();
     let out = run(&["init", "--config", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
     assert_eq!(v["keys"], serde_json::json!([]));
     assert!(pid.parent().unwrap().is_dir());
@@ -174,9 +206,17 @@ fn daemon_start_status_stop() {
     assert_eq!(status.status.code(), Some(3));
 
     let out = clawgate(&["start", "--daemon", "--config", config]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pid_file = dir.path().join("clawgate.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
     let status = clawgate(&["status", "--config", config]);
     let text = String::from_utf8_lossy(&status.stdout);
@@ -192,9 +232,19 @@ fn daemon_start_status_stop() {
 
     let started = std::time::Instant::now();
     let stop = clawgate(&["stop", "--config", config]);
-    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
-    assert!(started.elapsed() < Duration::from_secs(5), "stop waits for in-flight requests only");
-    assert_eq!(clawgate(&["status", "--config", config]).status.code(), Some(3));
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop waits for in-flight requests only"
+    );
+    assert_eq!(
+        clawgate(&["status", "--config", config]).status.code(),
+        Some(3)
+    );
     assert!(!pid_file.exists());
 }
 
@@ -203,7 +253,11 @@ fn foreground_start_writes_the_pid_file_and_stop_drains_in_flight_requests() {
     let backend = mock_backend::spawn();
     let g = Gateway::start(SIMPLE, &backend.url());
     let pid_file = g.dir.path().join("clawgate.pid");
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(pid, g.pid());
 
     // A slow request is in flight when stop is asked: it completes, then the gateway exits.
@@ -214,7 +268,11 @@ fn foreground_start_writes_the_pid_file_and_stop_drains_in_flight_requests() {
     });
     std::thread::sleep(Duration::from_millis(200));
     let stop = clawgate(&["stop", "--config", g.config_str()]);
-    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
     assert_eq!(slow.join().unwrap().unwrap(), 200);
     assert!(!pid_file.exists());
 }

@@ -69,7 +69,10 @@ async fn health_answers_like_the_article() {
     assert_eq!(v["status"], "healthy");
     assert_eq!(v["version"], "2.0");
     assert!(v["uptime"].as_str().unwrap().ends_with('s'), "{v}");
-    assert!(headers["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let keys: Vec<_> = v.as_object().unwrap().keys().take(3).cloned().collect();
     assert_eq!(keys, ["status", "version", "uptime"]);
 }
@@ -79,15 +82,43 @@ async fn routes_forward_the_right_path_and_headers() {
     let (backend, g) = start();
     let c = client();
     // Most specific route wins; strip_prefix true removes the route's literal prefix.
-    let v: Value = c.get(g.url("/api/v1/llm/echo/a?x=1&y=2")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(g.url("/api/v1/llm/echo/a?x=1&y=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["path"], "/echo/a");
     assert_eq!(v["query"], "x=1&y=2");
-    let v: Value = c.get(g.url("/api/v1/llm/special/z")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(g.url("/api/v1/llm/special/z"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["path"], "/echo/special/z");
     // `/llm/*` matches `/llm` itself but never `/llmx`.
-    let v: Value = c.get(g.url("/api/v1/llm")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(g.url("/api/v1/llm"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["path"], "/");
-    let v: Value = c.get(g.url("/api/v1/llmx")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(g.url("/api/v1/llmx"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["path"], "/fallback/llmx");
     // Without strip_prefix, the path relative to base_path is appended to the backend URL's path.
     let r = c
@@ -102,14 +133,26 @@ async fn routes_forward_the_right_path_and_headers() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["path"], "/echo/tools/search");
     let h = &v["headers"];
-    assert_eq!(h["host"], g.addr.to_string(), "preserve_host keeps the client's Host");
+    assert_eq!(
+        h["host"],
+        g.addr.to_string(),
+        "preserve_host keeps the client's Host"
+    );
     assert_eq!(h["x-forwarded-host"], g.addr.to_string());
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-request-id"], "client-id-42");
-    assert!(h.get("x-agent-id").is_none(), "a client-sent X-Agent-ID never reaches the backend");
+    assert!(
+        h.get("x-agent-id").is_none(),
+        "a client-sent X-Agent-ID never reaches the backend"
+    );
     // Host is the backend's without preserve_host; an unsafe request id is replaced.
-    let r = c.get(g.url("/api/v1/llm/echo")).header("x-request-id", "bad id!").send().await.unwrap();
+    let r = c
+        .get(g.url("/api/v1/llm/echo"))
+        .header("x-request-id", "bad id!")
+        .send()
+        .await
+        .unwrap();
     let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(rid.len(), 36);
     let v: Value = r.json().await.unwrap();
@@ -120,7 +163,10 @@ async fn routes_forward_the_right_path_and_headers() {
 #[tokio::test]
 async fn unmatched_paths_get_404_json_and_the_next_request_works() {
     let backend = mock_backend::spawn();
-    let yaml = ROUTES.replace("  - path: \"/*\"\n    name: \"fallback\"\n    backend_url: \"{backend}/fallback\"\n", "");
+    let yaml = ROUTES.replace(
+        "  - path: \"/*\"\n    name: \"fallback\"\n    backend_url: \"{backend}/fallback\"\n",
+        "",
+    );
     let g = Gateway::start(&yaml, &backend.url());
     let (status, headers, v) = get_json(&g.url("/api/v1/nothing/here")).await;
     assert_eq!(status, 404);
@@ -135,7 +181,10 @@ async fn unmatched_paths_get_404_json_and_the_next_request_works() {
 #[test]
 fn bad_paths_are_refused_with_400_and_nothing_else_breaks() {
     let (backend, g) = start();
-    let before = backend.stats.total.load(std::sync::atomic::Ordering::Relaxed);
+    let before = backend
+        .stats
+        .total
+        .load(std::sync::atomic::Ordering::Relaxed);
     for path in [
         "/api/v1/../../../etc/passwd",
         "/%2e%2e/%2e%2e/etc/passwd",
@@ -144,13 +193,28 @@ fn bad_paths_are_refused_with_400_and_nothing_else_breaks() {
         "/api/v1/llm/%ff%fe",
         "/api/v1/llm/%zz",
     ] {
-        let answer = raw(g.addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(), Duration::from_secs(5));
+        let answer = raw(
+            g.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        );
         assert_eq!(status_of(&answer), 400, "{path}: {answer}");
         assert_json_error(&json_of(&answer), 400, "bad_request");
     }
-    assert_eq!(backend.stats.total.load(std::sync::atomic::Ordering::Relaxed), before, "nothing reached the backend");
+    assert_eq!(
+        backend
+            .stats
+            .total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        before,
+        "nothing reached the backend"
+    );
     // Dot segments inside the tree are resolved, not refused.
-    let answer = raw(g.addr, b"GET /api/v1/llm/x/../echo/./y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+    let answer = raw(
+        g.addr,
+        b"GET /api/v1/llm/x/../echo/./y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert_eq!(json_of(&answer)["path"], "/echo/y");
 }
@@ -159,7 +223,11 @@ fn bad_paths_are_refused_with_400_and_nothing_else_breaks() {
 fn oversized_and_malformed_requests_are_refused_and_the_next_request_works() {
     let (backend, g) = start();
     let good = |g: &Gateway| {
-        let a = raw(g.addr, b"GET /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+        let a = raw(
+            g.addr,
+            b"GET /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
         assert_eq!(status_of(&a), 200, "{a}");
     };
     let mut many = String::from("GET /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\n");
@@ -172,18 +240,27 @@ fn oversized_and_malformed_requests_are_refused_and_the_next_request_works() {
     assert_json_error(&json_of(&a), 431, "request_header_fields_too_large");
     good(&g);
 
-    let big = format!("GET /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(5000));
+    let big = format!(
+        "GET /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
     let a = raw(g.addr, big.as_bytes(), Duration::from_secs(5));
     assert_eq!(status_of(&a), 431, "{a}");
     good(&g);
 
-    let a = raw(g.addr, b"POST /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\nabc", Duration::from_secs(5));
+    let a = raw(
+        g.addr,
+        b"POST /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\nabc",
+        Duration::from_secs(5),
+    );
     assert_eq!(status_of(&a), 413, "{a}");
     assert_json_error(&json_of(&a), 413, "payload_too_large");
     good(&g);
 
     // A chunked body that grows past the limit.
-    let mut chunked = String::from("POST /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut chunked = String::from(
+        "POST /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     for _ in 0..20 {
         chunked.push_str(&format!("1000\r\n{}\r\n", "b".repeat(4096)));
     }
@@ -193,7 +270,11 @@ fn oversized_and_malformed_requests_are_refused_and_the_next_request_works() {
     good(&g);
 
     let a = raw(g.addr, b"POST /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", Duration::from_secs(5));
-    assert_eq!(status_of(&a), 400, "both Content-Length and Transfer-Encoding: {a}");
+    assert_eq!(
+        status_of(&a),
+        400,
+        "both Content-Length and Transfer-Encoding: {a}"
+    );
     good(&g);
 
     let a = raw(g.addr, b"POST /api/v1/llm/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", Duration::from_secs(5));
@@ -213,7 +294,8 @@ fn oversized_and_malformed_requests_are_refused_and_the_next_request_works() {
 #[tokio::test]
 async fn request_bodies_stream_to_the_backend() {
     let (_b, g) = start();
-    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 4096])));
+    let chunks =
+        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 4096])));
     let r = client()
         .post(g.url("/api/v1/llm/echo"))
         .body(reqwest::Body::wrap_stream(chunks))
@@ -231,13 +313,19 @@ async fn backend_failures_are_json_502_and_504() {
     let (status, _, v) = get_json(&g.url("/api/v1/dead/x")).await;
     assert_eq!(status, 502);
     assert_json_error(&v, 502, "bad_gateway");
-    assert!(!v["message"].as_str().unwrap().contains("127.0.0.1:9"), "no backend address in errors");
+    assert!(
+        !v["message"].as_str().unwrap().contains("127.0.0.1:9"),
+        "no backend address in errors"
+    );
 
     let t = Instant::now();
     let (status, _, v) = get_json(&g.url("/api/v1/slow/delay/3000")).await;
     assert_eq!(status, 504);
     assert_json_error(&v, 504, "gateway_timeout");
-    assert!(t.elapsed() < Duration::from_secs(2), "timeout is the route's 300ms");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "timeout is the route's 300ms"
+    );
 
     let (status, _, v) = get_json(&g.url("/api/v1/bounded/delay/2000")).await;
     assert_eq!(status, 504, "total_timeout bounds the exchange: {v}");
@@ -250,7 +338,11 @@ async fn backend_failures_are_json_502_and_504() {
 async fn server_sent_events_arrive_as_the_backend_sends_them() {
     let (_b, g) = start();
     let t = Instant::now();
-    let r = client().get(g.url("/api/v1/llm/sse?events=4&interval_ms=400")).send().await.unwrap();
+    let r = client()
+        .get(g.url("/api/v1/llm/sse?events=4&interval_ms=400"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
@@ -263,7 +355,10 @@ async fn server_sent_events_arrive_as_the_backend_sends_them() {
     let all_at = t.elapsed();
     assert!(String::from_utf8_lossy(&rest).contains("id: 3"));
     assert!(all_at >= Duration::from_millis(1200));
-    assert!(first_at < all_at - Duration::from_millis(800), "first event at {first_at:?}, end at {all_at:?}");
+    assert!(
+        first_at < all_at - Duration::from_millis(800),
+        "first event at {first_at:?}, end at {all_at:?}"
+    );
 
     // The OpenAI-style stream with its final usage chunk passes through whole.
     let r = client()
@@ -273,18 +368,29 @@ async fn server_sent_events_arrive_as_the_backend_sends_them() {
         .await
         .unwrap();
     let text = r.text().await.unwrap();
-    assert!(text.contains("\"usage\"") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        text.contains("\"usage\"") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn chunked_responses_stream() {
     let (_b, g) = start();
     let t = Instant::now();
-    let r = client().get(g.url("/api/v1/llm/chunked?chunks=3&interval_ms=500")).send().await.unwrap();
+    let r = client()
+        .get(g.url("/api/v1/llm/chunked?chunks=3&interval_ms=500"))
+        .send()
+        .await
+        .unwrap();
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).starts_with("chunk 0"));
-    assert!(t.elapsed() < Duration::from_millis(700), "first chunk came at {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(700),
+        "first chunk came at {:?}",
+        t.elapsed()
+    );
     while stream.next().await.is_some() {}
     assert!(t.elapsed() >= Duration::from_millis(1000));
 }
@@ -293,10 +399,14 @@ async fn chunked_responses_stream() {
 async fn websocket_upgrades_pass_through() {
     let (_b, g) = start();
     let url = format!("ws://{}/api/v1/llm/ws", g.addr);
-    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
     assert_eq!(resp.status(), 101);
     for msg in ["hello", "agents"] {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(msg)).await.unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg))
+            .await
+            .unwrap();
         let back = ws.next().await.unwrap().unwrap();
         assert_eq!(back.into_text().unwrap().as_str(), msg);
     }
@@ -320,7 +430,14 @@ fn tls_listener_speaks_http2_and_http1() {
     let port = g.addr.port();
     for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let out = std::process::Command::new("curl")
-            .args(["-sk", flag, "-w", "\n%{http_version}", "--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args([
+                "-sk",
+                flag,
+                "-w",
+                "\n%{http_version}",
+                "--resolve",
+                &format!("localhost:{port}:127.0.0.1"),
+            ])
             .arg(format!("https://localhost:{port}/echo/tls"))
             .output()
             .expect("curl is installed by .ci/run");

@@ -74,6 +74,8 @@ pub struct Target {
     pub port: u16,
     /// `Host` sent to the backend: the host, with the port when it is not the scheme's default.
     pub authority: String,
+    /// The same, ready to send.
+    pub host_header: http::HeaderValue,
     /// The backend URL's own path, without a trailing `/` (may be empty).
     pub path_prefix: String,
     /// Resolved once (at start, or on first use when DNS was not ready); see issue 8 for re-resolution.
@@ -457,10 +459,13 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
     } else {
         format!("{}:{port}", auth.host())
     };
+    let host_header =
+        http::HeaderValue::from_str(&authority).map_err(|_| bad("the host is not valid"))?;
     Ok(Target {
         tls,
         host,
         port,
+        host_header,
         authority,
         path_prefix: uri.path().trim_end_matches('/').to_string(),
         addr: OnceLock::new(),

@@ -159,5 +159,8 @@ pub fn assert_json_error(v: &serde_json::Value, code: u16, name: &str) {
     assert_eq!(v["code"], code, "{v}");
     assert_eq!(v["error"], name, "{v}");
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-    assert!(v["request_id"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(
+        v["request_id"].as_str().is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
 }
