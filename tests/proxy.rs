@@ -449,3 +449,84 @@ fn tls_listener_speaks_http2_and_http1() {
         assert_eq!(v["headers"]["x-forwarded-proto"], "https");
     }
 }
+
+#[tokio::test]
+async fn backend_connections_are_pooled_and_reused() {
+    let (backend, g) = start();
+    let c = client();
+    for _ in 0..30 {
+        let r = c.get(g.url("/api/v1/llm/echo")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let conns = backend
+        .stats
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        conns <= 2,
+        "30 sequential requests opened {conns} backend connections"
+    );
+}
+
+#[test]
+fn several_listeners_serve_the_same_routes() {
+    let backend = mock_backend::spawn();
+    let second = free_port();
+    let yaml = format!(
+        "gateway:\n  listen: [\"{{listen}}\", \"127.0.0.1:{second}\"]\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\nroutes:\n  - path: \"/*\"\n    backend_url: \"{{backend}}\"\n"
+    );
+    let g = Gateway::start(&yaml, &backend.url());
+    for addr in [g.addr, format!("127.0.0.1:{second}").parse().unwrap()] {
+        let mut ok = false;
+        for _ in 0..100 {
+            let a = raw(
+                addr,
+                b"GET /echo/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(5),
+            );
+            if status_of(&a) == 200 {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ok, "listener {addr} does not serve");
+    }
+}
+
+#[test]
+fn https_backends_are_verified() {
+    // A TLS clawgate in front of the mock backend plays an HTTPS backend with a self-signed
+    // certificate; a second clawgate must refuse to trust it (502), as verification is on.
+    let backend = mock_backend::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    let tls_yaml = format!(
+        "gateway:\n  listen: \"{{listen}}\"\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\n  tls: {{enabled: true, cert: \"{}\", key: \"{}\"}}\nroutes:\n  - path: \"/*\"\n    backend_url: \"{{backend}}\"\n",
+        c.display(),
+        k.display()
+    );
+    let tls_front = Gateway::start(&tls_yaml, &backend.url());
+    let https_url = format!("https://localhost:{}", tls_front.addr.port());
+    let yaml = "gateway:\n  listen: \"{listen}\"\n  pid_file: \"{dir}/p.pid\"\n  upgrade_sock: \"{dir}/u.sock\"\nroutes:\n  - path: \"/*\"\n    backend_url: \"{backend}\"\n";
+    let mut g = Gateway::start(yaml, &https_url);
+    let a = raw(
+        g.addr,
+        b"GET /echo/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&a), 502, "{a}");
+    assert_json_error(&json_of(&a), 502, "bad_gateway");
+    assert_eq!(backend.stats.count("/echo/x"), 0);
+    let mut child = g.child.take().unwrap();
+    child.kill().unwrap();
+    let log = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).to_lowercase();
+    assert!(
+        log.contains("certificate"),
+        "the 502 comes from certificate verification: {log}"
+    );
+}

@@ -29,6 +29,8 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct Stats {
     pub total: AtomicU64,
+    /// TCP connections accepted (to see that a proxy pools and reuses them).
+    pub connections: AtomicU64,
     by_path: Mutex<BTreeMap<String, u64>>,
     last: Mutex<Option<Value>>,
 }
@@ -56,7 +58,11 @@ impl Stats {
             .lock()
             .map(|m| json!(*m))
             .unwrap_or(Value::Null);
-        json!({"total": self.total.load(Ordering::Relaxed), "by_path": by_path})
+        json!({
+            "total": self.total.load(Ordering::Relaxed),
+            "connections": self.connections.load(Ordering::Relaxed),
+            "by_path": by_path,
+        })
     }
     fn reset(&self) {
         self.total.store(0, Ordering::Relaxed);
@@ -268,6 +274,11 @@ async fn ws(upgrade: WebSocketUpgrade) -> Response {
 
 /// Serves on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, stats: Shared) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let counter = stats.clone();
+    let listener = listener.tap_io(move |_| {
+        counter.connections.fetch_add(1, Ordering::Relaxed);
+    });
     axum::serve(listener, app(stats)).await
 }
 
