@@ -49,14 +49,15 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    let needs_work = bytes.contains(&b'%')
-        || path.contains("//")
-        || path.contains("/./")
-        || path.contains("/../")
-        || path.ends_with("/.")
-        || path.ends_with("/..");
-    if bytes.contains(&0) {
-        return Err(PathError::Nul);
+    // One pass over the bytes: most paths need no work at all.
+    let mut needs_work = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            0 => return Err(PathError::Nul),
+            b'%' => needs_work = true,
+            b'/' if matches!(bytes.get(i + 1), Some(b'/' | b'.')) => needs_work = true,
+            _ => {}
+        }
     }
     if !needs_work {
         return Ok(Cow::Borrowed(path));

@@ -1,13 +1,17 @@
 //! Backends: the peer for a route, the forwarded URI, and the headers a backend receives.
 
 use crate::config::{Config, Route, StripRule, Target};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+// Lookups by a prebuilt name skip parsing it on every request.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_AGENT_ID: HeaderName = HeaderName::from_static("x-agent-id");
 
 /// How long an idle pooled connection to a backend is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -145,13 +149,13 @@ pub fn forwarding_headers(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let xff = match req.headers.get("x-forwarded-for").map(|v| v.to_str()) {
+        let xff = match req.headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
             Some(Ok(prev)) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
             _ => ip.to_string(),
         };
         req.insert_header("x-forwarded-for", xff)?;
     }
     req.insert_header("x-request-id", request_id.clone())?;
-    req.remove_header("x-agent-id");
+    req.remove_header(&X_AGENT_ID);
     Ok(())
 }
