@@ -221,7 +221,7 @@ impl Pattern {
 fn glob(pat: &[u8], s: &[u8]) -> bool {
     match pat.split_first() {
         None => s.is_empty(),
-        Some((b'*', rest)) if rest.is_empty() => true,
+        Some((b'*', [])) => true,
         Some((b'*', rest)) => {
             let mut i = 0;
             loop {

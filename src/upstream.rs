@@ -83,7 +83,7 @@ pub fn forward_uri(
     route: &Route,
     path: &str,
     original: &http::Uri,
-) -> Result<Option<http::Uri>, ()> {
+) -> Result<Option<http::Uri>, http::uri::InvalidUri> {
     let query = original.query();
     let mut rel = path.strip_prefix(config.base_path.as_str()).unwrap_or(path);
     if let StripRule::Prefix(prefix) = &route.strip {
@@ -109,7 +109,7 @@ pub fn forward_uri(
         out.push('?');
         out.push_str(q);
     }
-    http::Uri::try_from(out).map(Some).map_err(|_| ())
+    http::Uri::try_from(out).map(Some)
 }
 
 /// Host, X-Forwarded-*, X-Request-ID; the client's X-Agent-ID is never passed on.

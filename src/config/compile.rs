@@ -372,7 +372,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         });
     }
     // Stable sort: among equally specific routes the first written wins.
-    routes.sort_by(|a, b| b.pattern.specificity().cmp(&a.pattern.specificity()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.pattern.specificity()));
 
     let monitoring = file.monitoring.as_ref();
     Ok(Config {

@@ -143,6 +143,29 @@ impl Walk<'_> {
     }
 }
 
+/// Conversion for the `at!` macro.
+pub trait IntoSeg {
+    fn into_seg(self) -> Seg;
+}
+
+impl IntoSeg for &str {
+    fn into_seg(self) -> Seg {
+        Seg::Key(self.to_string())
+    }
+}
+
+impl IntoSeg for &String {
+    fn into_seg(self) -> Seg {
+        Seg::Key(self.clone())
+    }
+}
+
+impl IntoSeg for usize {
+    fn into_seg(self) -> Seg {
+        Seg::Index(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,28 +194,5 @@ mod tests {
             Seg::Key("nope".into()),
         ];
         assert_eq!(locate(DOC, &p).map(|l| l.0), Some(3));
-    }
-}
-
-/// Conversion for the `at!` macro.
-pub trait IntoSeg {
-    fn into_seg(self) -> Seg;
-}
-
-impl IntoSeg for &str {
-    fn into_seg(self) -> Seg {
-        Seg::Key(self.to_string())
-    }
-}
-
-impl IntoSeg for &String {
-    fn into_seg(self) -> Seg {
-        Seg::Key(self.clone())
-    }
-}
-
-impl IntoSeg for usize {
-    fn into_seg(self) -> Seg {
-        Seg::Index(self)
     }
 }
