@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
 echo "Building (the first build takes a few minutes)..." >&2
-cargo build --release --bin clawgate --bin mock-backend
+cargo build --release -p clawgate -p mock-backend --bins
 bin=target/release
 
 "$bin/mock-backend" 127.0.0.1:3000 &
