@@ -10,6 +10,13 @@ bin=target/release
 
 "$bin/mock-backend" 127.0.0.1:3000 &
 backend=$!
+trap 'kill $backend 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+for _ in $(seq 1 100); do
+  curl -fs http://127.0.0.1:3000/__stats >/dev/null 2>&1 && break
+  if ! kill -0 $backend 2>/dev/null; then echo "the mock backend did not start (is port 3000 taken?)" >&2; exit 1; fi
+  sleep 0.1
+done
+
 "$bin/clawgate" start --foreground --config conf/quickstart.yaml &
 gateway=$!
 trap 'kill $gateway $backend 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
