@@ -116,13 +116,11 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(uri) = ctx.forward.take() {
-            req.set_uri(uri);
-        }
+        let uri = ctx.forward.take();
         let route = ctx
             .route()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        upstream::forwarding_headers(session, req, route, &ctx.request_id)
+        upstream::forwarding_headers(session, req, route, &ctx.request_id, uri)
     }
 
     async fn request_body_filter(
