@@ -273,6 +273,38 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_paths_never_panic_and_stay_normal() {
+        // A small deterministic generator over the characters that matter.
+        let alphabet: Vec<&str> = vec![
+            "/", ".", "..", "%", "%2e", "%2F", "%00", "%c3%a9", "%ff", "a", "é", "~", "%4", "//",
+            "?",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut path = String::from("/");
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            for k in 0..(state % 12) {
+                let pick = (state.rotate_left(k as u32 * 5) % alphabet.len() as u64) as usize;
+                path.push_str(alphabet[pick]);
+            }
+            if let Ok(n) = normalise(&path) {
+                assert!(n.starts_with('/'), "{path:?} -> {n:?}");
+                assert!(
+                    !n.contains("//") && !n.contains("/../") && !n.contains("/./"),
+                    "{path:?} -> {n:?}"
+                );
+                assert_eq!(
+                    normalise(&n).unwrap(),
+                    n,
+                    "normalising twice changes nothing: {path:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn patterns() {
         let p = Pattern::new("/api/v1/llm/*").unwrap();
         assert!(p.matches("/api/v1/llm"));
