@@ -149,8 +149,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         check_total_timeout(ctx)?;
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-        Ok(())
+        upstream::set_response_request_id(resp, &ctx.request_id)
     }
 
     fn response_body_filter(

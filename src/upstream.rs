@@ -3,7 +3,7 @@
 use crate::config::{Config, Route, StripRule, Target};
 use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
@@ -218,5 +218,28 @@ pub fn forwarding_headers(
     if let Some(end) = end_stream {
         req.set_send_end_stream(end);
     }
+    Ok(())
+}
+
+/// Adds `X-Request-ID` to the response head, rebuilt in one sized map for the same reason as
+/// the request head (a `101 Switching Protocols` head is edited in place).
+pub fn set_response_request_id(resp: &mut ResponseHeader, id: &HeaderValue) -> Result<()> {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return resp.insert_header(X_REQUEST_ID.clone(), id.clone());
+    }
+    // Room for the id and for what Pingora adds when it writes the head (Connection, Date).
+    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 3);
+    for (name, value) in resp.headers.iter() {
+        if name != X_REQUEST_ID {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = resp.status;
+    parts.version = resp.version;
+    parts.headers = headers;
+    parts.extensions = resp.extensions.clone();
+    *resp = ResponseHeader::from(parts);
     Ok(())
 }
