@@ -7,15 +7,6 @@ use std::time::Duration;
 
 const SECRET: &str = "an-example-secret-of-at-least-32-bytes!";
 
-fn self_signed(dir: &std::path::Path) -> (String, String) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-    let c = dir.join("gateway.pem");
-    let k = dir.join("gateway.key");
-    std::fs::write(&c, cert.cert.pem()).expect("write cert");
-    std::fs::write(&k, cert.signing_key.serialize_pem()).expect("write key");
-    (c.display().to_string(), k.display().to_string())
-}
-
 fn check(path: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
     cmd.args(["check", "--config"])

@@ -417,15 +417,7 @@ async fn websocket_upgrades_pass_through() {
 fn tls_listener_speaks_http2_and_http1() {
     let backend = mock_backend::spawn();
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&c, cert.cert.pem()).unwrap();
-    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
-    let yaml = format!(
-        "gateway:\n  listen: \"{{listen}}\"\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\n  tls: {{enabled: true, cert: \"{}\", key: \"{}\"}}\nroutes:\n  - path: \"/*\"\n    backend_url: \"{{backend}}\"\n",
-        c.display(),
-        k.display()
-    );
+    let yaml = one_route_yaml(Some(&self_signed(dir.path())));
     let g = Gateway::start(&yaml, &backend.url());
     let port = g.addr.port();
     for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
@@ -501,19 +493,10 @@ fn https_backends_are_verified() {
     // certificate; a second clawgate must refuse to trust it (502), as verification is on.
     let backend = mock_backend::spawn();
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&c, cert.cert.pem()).unwrap();
-    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
-    let tls_yaml = format!(
-        "gateway:\n  listen: \"{{listen}}\"\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\n  tls: {{enabled: true, cert: \"{}\", key: \"{}\"}}\nroutes:\n  - path: \"/*\"\n    backend_url: \"{{backend}}\"\n",
-        c.display(),
-        k.display()
-    );
+    let tls_yaml = one_route_yaml(Some(&self_signed(dir.path())));
     let tls_front = Gateway::start(&tls_yaml, &backend.url());
     let https_url = format!("https://localhost:{}", tls_front.addr.port());
-    let yaml = "gateway:\n  listen: \"{listen}\"\n  pid_file: \"{dir}/p.pid\"\n  upgrade_sock: \"{dir}/u.sock\"\nroutes:\n  - path: \"/*\"\n    backend_url: \"{backend}\"\n";
-    let mut g = Gateway::start(yaml, &https_url);
+    let mut g = Gateway::start(&one_route_yaml(None), &https_url);
     let a = raw(
         g.addr,
         b"GET /echo/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

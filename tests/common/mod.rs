@@ -164,3 +164,23 @@ pub fn assert_json_error(v: &serde_json::Value, code: u16, name: &str) {
         "{v}"
     );
 }
+
+/// Writes a self-signed certificate for `localhost` and its key into `dir`; returns their paths.
+pub fn self_signed(dir: &std::path::Path) -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let c = dir.join("gateway.pem");
+    let k = dir.join("gateway.key");
+    std::fs::write(&c, cert.cert.pem()).expect("write cert");
+    std::fs::write(&k, cert.signing_key.serialize_pem()).expect("write key");
+    (c.display().to_string(), k.display().to_string())
+}
+
+/// A one-route gateway (`/*` to `{backend}`), over TLS when `tls` names a certificate and key.
+pub fn one_route_yaml(tls: Option<&(String, String)>) -> String {
+    let tls = tls.map_or(String::new(), |(c, k)| {
+        format!("  tls: {{enabled: true, cert: \"{c}\", key: \"{k}\"}}\n")
+    });
+    format!(
+        "gateway:\n  listen: \"{{listen}}\"\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\n{tls}routes:\n  - path: \"/*\"\n    backend_url: \"{{backend}}\"\n"
+    )
+}
