@@ -82,43 +82,15 @@ async fn routes_forward_the_right_path_and_headers() {
     let (backend, g) = start();
     let c = client();
     // Most specific route wins; strip_prefix true removes the route's literal prefix.
-    let v: Value = c
-        .get(g.url("/api/v1/llm/echo/a?x=1&y=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, v) = get_json(&g.url("/api/v1/llm/echo/a?x=1&y=2")).await;
     assert_eq!(v["path"], "/echo/a");
     assert_eq!(v["query"], "x=1&y=2");
-    let v: Value = c
-        .get(g.url("/api/v1/llm/special/z"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, v) = get_json(&g.url("/api/v1/llm/special/z")).await;
     assert_eq!(v["path"], "/echo/special/z");
     // `/llm/*` matches `/llm` itself but never `/llmx`.
-    let v: Value = c
-        .get(g.url("/api/v1/llm"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, v) = get_json(&g.url("/api/v1/llm")).await;
     assert_eq!(v["path"], "/");
-    let v: Value = c
-        .get(g.url("/api/v1/llmx"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, v) = get_json(&g.url("/api/v1/llmx")).await;
     assert_eq!(v["path"], "/fallback/llmx");
     // Without strip_prefix, the path relative to base_path is appended to the backend URL's path.
     let r = c
