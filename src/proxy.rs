@@ -67,6 +67,12 @@ impl Ctx {
     }
 }
 
+/// What `request_filter` decided for a request it did not refuse.
+enum Admit {
+    Proxy,
+    Health,
+}
+
 /// A refusal decided in `request_filter`: status, message, and whether to close the connection.
 struct Refusal(u16, &'static str, bool);
 
@@ -93,11 +99,17 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        match self.admit(session, ctx).await {
-            Ok(done) => Ok(done),
+        // The answers written here are boxed so that the common path's future stays small
+        // (Pingora moves it around per request).
+        match self.admit(session, ctx) {
+            Ok(Admit::Proxy) => Ok(false),
+            Ok(Admit::Health) => {
+                Box::pin(self.health(session, ctx)).await?;
+                Ok(true)
+            }
             Err(Refusal(code, message, close)) => {
                 let id = request_id::as_str(&ctx.request_id);
-                respond::json_error(session, code, message, id, close).await?;
+                Box::pin(respond::json_error(session, code, message, id, close)).await?;
                 Ok(true)
             }
         }
@@ -181,8 +193,8 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    /// Everything decided before a request may go upstream. `Ok(true)`: answered here.
-    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool, Refusal> {
+    /// Everything decided before a request may go upstream, without writing anything.
+    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Refusal> {
         let cfg = &*ctx.config;
         let req = session.req_header();
         if req.headers.len() > cfg.max_headers {
@@ -230,10 +242,7 @@ impl Gateway {
         let path = router::normalise(raw_path).map_err(|e| Refusal(400, e.message(), false))?;
 
         if *path == *cfg.health_path {
-            self.health(session, ctx)
-                .await
-                .map_err(|_| Refusal(500, "", true))?;
-            return Ok(true);
+            return Ok(Admit::Health);
         }
 
         let Some(index) = cfg.routes.iter().position(|r| r.pattern.matches(&path)) else {
@@ -244,7 +253,7 @@ impl Gateway {
             .map_err(|_| Refusal(400, "the request path cannot be forwarded", false))?;
         ctx.route = Some(index);
         ctx.forward = forward;
-        Ok(false)
+        Ok(Admit::Proxy)
     }
 
     async fn health(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {

@@ -17,7 +17,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_AGENT_ID: HeaderName = HeaderName::from_static("x-agent-id");
 
-
 /// How long an idle pooled connection to a backend is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -25,7 +24,8 @@ pub async fn peer_for(route: &Route) -> Result<Box<HttpPeer>> {
     let target = &route.target;
     let addr = match target.addr.get() {
         Some(a) => *a,
-        None => resolve(target).await?,
+        // Boxed: the lookup's future is large and rarely needed.
+        None => Box::pin(resolve(target)).await?,
     };
     // SNI only matters for TLS; an empty name costs no allocation.
     let sni = if target.tls {
