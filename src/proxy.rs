@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
 /// Requests in progress, so that a graceful stop can end as soon as they are done.
 pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
@@ -93,7 +91,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let client_id = session.req_header().headers.get(&X_REQUEST_ID);
+        let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
         Ok(())
     }
