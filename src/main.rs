@@ -72,7 +72,6 @@ fn main() -> ExitCode {
         eprintln!("clawgate: internal error: {msg}");
     }));
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err((code, msg)) => {
@@ -107,6 +106,7 @@ fn run(command: Command) -> CmdResult {
             foreground: _,
         } => {
             let cfg = load(&c.config)?;
+            init_logging(cfg.log_level);
             if daemon {
                 return start_daemon(&c.config, &cfg, upgrade);
             }
@@ -117,6 +117,16 @@ fn run(command: Command) -> CmdResult {
         Command::Status(c) => status(&load(&c.config)?),
         Command::Stop(c) => stop(&load(&c.config)?),
     }
+}
+
+/// The gateway's own log on stderr, at the configured level; `RUST_LOG` overrides it.
+fn init_logging(level: log::LevelFilter) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.init();
 }
 
 fn summary(cfg: &config::Config) -> String {

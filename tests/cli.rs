@@ -267,3 +267,23 @@ fn foreground_start_writes_the_pid_file_and_stop_drains_in_flight_requests() {
     assert_eq!(slow.join().unwrap().unwrap(), 200);
     assert!(!pid_file.exists());
 }
+
+#[test]
+fn monitoring_logging_level_sets_the_gateway_log_level() {
+    let backend = mock_backend::spawn();
+    let stderr_of = |yaml: &str| {
+        let mut g = Gateway::start(yaml, &backend.url());
+        let mut child = g.child.take().unwrap();
+        child.kill().unwrap();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
+    };
+    let info = stderr_of(SIMPLE);
+    assert!(info.contains("started"), "info by default: {info}");
+    let warn = stderr_of(&format!(
+        "{SIMPLE}monitoring:\n  logging:\n    level: \"warn\"\n"
+    ));
+    assert!(
+        !warn.contains("started") && !warn.contains("INFO"),
+        "warn hides info lines: {warn}"
+    );
+}

@@ -37,6 +37,8 @@ pub struct Config {
     pub agent_count: usize,
     pub keys_store: Option<String>,
     pub log_output: Option<String>,
+    /// The gateway's own log level (`monitoring.logging.level`, default info).
+    pub log_level: log::LevelFilter,
     /// Features the file turns on that this build does not provide yet; `start` refuses them.
     pub pending_features: Vec<String>,
 }
@@ -399,6 +401,16 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             .as_ref()
             .and_then(|a| a.api_key.as_ref())
             .and_then(|k| text(&k.keys_store)),
+        log_level: match monitoring
+            .and_then(|m| m.logging.as_ref())
+            .and_then(|l| l.level)
+        {
+            Some(schema::LogLevel::Error) => log::LevelFilter::Error,
+            Some(schema::LogLevel::Warn) => log::LevelFilter::Warn,
+            Some(schema::LogLevel::Debug) => log::LevelFilter::Debug,
+            Some(schema::LogLevel::Trace) => log::LevelFilter::Trace,
+            Some(schema::LogLevel::Info) | None => log::LevelFilter::Info,
+        },
         log_output: monitoring
             .and_then(|m| m.logging.as_ref())
             .and_then(|l| text(&l.output)),
