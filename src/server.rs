@@ -53,9 +53,6 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         threads: config.threads,
         grace_period_seconds: Some(config.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
-        // Route timeouts of a second or more use tokio's timer wheel, which costs less per
-        // read than Pingora's shared timer map (measured with callgrind).
-        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let opt = Opt {
