@@ -4,10 +4,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-pub fn health(listen: &str, path: &str, timeout: Duration) -> Result<String, String> {
-    let mut addr: SocketAddr = listen
-        .parse()
-        .map_err(|_| format!("bad address {listen}"))?;
+/// The address to reach a listener from this machine: a wildcard listen address means loopback.
+pub fn local_addr(listen: &str) -> Option<SocketAddr> {
+    let mut addr: SocketAddr = listen.parse().ok()?;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -15,6 +14,16 @@ pub fn health(listen: &str, path: &str, timeout: Duration) -> Result<String, Str
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
+    Some(addr)
+}
+
+/// Whether a listener accepts connections.
+pub fn accepts(listen: &str, timeout: Duration) -> bool {
+    local_addr(listen).is_some_and(|a| TcpStream::connect_timeout(&a, timeout).is_ok())
+}
+
+pub fn health(listen: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    let addr = local_addr(listen).ok_or_else(|| format!("bad address {listen}"))?;
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.kind().to_string())?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;

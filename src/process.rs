@@ -158,7 +158,10 @@ pub fn spawn_daemon(
                 .unwrap_or_else(|| format!("it exited with {status}; see {log}"));
             return Err(reason);
         }
-        let serving = read_pid(pid_file) == Some(pid as i32) && listen.iter().all(|a| accepts(a));
+        let serving = read_pid(pid_file) == Some(pid as i32)
+            && listen
+                .iter()
+                .all(|a| crate::probe::accepts(a, Duration::from_millis(200)));
         if serving {
             return Ok(pid);
         }
@@ -169,18 +172,4 @@ pub fn spawn_daemon(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn accepts(listen: &str) -> bool {
-    let Ok(mut addr) = listen.parse::<std::net::SocketAddr>() else {
-        return false;
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }

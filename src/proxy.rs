@@ -243,7 +243,7 @@ impl Gateway {
             return Ok(Admit::Health);
         }
 
-        let Some(index) = cfg.routes.iter().position(|r| r.pattern.matches(&path)) else {
+        let Some(index) = cfg.route_index(&path) else {
             return Err(Refusal(404, "no route matches this path", false));
         };
         let route = &cfg.routes[index];

@@ -85,9 +85,9 @@ pub struct Target {
 }
 
 impl Config {
-    /// The most specific route whose pattern matches the normalised path.
-    pub fn route_for(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.pattern.matches(path))
+    /// The index in `routes` of the most specific route matching the normalised path.
+    pub fn route_index(&self, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.pattern.matches(path))
     }
 }
 
