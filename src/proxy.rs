@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
@@ -53,8 +54,9 @@ pub struct Ctx {
     pub start: Instant,
     config: Arc<Config>,
     route: Option<usize>,
-    /// Path and query sent to the backend.
-    forward: Option<http::Uri>,
+    /// Path and query sent to the backend when they differ from the request's (boxed: rare, and
+    /// the context is moved with Pingora's per-request future).
+    forward: Option<Box<http::Uri>>,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -78,6 +80,11 @@ struct Refusal(u16, &'static str, bool);
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// No per-request modules: Pingora's default adds a response-compression module that is
+    /// switched off yet still costs an allocation and two calls per request; clawgate passes
+    /// bodies through unchanged.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             request_id: HeaderValue::from_static(""),
@@ -100,7 +107,12 @@ impl ProxyHttp for Gateway {
         // The answers written here are boxed so that the common path's future stays small
         // (Pingora moves it around per request).
         match self.admit(session, ctx) {
-            Ok(Admit::Proxy) => Ok(false),
+            Ok(Admit::Proxy) => {
+                if let Some(route) = ctx.route() {
+                    upstream::set_forwarding_headers(session, route, &ctx.request_id);
+                }
+                Ok(false)
+            }
             Ok(Admit::Health) => {
                 Box::pin(self.health(session, ctx)).await?;
                 Ok(true)
@@ -126,11 +138,18 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let uri = ctx.forward.take();
-        let route = ctx
-            .route()
-            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        upstream::forwarding_headers(session, req, route, &ctx.request_id, uri)
+        // The forwarding headers are already on the client's head (set in request_filter), which
+        // `req` is a copy of; only upgrades and a rewritten path are left to do here.
+        if let Some(uri) = ctx.forward.take() {
+            req.set_uri(*uri);
+        }
+        if session.is_upgrade_req() {
+            let route = ctx
+                .route()
+                .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+            upstream::forwarding_headers_in_place(session, req, route, &ctx.request_id)?;
+        }
+        Ok(())
     }
 
     async fn request_body_filter(
@@ -250,7 +269,7 @@ impl Gateway {
         let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
             .map_err(|_| Refusal(400, "the request path cannot be forwarded", false))?;
         ctx.route = Some(index);
-        ctx.forward = forward;
+        ctx.forward = forward.map(Box::new);
         Ok(Admit::Proxy)
     }
 

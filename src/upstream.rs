@@ -141,20 +141,13 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// Rebuilds the upstream request head: the client's headers, then Host, X-Forwarded-*,
-/// X-Request-ID set by the gateway; the client's X-Agent-ID is never passed on.
-///
-/// The plain header map is edited directly instead of through Pingora's case-preserving head,
-/// where every insert parses the name and updates two maps (about 2,000 instructions each,
-/// measured). Header names then reach the backend in lower case (Envoy does the same); HTTP
-/// header names are case-insensitive.
-pub fn forwarding_headers(
+/// The headers the gateway sets on a forwarded request: Host, X-Forwarded-Host/-Proto/-For and
+/// X-Request-ID (`None`: remove). The client's X-Agent-ID is never passed on.
+fn forwarding_set(
     session: &Session,
-    req: &mut RequestHeader,
     route: &Route,
     request_id: &HeaderValue,
-    uri: Option<http::Uri>,
-) -> Result<()> {
+) -> [(&'static HeaderName, Option<HeaderValue>); 5] {
     let downstream = session.req_header();
     // HeaderValue clones share their bytes: no copies here.
     let original_host = downstream.headers.get(HOST).cloned().or_else(|| {
@@ -167,15 +160,18 @@ pub fn forwarding_headers(
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let xff = client_ip.map(|ip| {
-        let prev = req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes());
+    let xff = client_ip.and_then(|ip| {
+        let prev = downstream
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .map(|v| v.as_bytes());
         let mut text = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
         if let Some(prev) = prev.filter(|p| !p.trim_ascii().is_empty()) {
             text.extend_from_slice(prev);
             text.extend_from_slice(b", ");
         }
         push_ip(&mut text, ip);
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
     });
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     let host = match (&original_host, route.preserve_host) {
@@ -183,40 +179,35 @@ pub fn forwarding_headers(
         _ => route.target.host_header.clone(),
     };
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    let set: [(&HeaderName, Option<HeaderValue>); 5] = [
+    [
         (&HOST, Some(host)),
         (&X_FORWARDED_HOST, original_host),
         (&X_FORWARDED_PROTO, Some(proto)),
-        (&X_FORWARDED_FOR, xff.and_then(|v| v.ok())),
+        (&X_FORWARDED_FOR, xff),
         (&X_REQUEST_ID, Some(request_id.clone())),
-    ];
+    ]
+}
 
+/// Sets the forwarding headers on the client's request head itself, before Pingora copies it
+/// for the backend, so that they are written once and copied with it.
+///
+/// Pingora's head keeps a second map of header-name spellings, and every `insert_header` parses
+/// the name and updates both maps (about 2,000 instructions each, measured). The head is taken
+/// apart here instead (no copy), its plain map edited with prebuilt names, and put back without
+/// the spelling map, which also halves the cost of Pingora's copy. Header names then reach the
+/// backend in lower case (Envoy does the same); HTTP header names are case-insensitive.
+///
+/// Upgrade requests (WebSocket) are left alone: Pingora's upgrade path needs the head as it was
+/// parsed; `forwarding_headers_in_place` handles them on the copy.
+pub fn set_forwarding_headers(session: &mut Session, route: &Route, request_id: &HeaderValue) {
     if session.is_upgrade_req() {
-        // Pingora's upgrade handling needs the head it built itself (raw target, header case):
-        // edit that one in place; upgrades are rare enough for the slower path.
-        if let Some(uri) = uri {
-            req.set_uri(uri);
-        }
-        req.remove_header(&X_AGENT_ID);
-        for (name, value) in set {
-            match value {
-                Some(v) => req.insert_header(name.clone(), v)?,
-                None => {
-                    req.remove_header(name);
-                }
-            }
-        }
-        return Ok(());
+        return;
     }
-
-    // Take Pingora's head apart (no copy), edit its plain header map, and put it back together
-    // without the case map.
+    let set = forwarding_set(session, route, request_id);
+    let req = session.req_header_mut();
     let end_stream = req.send_end_stream();
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
-    if let Some(uri) = uri {
-        parts.uri = uri;
-    }
     let headers = &mut parts.headers;
     headers.reserve(set.len());
     headers.remove(&X_AGENT_ID);
@@ -233,6 +224,25 @@ pub fn forwarding_headers(
     *req = RequestHeader::from(parts);
     if let Some(end) = end_stream {
         req.set_send_end_stream(end);
+    }
+}
+
+/// The upstream copy of an upgrade request, edited through Pingora's own methods (upgrades are
+/// rare enough for the slower path).
+pub fn forwarding_headers_in_place(
+    session: &Session,
+    req: &mut RequestHeader,
+    route: &Route,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    req.remove_header(&X_AGENT_ID);
+    for (name, value) in forwarding_set(session, route, request_id) {
+        match value {
+            Some(v) => req.insert_header(name.clone(), v)?,
+            None => {
+                req.remove_header(name);
+            }
+        }
     }
     Ok(())
 }
