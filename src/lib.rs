@@ -1,5 +1,6 @@
 //! clawgate: an API gateway for AI-agent traffic on Pingora.
 
+pub mod auth;
 pub mod config;
 pub mod probe;
 pub mod process;
@@ -9,4 +10,5 @@ pub mod respond;
 pub mod router;
 pub mod server;
 pub mod starter;
+pub mod transforms;
 pub mod upstream;

@@ -1,6 +1,7 @@
 //! The `clawgate` command line.
 
 use clap::{Args, Parser, Subcommand};
+use clawgate::auth::admin;
 use clawgate::{config, process, server, starter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +60,58 @@ enum Command {
     Status(ConfigArg),
     /// Stop the gateway gracefully: finish in-flight requests, then exit.
     Stop(ConfigArg),
+    /// Mint a JWT for an agent with the configured key (for testing and bootstrapping).
+    Token {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The agent id (the token's `sub`).
+        #[arg(long, value_name = "ID")]
+        agent: String,
+        /// Lifetime, at most auth.jwt.expiry (the default).
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// Manage the API keys of the key store (auth.api_key.keys_store).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a random key for an agent; it is printed once, and only its SHA-256 is stored.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "ID")]
+        agent: String,
+        /// A path glob the key may call (repeatable); none: the agent's registry scopes.
+        #[arg(long = "scope", value_name = "GLOB")]
+        scopes: Vec<String>,
+        /// The key's own rate limit, e.g. 100/minute.
+        #[arg(long, value_name = "RATE")]
+        rate_limit: Option<String>,
+        /// When the key stops working: an RFC 3339 time or a duration from now (30d).
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+    },
+    /// List the keys (digest prefixes, never keys).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+    },
+    /// Revoke an agent's keys (or one, by the start of its SHA-256).
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "ID")]
+        agent: String,
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,6 +169,59 @@ fn run(command: Command) -> CmdResult {
         }
         Command::Status(c) => status(&load(&c.config)?),
         Command::Stop(c) => stop(&load(&c.config)?),
+        Command::Token { config, agent, ttl } => {
+            let cfg = load(&config.config)?;
+            let token = admin::token(&cfg, &agent, ttl.as_deref()).map_err(|m| (EXIT_USAGE, m))?;
+            println!("{token}");
+            Ok(0)
+        }
+        Command::Keys { action } => keys(action),
+    }
+}
+
+fn keys(action: KeysAction) -> CmdResult {
+    match action {
+        KeysAction::Add {
+            config,
+            agent,
+            scopes,
+            rate_limit,
+            expires,
+        } => {
+            let cfg = load(&config.config)?;
+            let new = admin::NewKey {
+                agent: &agent,
+                scopes,
+                rate_limit: rate_limit.as_deref(),
+                expires: expires.as_deref(),
+            };
+            let key = admin::add(&cfg, new).map_err(|m| (EXIT_USAGE, m))?;
+            println!("{key}");
+            eprintln!(
+                "added a key for {agent} to {}; it is shown only this once",
+                cfg.keys_store.as_deref().unwrap_or_default()
+            );
+            Ok(0)
+        }
+        KeysAction::List { config, agent } => {
+            let cfg = load(&config.config)?;
+            print!(
+                "{}",
+                admin::list(&cfg, agent.as_deref()).map_err(|m| (EXIT_USAGE, m))?
+            );
+            Ok(0)
+        }
+        KeysAction::Revoke {
+            config,
+            agent,
+            sha256,
+        } => {
+            let cfg = load(&config.config)?;
+            let n =
+                admin::revoke(&cfg, &agent, sha256.as_deref()).map_err(|m| (EXIT_RUNTIME, m))?;
+            println!("revoked {n} key(s) of {agent}");
+            Ok(0)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ProxyHttp` implementation: the request path, one step per hook, each delegating to a
 //! module. Kept thin on purpose; read it top to bottom as the life of a request.
 
+use crate::auth::{Failure, Identity, Strategy};
 use crate::config::{Config, Route};
 use crate::{request_id, respond, router, upstream};
 use arc_swap::ArcSwap;
@@ -57,6 +58,10 @@ pub struct Ctx {
     /// Path and query sent to the backend when they differ from the request's (boxed: rare, and
     /// the context is moved with Pingora's per-request future).
     forward: Option<Box<http::Uri>>,
+    /// The verified caller, on routes that require one.
+    identity: Option<Identity>,
+    /// A JWKS fetch was already tried for this request.
+    fetched_keys: bool,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -65,16 +70,40 @@ impl Ctx {
     fn route(&self) -> Option<&Route> {
         self.route.map(|i| &self.config.routes[i])
     }
+
+    fn forward(&self) -> Option<upstream::Forward<'_>> {
+        Some(upstream::Forward {
+            route: self.route()?,
+            request_id: &self.request_id,
+            identity: self.identity.as_ref(),
+            api_key_header: &self.config.auth.api_key_header,
+        })
+    }
 }
 
 /// What `request_filter` decided for a request it did not refuse.
 enum Admit {
     Proxy,
     Health,
+    Token,
+    /// A JWT names a key id we do not know: fetch the JWKS, then decide again.
+    FetchKey(String),
 }
 
-/// A refusal decided in `request_filter`: status, message, and whether to close the connection.
-struct Refusal(u16, &'static str, bool);
+/// A refusal decided in `request_filter`: status, message, whether to close the connection,
+/// and the `WWW-Authenticate` challenge of a 401.
+struct Refusal(u16, &'static str, bool, Option<String>);
+
+impl Refusal {
+    fn new(code: u16, message: &'static str, close: bool) -> Self {
+        Refusal(code, message, close, None)
+    }
+
+    fn unauthorized(cfg: &Config, strategy: Strategy, failure: &Failure) -> Self {
+        let challenge = cfg.auth.challenge(strategy, failure);
+        Refusal(401, failure.message(), false, Some(challenge))
+    }
+}
 
 #[async_trait]
 impl ProxyHttp for Gateway {
@@ -92,6 +121,8 @@ impl ProxyHttp for Gateway {
             config: self.config.load_full(),
             route: None,
             forward: None,
+            identity: None,
+            fetched_keys: false,
             body_bytes: 0,
             _in_flight: InFlight::new(),
         }
@@ -106,10 +137,18 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // The answers written here are boxed so that the common path's future stays small
         // (Pingora moves it around per request).
-        match self.admit(session, ctx) {
+        let mut decision = self.admit(session, ctx);
+        if let Ok(Admit::FetchKey(kid)) = &decision {
+            if let Some(jwt) = &ctx.config.auth.jwt {
+                Box::pin(jwt.refetch_for(kid)).await;
+            }
+            // Decided again; a kid still unknown is refused this time.
+            decision = self.admit(session, ctx);
+        }
+        match decision {
             Ok(Admit::Proxy) => {
-                if let Some(route) = ctx.route() {
-                    upstream::set_forwarding_headers(session, route, &ctx.request_id);
+                if let Some(fwd) = ctx.forward() {
+                    upstream::set_forwarding_headers(session, &fwd);
                 }
                 Ok(false)
             }
@@ -117,9 +156,21 @@ impl ProxyHttp for Gateway {
                 Box::pin(self.health(session, ctx)).await?;
                 Ok(true)
             }
-            Err(Refusal(code, message, close)) => {
+            Ok(Admit::Token) => {
+                Box::pin(self.token(session, ctx)).await?;
+                Ok(true)
+            }
+            Ok(Admit::FetchKey(_)) => Err(Error::new(ErrorType::InternalError)),
+            Err(Refusal(code, message, close, challenge)) => {
                 let id = request_id::as_str(&ctx.request_id);
-                Box::pin(respond::json_error(session, code, message, id, close)).await?;
+                let extra: &[(&str, &str)] = match &challenge {
+                    Some(c) => &[("www-authenticate", c.as_str())],
+                    None => &[],
+                };
+                Box::pin(respond::json_error(
+                    session, code, message, id, close, extra,
+                ))
+                .await?;
                 Ok(true)
             }
         }
@@ -144,10 +195,10 @@ impl ProxyHttp for Gateway {
             req.set_uri(*uri);
         }
         if session.is_upgrade_req() {
-            let route = ctx
-                .route()
+            let fwd = ctx
+                .forward()
                 .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-            upstream::forwarding_headers_in_place(session, req, route, &ctx.request_id)?;
+            upstream::forwarding_headers_in_place(session, req, &fwd)?;
         }
         Ok(())
     }
@@ -173,12 +224,15 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         check_total_timeout(ctx)?;
-        upstream::set_response_request_id(resp, &ctx.request_id)
+        match ctx.forward() {
+            Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
+            None => upstream::set_response_request_id(resp, &ctx.request_id),
+        }
     }
 
     fn response_body_filter(
@@ -200,7 +254,7 @@ impl ProxyHttp for Gateway {
                 ctx.request_id = request_id::new();
             }
             let id = request_id::as_str(&ctx.request_id);
-            let _ = respond::json_error(session, code, message, id, true).await;
+            let _ = respond::json_error(session, code, message, id, true, &[]).await;
         }
         FailToProxy {
             error_code: code,
@@ -215,7 +269,7 @@ impl Gateway {
         let cfg = &*ctx.config;
         let req = session.req_header();
         if req.headers.len() > cfg.max_headers {
-            return Err(Refusal(431, "too many request headers", true));
+            return Err(Refusal::new(431, "too many request headers", true));
         }
         let header_bytes: usize = req
             .headers
@@ -223,7 +277,7 @@ impl Gateway {
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
         if header_bytes as u64 > cfg.max_header_size {
-            return Err(Refusal(431, "request headers are too large", true));
+            return Err(Refusal::new(431, "request headers are too large", true));
         }
         let has_te = req.headers.contains_key(http::header::TRANSFER_ENCODING);
         // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3); a
@@ -233,7 +287,7 @@ impl Gateway {
                 .as_http1()
                 .is_some_and(|h1| sent_content_length(&h1.get_headers_raw_bytes()))
         {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 400,
                 "both Content-Length and Transfer-Encoding are present",
                 true,
@@ -245,30 +299,56 @@ impl Gateway {
             let n = std::str::from_utf8(v.as_bytes())
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(Refusal(400, "invalid Content-Length", true))?;
+                .ok_or(Refusal::new(400, "invalid Content-Length", true))?;
             if content_length.is_some_and(|c| c != n) || has_te {
-                return Err(Refusal(400, "conflicting message framing headers", true));
+                return Err(Refusal::new(
+                    400,
+                    "conflicting message framing headers",
+                    true,
+                ));
             }
             content_length = Some(n);
         }
         if content_length.is_some_and(|n| n > cfg.max_body_size) {
-            return Err(Refusal(413, "request body larger than max_body_size", true));
+            return Err(Refusal::new(
+                413,
+                "request body larger than max_body_size",
+                true,
+            ));
         }
 
         let raw_path = req.uri.path();
-        let path = router::normalise(raw_path).map_err(|e| Refusal(400, e.message(), false))?;
+        let path =
+            router::normalise(raw_path).map_err(|e| Refusal::new(400, e.message(), false))?;
 
         if *path == *cfg.health_path {
             return Ok(Admit::Health);
         }
+        if *path == *cfg.token_path && cfg.auth.jwt.as_ref().is_some_and(|j| j.can_sign()) {
+            return Ok(Admit::Token);
+        }
 
         let Some(index) = cfg.route_index(&path) else {
-            return Err(Refusal(404, "no route matches this path", false));
+            return Err(Refusal::new(404, "no route matches this path", false));
         };
         let route = &cfg.routes[index];
-        let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
-            .map_err(|_| Refusal(400, "the request path cannot be forwarded", false))?;
         ctx.route = Some(index);
+        if let Some(access) = &route.access {
+            let identity = match cfg.auth.authenticate(&req.headers, access.strategy) {
+                Ok(identity) => identity,
+                Err(Failure::UnknownKid(kid)) if !ctx.fetched_keys => {
+                    ctx.fetched_keys = true;
+                    return Ok(Admit::FetchKey(kid));
+                }
+                Err(f) => return Err(Refusal::unauthorized(cfg, access.strategy, &f)),
+            };
+            access
+                .authorise(&identity.agent, &path)
+                .map_err(|m| Refusal::new(403, m, false))?;
+            ctx.identity = Some(identity);
+        }
+        let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
+            .map_err(|_| Refusal::new(400, "the request path cannot be forwarded", false))?;
         ctx.forward = forward.map(Box::new);
         Ok(Admit::Proxy)
     }
@@ -301,6 +381,44 @@ impl Gateway {
             &[],
         )
         .await
+    }
+}
+
+impl Gateway {
+    /// `POST {base_path}/auth/token`: a JWT for the agent of a valid API key.
+    async fn token(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
+        let id = request_id::as_str(&ctx.request_id);
+        if session.req_header().method != http::Method::POST {
+            let body = respond::error_body(405, "the token endpoint answers POST", id);
+            return respond::write_json(session, 405, body, id, &[("allow", "POST")]).await;
+        }
+        let auth = &ctx.config.auth;
+        let identity = match auth.authenticate(&session.req_header().headers, Strategy::ApiKey) {
+            Ok(identity) => identity,
+            Err(f) => {
+                let challenge = auth.challenge(Strategy::ApiKey, &f);
+                let extra = [("www-authenticate", challenge.as_str())];
+                return respond::json_error(session, 401, f.message(), id, false, &extra).await;
+            }
+        };
+        let Some(jwt) = &auth.jwt else {
+            return respond::json_error(session, 404, "no route matches this path", id, false, &[])
+                .await;
+        };
+        let ttl = jwt.rules.expiry;
+        let body = match jwt.mint(&identity.agent.id, ttl) {
+            Ok(token) => serde_json::json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": ttl.as_secs(),
+            }),
+            Err(e) => {
+                log::error!("cannot mint a token: {e}");
+                return respond::json_error(session, 500, "cannot issue a token", id, false, &[])
+                    .await;
+            }
+        };
+        respond::write_json(session, 200, Bytes::from(body.to_string()), id, &[]).await
     }
 }
 

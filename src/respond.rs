@@ -44,12 +44,13 @@ pub async fn json_error(
     message: &str,
     request_id: &str,
     close: bool,
+    extra: &[(&'static str, &str)],
 ) -> Result<()> {
     let body = error_body(code, message, request_id);
     if close {
         session.set_keepalive(None);
     }
-    write_json(session, code, body, request_id, &[]).await
+    write_json(session, code, body, request_id, extra).await
 }
 
 pub async fn write_json(

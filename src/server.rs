@@ -80,6 +80,12 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         }
     }
     server.add_service(proxy);
+    if let Some(store) = &config.auth.store {
+        store.watch();
+    }
+    if let Some(jwt) = config.auth.jwt.clone().filter(|j| j.jwks.is_some()) {
+        start_jwks(&mut server, jwt);
+    }
     server.add_service(background_service(
         "drain",
         Drain {
@@ -97,6 +103,43 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     server.run(RunArgs::default());
     process::remove_pid_file_if_ours(&config.pid_file);
     Ok(())
+}
+
+/// Loads an identity provider's keys before serving, then keeps them fresh in the background.
+fn start_jwks(server: &mut Server, jwt: Arc<crate::auth::jwt::Jwt>) {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(jwt.reload_jwks()));
+    let source = jwt.jwks.as_ref().map(|j| j.describe()).unwrap_or_default();
+    match first {
+        Ok(Ok(n)) => log::info!("JWKS {source}: {n} keys"),
+        Ok(Err(e)) => log::error!("JWKS not loaded, retried on schedule and on unknown kids: {e}"),
+        Err(e) => log::error!("JWKS not loaded: {e}"),
+    }
+    server.add_service(background_service("jwks", JwksRefresh { jwt }));
+}
+
+struct JwksRefresh {
+    jwt: Arc<crate::auth::jwt::Jwt>,
+}
+
+#[async_trait]
+impl BackgroundService for JwksRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(every) = self.jwt.jwks.as_ref().map(|j| j.refresh) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.jwt.reload_jwks().await {
+                log::warn!("JWKS refresh failed, the known keys stay: {e}");
+            }
+        }
+    }
 }
 
 /// After a stop or upgrade begins, exits as soon as no request is in flight; Pingora's own

@@ -1,6 +1,8 @@
 //! Backends: the peer for a route, the forwarded URI, and the headers a backend receives.
 
+use crate::auth::Identity;
 use crate::config::{Config, Route, StripRule, Target};
+use crate::transforms::{self, Vars};
 use http::header::HOST;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -141,12 +143,65 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// What a forwarded request is given besides the route's own settings.
+pub struct Forward<'a> {
+    pub route: &'a Route,
+    pub request_id: &'a HeaderValue,
+    /// The verified caller: its id goes out as X-Agent-ID, its credentials do not.
+    pub identity: Option<&'a Identity>,
+    pub api_key_header: &'a HeaderName,
+}
+
+pub fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+impl Forward<'_> {
+    fn vars(&self, client_ip: Option<IpAddr>) -> Vars<'_> {
+        Vars {
+            agent_id: self.identity.map(|i| &*i.agent.id),
+            request_id: request_id_str(self.request_id),
+            route: &self.route.label,
+            client_ip,
+            api_key: self.identity.and_then(|i| i.api_key.as_ref()),
+            rate_limit: None,
+        }
+    }
+
+    /// X-Agent-ID from the identity (a client's own is never passed on), credentials removed,
+    /// then the request transforms.
+    fn apply_identity_and_transforms(
+        &self,
+        headers: &mut impl transforms::Headers,
+        client_ip: Option<IpAddr>,
+    ) {
+        headers.remove(&X_AGENT_ID);
+        if let Some(identity) = self.identity {
+            headers.remove(&http::header::AUTHORIZATION);
+            headers.remove(self.api_key_header);
+            headers.set(&X_AGENT_ID, identity.agent.header.clone());
+        }
+        if !self.route.request_transforms.is_empty() {
+            let vars = self.vars(client_ip);
+            transforms::apply_all(&self.route.request_transforms, headers, &vars);
+        }
+    }
+}
+
+fn request_id_str(v: &HeaderValue) -> &str {
+    std::str::from_utf8(v.as_bytes()).unwrap_or("")
+}
+
 /// The headers the gateway sets on a forwarded request: Host, X-Forwarded-Host/-Proto/-For and
-/// X-Request-ID (`None`: remove). The client's X-Agent-ID is never passed on.
+/// X-Request-ID (`None`: remove).
 fn forwarding_set(
     session: &Session,
     route: &Route,
     request_id: &HeaderValue,
+    client_ip: Option<IpAddr>,
 ) -> [(&'static HeaderName, Option<HeaderValue>); 5] {
     let downstream = session.req_header();
     // HeaderValue clones share their bytes: no copies here.
@@ -156,10 +211,6 @@ fn forwarding_set(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
     let xff = client_ip.and_then(|ip| {
         let prev = downstream
             .headers
@@ -199,18 +250,18 @@ fn forwarding_set(
 ///
 /// Upgrade requests (WebSocket) are left alone: Pingora's upgrade path needs the head as it was
 /// parsed; `forwarding_headers_in_place` handles them on the copy.
-pub fn set_forwarding_headers(session: &mut Session, route: &Route, request_id: &HeaderValue) {
+pub fn set_forwarding_headers(session: &mut Session, fwd: &Forward) {
     if session.is_upgrade_req() {
         return;
     }
-    let set = forwarding_set(session, route, request_id);
+    let client_ip = client_ip(session);
+    let set = forwarding_set(session, fwd.route, fwd.request_id, client_ip);
     let req = session.req_header_mut();
     let end_stream = req.send_end_stream();
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
     let headers = &mut parts.headers;
-    headers.reserve(set.len());
-    headers.remove(&X_AGENT_ID);
+    headers.reserve(set.len() + 1);
     for (name, value) in set {
         match value {
             Some(v) => {
@@ -221,6 +272,7 @@ pub fn set_forwarding_headers(session: &mut Session, route: &Route, request_id: 
             }
         }
     }
+    fwd.apply_identity_and_transforms(headers, client_ip);
     *req = RequestHeader::from(parts);
     if let Some(end) = end_stream {
         req.set_send_end_stream(end);
@@ -232,11 +284,10 @@ pub fn set_forwarding_headers(session: &mut Session, route: &Route, request_id: 
 pub fn forwarding_headers_in_place(
     session: &Session,
     req: &mut RequestHeader,
-    route: &Route,
-    request_id: &HeaderValue,
+    fwd: &Forward,
 ) -> Result<()> {
-    req.remove_header(&X_AGENT_ID);
-    for (name, value) in forwarding_set(session, route, request_id) {
+    let client_ip = client_ip(session);
+    for (name, value) in forwarding_set(session, fwd.route, fwd.request_id, client_ip) {
         match value {
             Some(v) => req.insert_header(name.clone(), v)?,
             None => {
@@ -244,20 +295,39 @@ pub fn forwarding_headers_in_place(
             }
         }
     }
+    fwd.apply_identity_and_transforms(req, client_ip);
     Ok(())
 }
 
-/// Adds `X-Request-ID` to the response head, through its plain header map for the same reason
-/// as the request head (a `101 Switching Protocols` head is edited in place).
-pub fn set_response_request_id(resp: &mut ResponseHeader, id: &HeaderValue) -> Result<()> {
+/// Adds `X-Request-ID` and the response transforms to the response head, through its plain
+/// header map for the same reason as the request head (a `101 Switching Protocols` head is edited
+/// in place).
+pub fn set_response_headers(
+    resp: &mut ResponseHeader,
+    fwd: &Forward,
+    client_ip: Option<IpAddr>,
+) -> Result<()> {
+    let transforms = &fwd.route.response_transforms;
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        return resp.insert_header(X_REQUEST_ID.clone(), id.clone());
+        resp.insert_header(X_REQUEST_ID.clone(), fwd.request_id.clone())?;
+        transforms::apply_all(transforms, resp, &fwd.vars(client_ip));
+        return Ok(());
     }
     let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
-    parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), fwd.request_id.clone());
+    if !transforms.is_empty() {
+        transforms::apply_all(transforms, &mut parts.headers, &fwd.vars(client_ip));
+    }
     *resp = ResponseHeader::from(parts);
     Ok(())
+}
+
+/// Adds `X-Request-ID` to a response of a request that matched no route.
+pub fn set_response_request_id(resp: &mut ResponseHeader, id: &HeaderValue) -> Result<()> {
+    resp.insert_header(X_REQUEST_ID.clone(), id.clone())
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 use super::schema::{self, File, StripPrefix};
 use super::Problem;
 use crate::at;
+use crate::auth::{self, Access, Auth};
 use crate::router::Pattern;
+use crate::transforms::{self, Transform};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -35,6 +37,9 @@ pub struct Config {
     /// In match order: most specific first.
     pub routes: Vec<Route>,
     pub agent_count: usize,
+    pub auth: Arc<Auth>,
+    /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
+    pub token_path: String,
     pub keys_store: Option<String>,
     pub log_output: Option<String>,
     /// The gateway's own log level (`monitoring.logging.level`, default info).
@@ -60,6 +65,11 @@ pub struct Route {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub total_timeout: Option<Duration>,
+    /// Who may call the route; `None`: anyone, and credentials pass through untouched.
+    pub access: Option<Access>,
+    /// Gateway-wide transforms, then the route's.
+    pub request_transforms: Vec<Transform>,
+    pub response_transforms: Vec<Transform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +193,6 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     };
 
     // Features of later issues: parsed and validated now, refused at start until they exist.
-    let auth_feature = "authentication (auth_required, auth_strategy, allowed_agents)";
     let limit_feature = "rate limiting";
     if g.rate_limit.is_some() {
         pend(limit_feature);
@@ -196,11 +205,10 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     if file.agents.values().any(|a| a.rate_limit.is_some()) {
         pend(limit_feature);
     }
-    if let Some(t) = &file.transforms {
-        if !t.request.is_empty() || !t.response.is_empty() {
-            pend("transforms");
-        }
-    }
+    let auth = auth::compile::compile(&file)?;
+    let global = file.transforms.as_ref();
+    let global_request = global.map_or(&[][..], |t| &t.request[..]);
+    let global_response = global.map_or(&[][..], |t| &t.response[..]);
     if let Some(m) = &file.monitoring {
         if m.metrics.as_ref().is_some_and(|m| m.enabled.0) {
             pend("metrics (monitoring.metrics)");
@@ -217,15 +225,6 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             pend("semantic caching");
         }
     }
-    for (name, agent) in &file.agents {
-        if agent.api_key.is_some() && agent.api_key_sha256.is_some() {
-            return Err(Problem::new(
-                at!("agents", name),
-                "set either api_key or api_key_sha256, not both",
-            ));
-        }
-    }
-
     for (name, b) in &file.backends {
         match (&b.url, &b.urls) {
             (Some(_), Some(_)) => {
@@ -279,9 +278,20 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             ));
         }
 
-        if r.auth_required.0 || r.auth_strategy.is_some() || r.allowed_agents.is_some() {
-            pend(auth_feature);
-        }
+        let access = auth::compile::route_access(&auth, r, i)?;
+        let own = r.transforms.as_ref();
+        let global_at = at!("transforms", "request");
+        let mut request_transforms = transforms::compile(global_request, &global_at)?;
+        request_transforms.extend(transforms::compile(
+            own.map_or(&[][..], |t| &t.request[..]),
+            &at!("routes", i, "transforms", "request")[..],
+        )?);
+        let global_at = at!("transforms", "response");
+        let mut response_transforms = transforms::compile(global_response, &global_at)?;
+        response_transforms.extend(transforms::compile(
+            own.map_or(&[][..], |t| &t.response[..]),
+            &at!("routes", i, "transforms", "response")[..],
+        )?);
         if r.rate_limit.is_some() {
             pend(limit_feature);
         }
@@ -371,6 +381,9 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             connect_timeout: r.connect_timeout.map_or(connect_timeout, |d| d.0),
             timeout: timeout.or(total_timeout).unwrap_or(DEFAULT_TIMEOUT),
             total_timeout,
+            access,
+            request_transforms,
+            response_transforms,
         });
     }
     // Stable sort: among equally specific routes the first written wins.
@@ -382,6 +395,8 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         name: text(&file.name).unwrap_or_else(|| "clawgate".into()),
         version: text(&file.version).unwrap_or_else(|| "1.0".into()),
         health_path: format!("{base_path}/health"),
+        token_path: format!("{base_path}/auth/token"),
+        auth: Arc::new(auth),
         base_path,
         listen,
         tls,

@@ -79,6 +79,27 @@ pub struct Jwt {
     pub issuer: Option<Text>,
     pub audience: Option<Text>,
     pub leeway: Option<Dur>,
+    /// More keys, for rotation and asymmetric algorithms; the first key (after `secret`) signs.
+    #[serde(default)]
+    pub keys: Vec<JwtKey>,
+    pub jwks_file: Option<Text>,
+    pub jwks_url: Option<Text>,
+    /// How often `jwks_url` is fetched again (default 5m).
+    pub jwks_refresh: Option<Dur>,
+    /// The shortest wait between two fetches caused by tokens naming an unknown `kid` (default 10s).
+    pub jwks_cooldown: Option<Dur>,
+    /// Verified tokens kept (default 10000; 0 turns the cache off).
+    pub token_cache: Option<Count>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    pub kid: Text,
+    pub algorithm: Option<Text>,
+    pub secret: Option<Text>,
+    pub public_key_file: Option<Text>,
+    pub private_key_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +209,8 @@ pub struct Route {
     pub preserve_host: Flag,
     pub caching: Option<Caching>,
     pub backend_weights: Option<Weights>,
+    /// Transforms of this route, applied after the gateway-wide ones.
+    pub transforms: Option<Transforms>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,0 +1,205 @@
+# Shared by the benchmark scripts: tools, process bookkeeping, readiness, wrk runs.
+# Source it after setting PROXY_CPU, LOAD_CPU and READY_DEADLINE; then `enter_tmp` makes the
+# temp dir TMP, and on exit everything started (pids in PIDS) is stopped and TMP removed.
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+need_pkgs=()
+command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+if ((${#need_pkgs[@]})); then
+    log "installing ${need_pkgs[*]}"
+    SUDO=
+    [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need_pkgs[@]}"
+fi
+for t in nginx wrk curl taskset ss pgrep timeout getconf cargo awk; do
+    command -v "$t" >/dev/null 2>&1 || die "missing tool: $t"
+done
+WRK2=
+if command -v wrk2 >/dev/null 2>&1; then WRK2=wrk2; fi
+NCPU=$(getconf _NPROCESSORS_ONLN)
+((PROXY_CPU < NCPU && LOAD_CPU < NCPU)) || die "need cores $PROXY_CPU and $LOAD_CPU; this machine has $NCPU"
+CLK_TCK=$(getconf CLK_TCK)
+
+PIDS=()
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -INT "$p" 2>/dev/null || true
+    done
+    for _ in $(seq 1 30); do
+        local alive=0
+        for p in "${PIDS[@]}"; do
+            if kill -0 "$p" 2>/dev/null; then alive=1; fi
+        done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ ${KEEP_TMP:-0} == 1 || $rc -ne 0 ]]; then
+        log "temp dir kept: $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+enter_tmp() {
+    TMP=$(mktemp -d /tmp/clawgate-bench.XXXXXX)
+    cd "$TMP" # nothing below writes into the repository
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+# A free TCP port on 127.0.0.1 (not listening now, not handed out before in this run).
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 40000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if [[ -z $(ss -Htln "sport = :$p") ]]; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# Polls URL until it answers 200 with body "ok", or dies after READY_DEADLINE seconds.
+wait_ready() {
+    local name=$1 url=$2 pid=$3 logf=$4
+    local deadline=$((SECONDS + READY_DEADLINE)) body
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited during start-up; its log ($logf):"
+            tail -n 30 "$logf" >&2 || true
+            die "$name did not start"
+        fi
+        if body=$(curl -fsS --max-time 1 "$url" 2>/dev/null) && [[ $body == ok ]]; then
+            log "$name ready at $url (pid $pid)"
+            return 0
+        fi
+        sleep 0.05
+    done
+    log "$name log ($logf):"
+    tail -n 30 "$logf" >&2 || true
+    log "last answer from $url:"
+    curl -sS -i --max-time 2 "$url" >&2 || true
+    die "$name not ready after ${READY_DEADLINE}s"
+}
+
+nginx_conf() { # DIR PORT BODY_OF_SERVER_BLOCK [HTTP_EXTRA]
+    local dir=$1 port=$2 server_body=$3 http_extra=${4:-}
+    mkdir -p "$dir/logs" "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+$http_extra
+    server {
+        listen 127.0.0.1:$port reuseport;
+$server_body
+    }
+}
+EOF
+}
+
+# Process tree CPU of a server: the pid itself plus its direct children (nginx workers).
+pids_of() {
+    local pid=$1
+    echo "$pid"
+    pgrep -P "$pid" || true
+}
+# utime+stime in clock ticks, summed over the pids given (all threads of each).
+cpu_ticks() {
+    local total=0 p t
+    for p in "$@"; do
+        t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+cpu_ticks_of() { # SERVER_PID
+    # shellcheck disable=SC2046
+    cpu_ticks $(pids_of "$1")
+}
+vm_hwm_kb() { # max VmHWM over the server's processes
+    local best=0 p v
+    for p in $(pids_of "$1"); do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        ((${v:-0} > best)) && best=$v
+    done
+    echo "$best"
+}
+# Per-core idle: prints "idle_ticks total_ticks" for cpuN.
+core_ticks() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t }' /proc/stat
+}
+idle_pct() { # "before" "after"
+    awk -v b="$1" -v a="$2" 'BEGIN { split(b, x, " "); split(a, y, " ");
+        dt = y[2] - x[2]; printf "%.0f", (dt > 0 ? 100 * (y[1] - x[1]) / dt : 0) }'
+}
+
+# wrk output parsing.
+wrk_requests() { awk '/ requests in / {print $1; exit}' "$1"; }
+wrk_rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2; exit}' "$1"; }
+wrk_bad() { # non-2xx responses + socket errors
+    awk '/Non-2xx or 3xx responses:/ {n += $NF}
+         /Socket errors:/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) {gsub(",", "", $i); n += $i}}
+         END {print n + 0}' "$1"
+}
+# The latency at percentile P ("50%", "99%") from --latency output, in ms.
+wrk_pct_ms() {
+    awk -v p="$2" '$1 == p && NF == 2 {
+        v = $2; u = v; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+        if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000;
+        printf "%.3f", v; exit }' "$1"
+}
+
+# run_wrk OUT CONNS URL [extra wrk args...]: one bounded wrk run pinned to LOAD_CPU, lasting
+# WRK_SECONDS (default DURATION).
+run_wrk() {
+    local out=$1 conns=$2 url=$3 secs=${WRK_SECONDS:-$DURATION}
+    shift 3
+    timeout $((secs + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" \
+        --timeout 5s --latency "$@" "$url" >"$out" 2>&1 || {
+        log "wrk failed against $url:"
+        cat "$out" >&2
+        die "wrk failed"
+    }
+    local bad
+    bad=$(wrk_bad "$out")
+    if ((bad > 0)); then
+        log "WARNING: $bad non-2xx responses or socket errors against $url (see $out)"
+        grep -E 'Non-2xx|Socket errors' "$out" >&2 || true
+    fi
+}
+

@@ -1,0 +1,217 @@
+//! An identity provider's keys (JWKS), from a file or a URL: loaded at start, refreshed on a
+//! schedule, and fetched again (once, for everyone waiting) when a token names an unknown `kid`.
+
+use super::jwt::{Jwt, KeySpec};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A JWKS document larger than this is refused.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub enum Source {
+    File(PathBuf),
+    Url(String),
+}
+
+pub struct Jwks {
+    pub source: Source,
+    pub refresh: Duration,
+    pub cooldown: Duration,
+    /// When a token with an unknown `kid` last caused a fetch; held while one runs.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
+    pub fetches: AtomicU64,
+}
+
+impl Jwks {
+    pub fn new(source: Source, refresh: Duration, cooldown: Duration) -> Jwks {
+        Jwks {
+            source,
+            refresh,
+            cooldown,
+            refetch: tokio::sync::Mutex::new(None),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::File(p) => p.display().to_string(),
+            Source::Url(u) => u.clone(),
+        }
+    }
+
+    /// Reads the keys now.
+    pub async fn fetch(&self) -> Result<Vec<KeySpec>, String> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let body = match &self.source {
+            Source::File(p) => tokio::fs::read(p)
+                .await
+                .map_err(|e| format!("{}: {}", p.display(), crate::config::io_reason(&e)))?,
+            Source::Url(u) => fetch_url(u).await?,
+        };
+        parse(&body)
+    }
+}
+
+impl Jwt {
+    /// Loads the JWKS keys; on failure the keys in use stay.
+    pub async fn reload_jwks(&self) -> Result<usize, String> {
+        let Some(jwks) = &self.jwks else {
+            return Ok(0);
+        };
+        let specs = jwks.fetch().await?;
+        self.set_jwks_keys(&specs);
+        Ok(specs.len())
+    }
+
+    /// A token named a `kid` we do not know: fetch the JWKS again, unless another request is
+    /// doing it (then wait for it) or one did so within the cooldown. True when the kid is known
+    /// afterwards.
+    pub async fn refetch_for(&self, kid: &str) -> bool {
+        let Some(jwks) = &self.jwks else {
+            return false;
+        };
+        let mut last = jwks.refetch.lock().await;
+        if self.keys().contains_kid(kid) {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < jwks.cooldown) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match self.reload_jwks().await {
+            Ok(_) => self.keys().contains_kid(kid),
+            Err(e) => {
+                log::warn!("JWKS fetch failed, the known keys stay: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// The verification keys of a JWKS document. Keys without `kid`, symmetric keys and unknown
+/// types are skipped: a provider publishes public keys, each with its id.
+pub fn parse(body: &[u8]) -> Result<Vec<KeySpec>, String> {
+    let set: JwkSet =
+        serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut out = Vec::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let alg = match &jwk.common.key_algorithm {
+            Some(a) => match Algorithm::from_str(&format!("{a:?}")) {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            None => match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
+                    Algorithm::ES384
+                }
+                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                _ => continue,
+            },
+        };
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_))
+            || alg.family() == jsonwebtoken::AlgorithmFamily::Hmac
+        {
+            continue;
+        }
+        let Ok(decoding) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        out.push(KeySpec {
+            kid: Some(kid),
+            alg,
+            decoding,
+            encoding: None,
+        });
+    }
+    Ok(out)
+}
+
+/// GET over HTTP(S) with Pingora's own client; bounded in time and size.
+async fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
+    use pingora::connectors::http::Connector;
+    use pingora::http::RequestHeader;
+    use pingora::upstreams::peer::HttpPeer;
+    let fail = |why: String| format!("{url}: {why}");
+    let uri: http::Uri = url.parse().map_err(|_| fail("not a URL".into()))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(fail("the scheme must be http or https".into())),
+    };
+    let authority = uri.authority().ok_or_else(|| fail("no host".into()))?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| fail(format!("cannot resolve {host}")))?;
+    let mut peer = HttpPeer::new(addr, tls, host.to_string());
+    peer.options.connection_timeout = Some(FETCH_TIMEOUT);
+    peer.options.total_connection_timeout = Some(FETCH_TIMEOUT);
+    peer.options.read_timeout = Some(FETCH_TIMEOUT);
+    peer.options.write_timeout = Some(FETCH_TIMEOUT);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+
+    let exchange = async {
+        let connector = Connector::new(None);
+        let (mut session, _) = connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req =
+            RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| e.to_string())?;
+        req.insert_header(http::header::HOST, authority.as_str())
+            .map_err(|e| e.to_string())?;
+        req.insert_header(http::header::ACCEPT, "application/json")
+            .map_err(|e| e.to_string())?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(|e| e.to_string())?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| e.to_string())?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = session.response_header().map_or(0, |h| h.status.as_u16());
+        if status != 200 {
+            return Err(format!("answered {status}"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_JWKS_BYTES {
+                return Err("the document is larger than 1 MiB".into());
+            }
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(FETCH_TIMEOUT * 2, exchange)
+        .await
+        .map_err(|_| fail("timed out".into()))?
+        .map_err(fail)
+}
