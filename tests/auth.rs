@@ -300,7 +300,7 @@ impl JwksServer {
 /// An Ed25519 key: its JWK (public) and its signing key.
 fn ed_key(kid: &str) -> (Value, EncodingKey) {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    let jwk = json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": b64(&kp.public_key_raw())});
+    let jwk = json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": b64(kp.public_key_raw())});
     let enc = EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap();
     (jwk, enc)
 }

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# What authentication costs: the same clawgate route with and without a JWT check, and the JWT
+# check with its token cache switched off (a full HS256 verification per request). Three clawgate
+# processes from the same configuration, pinned to one core; an nginx backend on the other.
+#
+#   bash load-tests/bench-auth.sh                 # defaults: DURATION=8 ROUNDS=3 CONNS=32
+#
+# Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh.
+set -euo pipefail
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+READY_DEADLINE=20
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=load-tests/lib.sh
+source "$ROOT/load-tests/lib.sh"
+for v in DURATION ROUNDS CONNS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+
+if [[ ${NO_BUILD:-0} != 1 ]]; then
+    log "cargo build --release --bin clawgate"
+    timeout 1800 cargo build --release --bin clawgate >&2 || die "cargo build failed"
+fi
+CLAWGATE=$ROOT/target/release/clawgate
+[[ -x $CLAWGATE ]] || die "binary not found: $CLAWGATE"
+enter_tmp
+
+BACKEND_PORT=$(free_port)
+nginx_conf "$TMP/backend" "$BACKEND_PORT" '        location / { return 200 "ok\n"; }'
+taskset -c "$LOAD_CPU" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
+    >"$TMP/backend/logs/stdout.log" 2>&1 &
+PIDS+=("$!")
+wait_ready "backend (nginx)" "http://127.0.0.1:$BACKEND_PORT/" "$!" "$TMP/backend/logs/error.log"
+
+# A random secret for this run only.
+export BENCH_JWT_SECRET
+BENCH_JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n/+=')
+
+declare -A URL PID
+start_claw() { # NAME TOKEN_CACHE PATH
+    local name=$1 cache=$2 path=$3 port conf
+    port=$(free_port)
+    conf=$TMP/$name.yaml
+    cat >"$conf" <<EOF
+gateway:
+  listen: "127.0.0.1:$port"
+  pid_file: "$TMP/$name.pid"
+  upgrade_sock: "$TMP/$name.sock"
+  threads: 1
+auth:
+  jwt: {secret: "\${BENCH_JWT_SECRET}", issuer: "bench", expiry: "1h", token_cache: $cache}
+routes:
+  - path: "/open/*"
+    backend_url: "http://127.0.0.1:$BACKEND_PORT"
+  - path: "/jwt/*"
+    backend_url: "http://127.0.0.1:$BACKEND_PORT"
+    auth_required: true
+    auth_strategy: jwt
+EOF
+    "$CLAWGATE" check --config "$conf" >"$TMP/$name-check.log" 2>&1 ||
+        die "clawgate check failed: $(cat "$TMP/$name-check.log")"
+    taskset -c "$PROXY_CPU" "$CLAWGATE" start --config "$conf" >"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("$!")
+    wait_ready "clawgate ($name)" "http://127.0.0.1:$port/open/" "$!" "$TMP/$name.log"
+    URL[$name]="http://127.0.0.1:$port$path"
+    CONF=$conf
+}
+start_claw open 10000 /open/
+start_claw jwt 10000 /jwt/
+start_claw nocache 0 /jwt/
+TOKEN=$("$CLAWGATE" token --config "$CONF" --agent bench-agent --ttl 1h)
+AUTH=(-H "Authorization: Bearer $TOKEN")
+code=$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" "${URL[jwt]}")
+[[ $code == 200 ]] || die "the JWT route answered $code with the minted token"
+code=$(curl -s -o /dev/null -w '%{http_code}' "${URL[jwt]}")
+[[ $code == 401 ]] || die "the JWT route answered $code without a token"
+
+wrk_for() { # NAME OUT CONNS
+    local extra=()
+    [[ $1 == open ]] || extra=("${AUTH[@]}")
+    run_wrk "$2" "$3" "${URL[$1]}" "${extra[@]}"
+}
+
+log "warm-up"
+for n in open jwt nocache; do
+    WRK_SECONDS=2 wrk_for "$n" "$TMP/warmup-$n.txt" "$CONNS"
+done
+
+HALF=$((CONNS / 2))
+declare -A RATIOS CPU
+pair() { # A B ROUND: both loaded at once on one core; ratio A/B and CPU per request of each
+    local a=$1 b=$2 r=$3 oa=$TMP/pair-$1-$2-$3-a.txt ob=$TMP/pair-$1-$2-$3-b.txt
+    local ta0 tb0 ta1 tb1 ra rb pa pb ratio cua cub
+    ta0=$(cpu_ticks_of "${PID[$a]}")
+    tb0=$(cpu_ticks_of "${PID[$b]}")
+    wrk_for "$a" "$oa" "$HALF" &
+    pa=$!
+    wrk_for "$b" "$ob" "$HALF" &
+    pb=$!
+    wait "$pa" || die "wrk against $a failed"
+    wait "$pb" || die "wrk against $b failed"
+    ta1=$(cpu_ticks_of "${PID[$a]}")
+    tb1=$(cpu_ticks_of "${PID[$b]}")
+    ra=$(wrk_rps "$oa")
+    rb=$(wrk_rps "$ob")
+    ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
+    cua=$(awk -v d=$((ta1 - ta0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$oa")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+    cub=$(awk -v d=$((tb1 - tb0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$ob")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+    RATIOS[$a/$b]+="$ratio "
+    CPU[$a]+="$cua "
+    CPU[$b]+="$cub "
+    log "$(printf '[%s/%s] %-8s %7s req/s (%s us/req)  %-8s %7s req/s (%s us/req)  ratio %s' \
+        "$r" "$ROUNDS" "$a" "$ra" "$cua" "$b" "$rb" "$cub" "$ratio")"
+}
+median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
+for r in $(seq 1 "$ROUNDS"); do
+    # Alternate which side starts first.
+    if ((r % 2)); then pair jwt open "$r"; else pair open jwt "$r"; fi
+    pair nocache jwt "$r"
+done
+
+cpu_open=$(echo "${CPU[open]}" | median)
+cpu_jwt=$(echo "${CPU[jwt]}" | median)
+cpu_nocache=$(echo "${CPU[nocache]}" | median)
+all_ratios=$(
+    for x in ${RATIOS[jwt/open]:-}; do echo "$x"; done
+    for x in ${RATIOS[open/jwt]:-}; do awk -v x="$x" 'BEGIN {printf "%.3f\n", (x > 0 ? 1 / x : 0)}'; done
+)
+echo "===================================================================================="
+echo "clawgate JWT route vs the same route without auth ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each)"
+echo "  throughput ratio JWT/open, every round:  $(echo "$all_ratios" | tr '\n' ' ')"
+echo "  median:                                  $(echo "$all_ratios" | tr '\n' ' ' | median)   (target >= 0.90)"
+echo "  CPU per request: open $cpu_open us, JWT (cache on) $cpu_jwt us, JWT (cache off) $cpu_nocache us"
+echo "  HS256 verification without the cache:    $(awk -v a="$cpu_nocache" -v b="$cpu_jwt" 'BEGIN {printf "%.2f", a - b}') us per request"
+echo "  paired throughput ratio nocache/jwt:     $(echo "${RATIOS[nocache/jwt]}" | median)"
+echo "===================================================================================="
