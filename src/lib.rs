@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod limits;
 pub mod probe;
 pub mod process;
 pub mod proxy;

@@ -3,6 +3,7 @@
 
 use crate::auth::{Failure, Identity, Strategy};
 use crate::config::{Config, Route};
+use crate::limits::{Exceeded, Standing, Subject};
 use crate::{request_id, respond, router, upstream};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -62,6 +63,10 @@ pub struct Ctx {
     identity: Option<Identity>,
     /// A JWKS fetch was already tried for this request.
     fetched_keys: bool,
+    /// A token of the gateway ceiling was taken (given back if a later limit refuses).
+    ceiling_taken: bool,
+    /// The tightest rate limit that applied, for the response headers and variables.
+    limit: Option<Standing>,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -77,6 +82,7 @@ impl Ctx {
             request_id: &self.request_id,
             identity: self.identity.as_ref(),
             api_key_header: &self.config.auth.api_key_header,
+            limit: self.limit,
         })
     }
 }
@@ -91,17 +97,37 @@ enum Admit {
 }
 
 /// A refusal decided in `request_filter`: status, message, whether to close the connection,
-/// and the `WWW-Authenticate` challenge of a 401.
-struct Refusal(u16, &'static str, bool, Option<String>);
+/// and extra headers (a 401's challenge, a 429's `Retry-After`).
+struct Refusal(u16, &'static str, bool, Vec<(&'static str, String)>);
 
 impl Refusal {
     fn new(code: u16, message: &'static str, close: bool) -> Self {
-        Refusal(code, message, close, None)
+        Refusal(code, message, close, Vec::new())
     }
 
     fn unauthorized(cfg: &Config, strategy: Strategy, failure: &Failure) -> Self {
         let challenge = cfg.auth.challenge(strategy, failure);
-        Refusal(401, failure.message(), false, Some(challenge))
+        Refusal(
+            401,
+            failure.message(),
+            false,
+            vec![("www-authenticate", challenge)],
+        )
+    }
+
+    fn limited(e: Exceeded, message: &'static str) -> Self {
+        let retry = e.retry_after_secs.to_string();
+        Refusal(
+            429,
+            message,
+            false,
+            vec![
+                ("retry-after", retry.clone()),
+                ("x-ratelimit-limit", e.limit.to_string()),
+                ("x-ratelimit-remaining", "0".into()),
+                ("x-ratelimit-reset", retry),
+            ],
+        )
     }
 }
 
@@ -123,6 +149,8 @@ impl ProxyHttp for Gateway {
             forward: None,
             identity: None,
             fetched_keys: false,
+            ceiling_taken: false,
+            limit: None,
             body_bytes: 0,
             _in_flight: InFlight::new(),
         }
@@ -161,14 +189,12 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
             Ok(Admit::FetchKey(_)) => Err(Error::new(ErrorType::InternalError)),
-            Err(Refusal(code, message, close, challenge)) => {
+            Err(Refusal(code, message, close, headers)) => {
                 let id = request_id::as_str(&ctx.request_id);
-                let extra: &[(&str, &str)] = match &challenge {
-                    Some(c) => &[("www-authenticate", c.as_str())],
-                    None => &[],
-                };
+                let extra: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 Box::pin(respond::json_error(
-                    session, code, message, id, close, extra,
+                    session, code, message, id, close, &extra,
                 ))
                 .await?;
                 Ok(true)
@@ -324,6 +350,12 @@ impl Gateway {
         if *path == *cfg.health_path {
             return Ok(Admit::Health);
         }
+        if !ctx.ceiling_taken {
+            ctx.ceiling_taken = cfg
+                .quotas
+                .take_ceiling()
+                .map_err(|e| Refusal::limited(e, "the gateway is over its request rate"))?;
+        }
         if *path == *cfg.token_path && cfg.auth.jwt.as_ref().is_some_and(|j| j.can_sign()) {
             return Ok(Admit::Token);
         }
@@ -346,6 +378,22 @@ impl Gateway {
                 .authorise(&identity.agent, &path)
                 .map_err(|m| Refusal::new(403, m, false))?;
             ctx.identity = Some(identity);
+        }
+        if cfg.quotas.limits_agents() || route.rate_limit.is_some() {
+            let (subject, key_limit) = match &ctx.identity {
+                Some(i) => (Subject::Agent(&i.agent.id), i.key_limit),
+                None => (Subject::Client(upstream::client_ip(session)), None),
+            };
+            let route_limit = route.rate_limit.map(|l| (index, l));
+            ctx.limit = match cfg.quotas.take(subject, key_limit, route_limit) {
+                Ok(standing) => standing,
+                Err(e) => {
+                    if ctx.ceiling_taken {
+                        cfg.quotas.give_back_ceiling();
+                    }
+                    return Err(Refusal::limited(e, "rate limit exceeded"));
+                }
+            };
         }
         let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
             .map_err(|_| Refusal::new(400, "the request path cannot be forwarded", false))?;

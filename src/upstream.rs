@@ -2,6 +2,7 @@
 
 use crate::auth::Identity;
 use crate::config::{Config, Route, StripRule, Target};
+use crate::limits::Standing;
 use crate::transforms::{self, Vars};
 use http::header::HOST;
 use http::{HeaderName, HeaderValue};
@@ -18,6 +19,9 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_AGENT_ID: HeaderName = HeaderName::from_static("x-agent-id");
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// How long an idle pooled connection to a backend is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -150,6 +154,8 @@ pub struct Forward<'a> {
     /// The verified caller: its id goes out as X-Agent-ID, its credentials do not.
     pub identity: Option<&'a Identity>,
     pub api_key_header: &'a HeaderName,
+    /// The tightest rate limit that applied: response headers and `${rate_limit_*}`.
+    pub limit: Option<Standing>,
 }
 
 pub fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -167,7 +173,7 @@ impl Forward<'_> {
             route: &self.route.label,
             client_ip,
             api_key: self.identity.and_then(|i| i.api_key.as_ref()),
-            rate_limit: None,
+            rate_limit: self.limit.map(|l| (l.remaining, l.limit, l.reset_secs)),
         }
     }
 
@@ -310,6 +316,11 @@ pub fn set_response_headers(
     let transforms = &fwd.route.response_transforms;
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         resp.insert_header(X_REQUEST_ID.clone(), fwd.request_id.clone())?;
+        if let Some(l) = &fwd.limit {
+            for (name, value) in limit_headers(l) {
+                resp.insert_header(name.clone(), value)?;
+            }
+        }
         transforms::apply_all(transforms, resp, &fwd.vars(client_ip));
         return Ok(());
     }
@@ -318,11 +329,24 @@ pub fn set_response_headers(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), fwd.request_id.clone());
+    if let Some(l) = &fwd.limit {
+        for (name, value) in limit_headers(l) {
+            parts.headers.insert(name.clone(), value);
+        }
+    }
     if !transforms.is_empty() {
         transforms::apply_all(transforms, &mut parts.headers, &fwd.vars(client_ip));
     }
     *resp = ResponseHeader::from(parts);
     Ok(())
+}
+
+fn limit_headers(l: &Standing) -> [(&'static HeaderName, HeaderValue); 3] {
+    [
+        (&X_RATELIMIT_LIMIT, HeaderValue::from(l.limit)),
+        (&X_RATELIMIT_REMAINING, HeaderValue::from(l.remaining)),
+        (&X_RATELIMIT_RESET, HeaderValue::from(l.reset_secs)),
+    ]
 }
 
 /// Adds `X-Request-ID` to a response of a request that matched no route.

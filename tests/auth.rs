@@ -758,3 +758,147 @@ fn weak_secrets_and_broken_auth_settings_are_config_errors() {
         assert!(err.contains("c.yaml:"), "{err}");
     }
 }
+
+/// `curl -k` over HTTPS (the test client has no TLS): status, response head, JSON body.
+fn curl(url: &str, port: u16, headers: &[&str]) -> (u16, String, Value) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sk", "-D", "-", "--resolve"])
+        .arg(format!("localhost:{port}:127.0.0.1"));
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("curl is installed by .ci/run");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    (
+        status_of(head),
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body.trim()).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn the_articles_multi_agent_config_runs_as_written() {
+    let finance = mock_backend::spawn();
+    let hr = mock_backend::spawn();
+    let data = mock_backend::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(BIN)
+        .args(["start", "--config"])
+        .arg(conf_dir().join("multi-agent-gateway.yaml"))
+        .envs([
+            ("CLAWGATE_LISTEN", listen.as_str()),
+            ("CLAWGATE_TLS_CERT", cert.as_str()),
+            ("CLAWGATE_TLS_KEY", key.as_str()),
+            ("FINANCE_BACKEND_URL", finance.url().as_str()),
+            ("HR_BACKEND_URL", hr.url().as_str()),
+            ("DATA_BACKEND_URL", data.url().as_str()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed when the test ends, also when it fails.
+    let mut g = Gateway {
+        child: Some(child),
+        addr: listen.parse().unwrap(),
+        dir,
+        config: conf_dir().join("multi-agent-gateway.yaml"),
+        base: String::new(),
+    };
+    let child = g.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("clawgate exited ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = |p: &str| format!("https://localhost:{port}{p}");
+    let fin = "X-API-Key: fk_1234567890abcdef";
+    let hr_key = "X-API-Key: hr_abcdef1234567890";
+    let data_key = "X-API-Key: da_9876543210fedcba";
+
+    let data_since = Instant::now();
+    for (path, key, want, backend) in [
+        ("/api/v1/finance/ledger", fin, 200, &finance),
+        ("/api/v1/hr/people", hr_key, 200, &hr),
+        ("/api/v1/data/q", data_key, 200, &data),
+        ("/api/v1/data/q", fin, 200, &data),
+    ] {
+        let before = backend.stats.total.load(Ordering::Relaxed);
+        let (status, head, v) = curl(&url(path), port, &[key]);
+        assert_eq!(status, want, "{path} {key}: {head} {v}");
+        assert_eq!(backend.stats.total.load(Ordering::Relaxed), before + 1);
+        let h = &v["headers"];
+        // inject_auth (agent_api_key) forwards the agent's own key; X-Request-ID is the gateway's.
+        assert_eq!(h["x-api-key"], key.trim_start_matches("X-API-Key: "), "{v}");
+        assert!(h["x-agent-id"].as_str().unwrap().ends_with("-agent"), "{v}");
+        let id = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap();
+        assert_eq!(h["x-request-id"], id);
+        // The response transform and the gateway's own header make one line.
+        assert_eq!(head.matches("x-ratelimit-remaining:").count(), 1, "{head}");
+    }
+    let (_, head, _) = curl(&url("/api/v1/finance/ledger"), port, &[fin]);
+    // finance-agent's third request (finance, data, finance) of its 500/minute.
+    assert!(head.contains("x-ratelimit-remaining: 497"), "{head}");
+    assert!(head.contains("x-ratelimit-limit: 500"), "{head}");
+
+    for (path, key, want) in [
+        ("/api/v1/data/q", hr_key, 403),
+        ("/api/v1/hr/people", fin, 403),
+        ("/api/v1/finance/ledger", data_key, 403),
+        ("/api/v1/finance/ledger", "X-Other: 1", 401),
+    ] {
+        let (status, _, v) = curl(&url(path), port, &[key]);
+        assert_eq!(status, want, "{path} {key}: {v}");
+    }
+    assert_eq!(hr.stats.total.load(Ordering::Relaxed), 1);
+
+    // data-agent's 100/minute: a burst of 100, then one token every 0.6 s. One was used above
+    // (refusals by scope take nothing); of 130 more, the burst passes, plus what refilled meanwhile.
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sk", "-w", "%{http_code}\n", "--resolve"])
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .args(["-H", data_key]);
+    for _ in 0..130 {
+        cmd.args(["-o", "/dev/null"]).arg(url("/api/v1/data/q"));
+    }
+    let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    let refilled = (data_since.elapsed().as_secs_f64() / 0.6).floor() as usize;
+    let passed = out.lines().filter(|c| *c == "200").count() + 1;
+    let refused = out.lines().filter(|c| *c == "429").count();
+    assert_eq!(passed - 1 + refused, 130, "{out}");
+    assert!(
+        (100..=100 + refilled).contains(&passed),
+        "{passed} passed, {refilled} refilled"
+    );
+    let (status, head, v) = curl(&url("/api/v1/data/q"), port, &[data_key]);
+    assert_eq!(status, 429);
+    assert_json_error(&v, 429, "rate_limited");
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(retry, 1, "one token every 0.6 s: {head}");
+    // finance-agent's own bucket is untouched by data-agent's refusals.
+    let (status, _, _) = curl(&url("/api/v1/data/q"), port, &[fin]);
+    assert_eq!(status, 200);
+}

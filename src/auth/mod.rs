@@ -55,6 +55,8 @@ pub struct Identity {
     pub agent: Arc<AgentInfo>,
     /// The API key the request authenticated with (for `inject_auth: agent_api_key`).
     pub api_key: Option<HeaderValue>,
+    /// The key store's own rate limit for this key.
+    pub key_limit: Option<crate::limits::Limit>,
 }
 
 /// Why a request was not authenticated (→ 401).
@@ -156,6 +158,7 @@ impl Auth {
                 Ok(v) => Ok(Identity {
                     agent: v.agent.clone(),
                     api_key: None,
+                    key_limit: None,
                 }),
                 Err(Refused::UnknownKid) => Err(Failure::UnknownKid(
                     jsonwebtoken::decode_header(token)
@@ -171,15 +174,19 @@ impl Auth {
             .filter(|k| !k.is_empty())
             .ok_or(Failure::Missing)?;
         let digest = keys::sha256(key.as_bytes());
-        let found = |check: KeyCheck<'_>| -> Option<Result<Arc<AgentInfo>, Failure>> {
+        type Found = (Arc<AgentInfo>, Option<crate::limits::Limit>);
+        let found = |check: KeyCheck<'_>| -> Option<Result<Found, Failure>> {
             match check {
-                KeyCheck::Valid(e) => Some(Ok(e.agent.clone())),
+                KeyCheck::Valid(e) => Some(Ok((
+                    e.agent.clone(),
+                    e.rate_limit.map(crate::limits::Limit::from_rate),
+                ))),
                 KeyCheck::Expired => Some(Err(Failure::Invalid("the API key has expired"))),
                 KeyCheck::Disabled => Some(Err(Failure::Invalid("the API key is revoked"))),
                 KeyCheck::Unknown => None,
             }
         };
-        let agent = found(self.registry_keys.check(&digest))
+        let (agent, key_limit) = found(self.registry_keys.check(&digest))
             .or_else(|| {
                 self.store
                     .as_ref()
@@ -189,6 +196,7 @@ impl Auth {
         Ok(Identity {
             agent,
             api_key: Some(key.clone()),
+            key_limit,
         })
     }
 

@@ -4,6 +4,7 @@ use super::schema::{self, File, StripPrefix};
 use super::Problem;
 use crate::at;
 use crate::auth::{self, Access, Auth};
+use crate::limits::{Limit, Quotas};
 use crate::router::Pattern;
 use crate::transforms::{self, Transform};
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub agent_count: usize,
     pub auth: Arc<Auth>,
+    pub quotas: Quotas,
     /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
     pub token_path: String,
     pub keys_store: Option<String>,
@@ -67,6 +69,8 @@ pub struct Route {
     pub total_timeout: Option<Duration>,
     /// Who may call the route; `None`: anyone, and credentials pass through untouched.
     pub access: Option<Access>,
+    /// `rate_limit`: per agent (or client address) on this route.
+    pub rate_limit: Option<Limit>,
     /// Gateway-wide transforms, then the route's.
     pub request_transforms: Vec<Transform>,
     pub response_transforms: Vec<Transform>,
@@ -193,17 +197,13 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     };
 
     // Features of later issues: parsed and validated now, refused at start until they exist.
-    let limit_feature = "rate limiting";
-    if g.rate_limit.is_some() {
-        pend(limit_feature);
-    }
-    if let Some(rl) = &file.rate_limiting {
-        if rl.default.is_some() || !rl.per_agent.is_empty() || !rl.per_agent_quota.is_empty() {
-            pend(limit_feature);
-        }
-    }
-    if file.agents.values().any(|a| a.rate_limit.is_some()) {
-        pend(limit_feature);
+    let quotas = compile_quotas(&file);
+    if file
+        .rate_limiting
+        .as_ref()
+        .is_some_and(|rl| rl.store.is_some())
+    {
+        pend("rate limits shared through Redis (rate_limiting.store)");
     }
     let auth = auth::compile::compile(&file)?;
     let global = file.transforms.as_ref();
@@ -292,9 +292,6 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             own.map_or(&[][..], |t| &t.response[..]),
             &at!("routes", i, "transforms", "response")[..],
         )?);
-        if r.rate_limit.is_some() {
-            pend(limit_feature);
-        }
         if let Some(c) = &r.caching {
             if c.enabled.map_or(global_cache_enabled, |f| f.0) {
                 pend("response caching");
@@ -382,6 +379,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             timeout: timeout.or(total_timeout).unwrap_or(DEFAULT_TIMEOUT),
             total_timeout,
             access,
+            rate_limit: r.rate_limit.map(Limit::from_rate),
             request_transforms,
             response_transforms,
         });
@@ -397,6 +395,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         health_path: format!("{base_path}/health"),
         token_path: format!("{base_path}/auth/token"),
         auth: Arc::new(auth),
+        quotas,
         base_path,
         listen,
         tls,
@@ -431,6 +430,31 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             .and_then(|l| text(&l.output)),
         pending_features: pending,
     })
+}
+
+fn compile_quotas(file: &File) -> Quotas {
+    let registry = file
+        .agents
+        .iter()
+        .filter_map(|(id, a)| Some((id.clone(), Limit::from_rate(a.rate_limit?))))
+        .collect();
+    let rl = file.rate_limiting.as_ref();
+    let mut fallback = std::collections::HashMap::new();
+    if let Some(rl) = rl {
+        for (id, r) in &rl.per_agent {
+            fallback.insert(id.clone(), Limit::from_rate(*r));
+        }
+        // An explicit bucket wins over a plain rate for the same agent.
+        for (id, q) in &rl.per_agent_quota {
+            fallback.insert(id.clone(), Limit::from_quota(q.tokens.0, q.refill));
+        }
+    }
+    Quotas::new(
+        file.gateway.rate_limit.map(Limit::from_rate),
+        registry,
+        fallback,
+        rl.and_then(|rl| rl.default).map(Limit::from_rate),
+    )
 }
 
 fn first_url(b: &schema::Backend) -> String {
