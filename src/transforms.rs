@@ -104,7 +104,10 @@ impl Transform {
         match self.value.as_ref()? {
             Value::Fixed(v) => Some(v.clone()),
             Value::Uuid => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok(),
-            Value::AgentApiKey => vars.api_key.cloned(),
+            Value::AgentApiKey => vars.api_key.cloned().map(|mut k| {
+                k.set_sensitive(true);
+                k
+            }),
             Value::Template(parts) => {
                 let mut out = String::new();
                 for p in parts {
@@ -147,6 +150,10 @@ pub fn apply_all(list: &[Transform], headers: &mut impl Headers, vars: &Vars) {
     }
 }
 
+/// Errors never quote the value: it may hold a provider's key.
+const NOT_A_HEADER_VALUE: &str =
+    "is not a valid header value (visible ASCII, spaces and tabs only)";
+
 fn parse_value(raw: &str) -> Result<Value, String> {
     if raw == "auto-generate-uuid" {
         return Ok(Value::Uuid);
@@ -159,7 +166,7 @@ fn parse_value(raw: &str) -> Result<Value, String> {
         }
         let end = rest[start..]
             .find('}')
-            .ok_or_else(|| format!("unterminated \"${{\" in {raw:?}"))?;
+            .ok_or_else(|| "holds an unterminated \"${\"".to_string())?;
         let name = &rest[start + 2..start + end];
         parts.push(Part::Var(match name {
             "agent_id" => Var::AgentId,
@@ -179,11 +186,11 @@ fn parse_value(raw: &str) -> Result<Value, String> {
     if parts.iter().all(|p| matches!(p, Part::Text(_))) {
         return HeaderValue::from_str(raw)
             .map(Value::Fixed)
-            .map_err(|_| format!("{raw:?} is not a valid header value"));
+            .map_err(|_| NOT_A_HEADER_VALUE.to_string());
     }
     for p in &parts {
         if let Part::Text(t) = p {
-            HeaderValue::from_str(t).map_err(|_| format!("{raw:?} is not a valid header value"))?;
+            HeaderValue::from_str(t).map_err(|_| NOT_A_HEADER_VALUE.to_string())?;
         }
     }
     Ok(Value::Template(parts))

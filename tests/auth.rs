@@ -902,3 +902,52 @@ fn the_articles_multi_agent_config_runs_as_written() {
     let (status, _, _) = curl(&url("/api/v1/data/q"), port, &[fin]);
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn jwks_file_keys_verify_and_are_read_again_on_schedule() {
+    let backend = mock_backend::spawn();
+    let (jwk_a, key_a) = ed_key("file-a");
+    let (jwk_b, key_b) = ed_key("file-b");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, json!({ "keys": [jwk_a] }).to_string()).unwrap();
+    let yaml = format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+auth:
+  jwt: {{jwks_file: "{}", jwks_refresh: "300ms", expiry: "1h"}}
+routes:
+  - {{path: "/*", backend_url: "{{backend}}", auth_strategy: jwt}}
+"#,
+        path.display()
+    );
+    let g = Gateway::start(&yaml, &backend.url());
+    let claims = json!({"sub": "file-agent", "iat": now(), "exp": now() + 600});
+    let a = sign(Algorithm::EdDSA, Some("file-a"), &claims, &key_a);
+    let b = sign(Algorithm::EdDSA, Some("file-b"), &claims, &key_b);
+    let (status, _, v) = bearer(&g, "/echo", &a).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["headers"]["x-agent-id"], "file-agent");
+    // EdDSA key, token claiming HS256 with the same kid: refused.
+    let forged = hs(SECRET, Some("file-a"), claims.clone());
+    assert_eq!(bearer(&g, "/echo", &forged).await.0, 401);
+
+    // Rotation through the file: b appears, a disappears.
+    std::fs::write(&path, json!({ "keys": [jwk_b] }).to_string()).unwrap();
+    let start = Instant::now();
+    while bearer(&g, "/echo", &b).await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "file-b never verified"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = Instant::now();
+    while bearer(&g, "/echo", &a).await.0 != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "file-a still verifies"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

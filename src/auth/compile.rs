@@ -250,6 +250,7 @@ fn compile_jwt(j: &schema::Jwt) -> Result<Jwt, Problem> {
     let refresh = j.jwks_refresh.map_or(DEFAULT_JWKS_REFRESH, |d| d.0);
     let cooldown = j.jwks_cooldown.map_or(DEFAULT_JWKS_COOLDOWN, |d| d.0);
     let mut file_keys = Vec::new();
+    let mut file_body = Vec::new();
     let source = match (&j.jwks_file, &j.jwks_url) {
         (Some(_), Some(_)) => {
             return Err(Problem::new(
@@ -261,6 +262,7 @@ fn compile_jwt(j: &schema::Jwt) -> Result<Jwt, Problem> {
             let body = read(f).map_err(|m| Problem::new(at!("auth", "jwt", "jwks_file"), m))?;
             file_keys = jwks::parse(&body)
                 .map_err(|m| Problem::new(at!("auth", "jwt", "jwks_file"), format!("{f}: {m}")))?;
+            file_body = body;
             Some(Source::File(f.0.clone().into()))
         }
         (None, Some(u)) => {
@@ -289,8 +291,11 @@ fn compile_jwt(j: &schema::Jwt) -> Result<Jwt, Problem> {
     let cache = j.token_cache.map_or(DEFAULT_TOKEN_CACHE, |c| c.0) as usize;
     let jwks = source.map(|s| Jwks::new(s, refresh, cooldown));
     let jwt = Jwt::new(rules, specs, cache, jwks);
-    if !file_keys.is_empty() {
-        jwt.set_jwks_keys(&file_keys);
+    if let Some(jwks) = &jwt.jwks {
+        if !file_body.is_empty() {
+            jwt.set_jwks_keys(&file_keys);
+            jwks.loaded(&file_body);
+        }
     }
     Ok(jwt)
 }

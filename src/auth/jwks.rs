@@ -25,6 +25,8 @@ pub struct Jwks {
     /// When a token with an unknown `kid` last caused a fetch; held while one runs.
     refetch: tokio::sync::Mutex<Option<Instant>>,
     pub fetches: AtomicU64,
+    /// The SHA-256 of the document in use: an unchanged document changes nothing.
+    last: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 impl Jwks {
@@ -35,6 +37,7 @@ impl Jwks {
             cooldown,
             refetch: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -45,8 +48,8 @@ impl Jwks {
         }
     }
 
-    /// Reads the keys now.
-    pub async fn fetch(&self) -> Result<Vec<KeySpec>, String> {
+    /// Reads the keys now; `None` when the document is the one already in use.
+    pub async fn fetch(&self) -> Result<Option<Vec<KeySpec>>, String> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let body = match &self.source {
             Source::File(p) => tokio::fs::read(p)
@@ -54,7 +57,19 @@ impl Jwks {
                 .map_err(|e| format!("{}: {}", p.display(), crate::config::io_reason(&e)))?,
             Source::Url(u) => fetch_url(u).await?,
         };
-        parse(&body)
+        let digest = super::keys::sha256(&body);
+        let specs = parse(&body)?;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == Some(digest) {
+            return Ok(None);
+        }
+        *last = Some(digest);
+        Ok(Some(specs))
+    }
+
+    /// Remembers the document loaded at start (from `jwks_file`).
+    pub fn loaded(&self, body: &[u8]) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(super::keys::sha256(body));
     }
 }
 
@@ -64,9 +79,13 @@ impl Jwt {
         let Some(jwks) = &self.jwks else {
             return Ok(0);
         };
-        let specs = jwks.fetch().await?;
-        self.set_jwks_keys(&specs);
-        Ok(specs.len())
+        match jwks.fetch().await? {
+            Some(specs) => {
+                self.set_jwks_keys(&specs);
+                Ok(specs.len())
+            }
+            None => Ok(self.keys().len()),
+        }
     }
 
     /// A token named a `kid` we do not know: fetch the JWKS again, unless another request is

@@ -8,6 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use pingora_memory_cache::MemoryCache;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +76,9 @@ pub struct Jwt {
     keys: ArcSwap<KeySet>,
     signer: Option<Signer>,
     cache: Option<MemoryCache<String, Arc<Verified>>>,
+    /// Bumped when the key set changes: cached verifications of older sets are void (a removed
+    /// key's tokens must stop working at once).
+    generation: AtomicU64,
     pub jwks: Option<Jwks>,
 }
 
@@ -83,6 +87,7 @@ pub struct Verified {
     token: Box<str>,
     pub agent: Arc<AgentInfo>,
     exp: u64,
+    generation: u64,
 }
 
 /// Why a token was refused (the message is safe to show: it never holds the token).
@@ -156,6 +161,7 @@ impl Jwt {
             keys,
             signer,
             cache: (cache_size > 0).then(|| MemoryCache::new(cache_size)),
+            generation: AtomicU64::new(0),
             jwks,
         }
     }
@@ -167,6 +173,7 @@ impl Jwt {
             .map(|s| Arc::new(Key::new(s, &self.rules)))
             .collect();
         self.keys.store(Arc::new(set_of(&self.static_keys, &extra)));
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
@@ -182,7 +189,10 @@ impl Jwt {
         if let Some(cache) = &self.cache {
             if let (Some(hit), _) = cache.get(token) {
                 // The cache is keyed by a 64-bit hash: the token itself confirms the hit.
-                if &*hit.token == token && hit.exp > now_secs() {
+                if &*hit.token == token
+                    && hit.exp > now_secs()
+                    && hit.generation == self.generation.load(Ordering::Acquire)
+                {
                     return Ok(hit);
                 }
             }
@@ -199,6 +209,7 @@ impl Jwt {
         use jsonwebtoken::errors::ErrorKind as E;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Refused::Invalid("the token is not a well-formed JWT"))?;
+        let generation = self.generation.load(Ordering::Acquire);
         let keys = self.keys.load();
         let key = match &header.kid {
             Some(kid) => keys.by_kid.get(kid).ok_or(Refused::UnknownKid)?,
@@ -261,6 +272,7 @@ impl Jwt {
             token: token.into(),
             agent,
             exp,
+            generation,
         })
     }
 
@@ -404,6 +416,35 @@ mod tests {
         let again = j.verify(&t, &agent).unwrap();
         assert!(Arc::ptr_eq(&v, &again));
         assert!(j.mint("a", Duration::from_secs(7200)).is_err());
+    }
+
+    #[test]
+    fn audience_is_required_when_configured() {
+        let rules = Rules {
+            issuer: None,
+            audience: Some("agents".into()),
+            expiry: Duration::from_secs(3600),
+            leeway: Duration::from_secs(0),
+        };
+        let spec = KeySpec {
+            kid: None,
+            alg: Algorithm::HS256,
+            decoding: DecodingKey::from_secret(SECRET.as_bytes()),
+            encoding: Some(EncodingKey::from_secret(SECRET.as_bytes())),
+        };
+        let j = Jwt::new(rules, vec![spec], 0, None);
+        let minted = j.mint("a", Duration::from_secs(60)).unwrap();
+        assert!(j.verify(&minted, &agent).is_ok());
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let now = now_secs();
+        for aud in [None, Some("others")] {
+            let mut claims = serde_json::json!({"sub": "a", "iat": now, "exp": now + 60});
+            if let Some(a) = aud {
+                claims["aud"] = a.into();
+            }
+            let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+            assert!(j.verify(&t, &agent).is_err(), "{aud:?}");
+        }
     }
 
     #[test]
