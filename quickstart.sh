@@ -39,6 +39,8 @@ Try, from another terminal:
   curl -N http://127.0.0.1:8080/api/v1/llm/v1/chat/completions \
        -d '{"model":"mock-gpt","stream":true,"messages":[{"role":"user","content":"hello"}]}'
   curl http://127.0.0.1:8080/api/v1/nowhere        # a JSON 404
+  curl -i http://127.0.0.1:8080/api/v1/agents/hello                              # 401
+  curl -i http://127.0.0.1:8080/api/v1/agents/hello -H 'X-API-Key: demo-agent-key'  # as demo-agent
   target/release/clawgate status --config conf/quickstart.yaml
 
 Press Ctrl-C to stop.
