@@ -314,8 +314,9 @@ fn init(path: &Path) -> CmdResult {
                     )
                 })?;
             }
-            std::fs::write(p, "{\"keys\": []}\n")
-                .map_err(|e| (EXIT_RUNTIME, format!("cannot create {store}: {e}")))?;
+            // Owner-only, written atomically, like every later edit by `clawgate keys`.
+            clawgate::auth::keys::write_store(p, &Default::default())
+                .map_err(|e| (EXIT_RUNTIME, format!("cannot create the key store: {e}")))?;
             println!("created an empty API-key store at {store}");
         }
     }
