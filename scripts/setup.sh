@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing clawgate needs on Debian: cmake (pingora's zlib-ng build),
-# curl (the TLS/HTTP2 test and the quickstart). Extra Debian packages may be named as arguments
+# curl (the TLS/HTTP2 test and the quickstart), redis-server (the shared rate-limit tests start
+# their own instances on free ports). Extra Debian packages may be named as arguments
 # (the benchmark adds nginx-light and wrk). Does nothing when everything is already there.
 set -euo pipefail
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 for pkg in "$@"; do

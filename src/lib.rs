@@ -1,6 +1,7 @@
 //! clawgate: an API gateway for AI-agent traffic on Pingora.
 
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod limits;
 pub mod probe;

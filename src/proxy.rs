@@ -3,7 +3,7 @@
 
 use crate::auth::{Failure, Identity, Strategy};
 use crate::config::{Config, Route};
-use crate::limits::{Exceeded, Standing, Subject};
+use crate::limits::{Exceeded, Refused, Standing, Subject};
 use crate::{request_id, respond, router, upstream};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -94,6 +94,8 @@ enum Admit {
     Token,
     /// A JWT names a key id we do not know: fetch the JWKS, then decide again.
     FetchKey(String),
+    /// Everything but the rate limits, which the shared store decides.
+    SharedLimits,
 }
 
 /// A refusal decided in `request_filter`: status, message, whether to close the connection,
@@ -125,7 +127,12 @@ impl Refusal {
                 ("retry-after", retry.clone()),
                 ("x-ratelimit-limit", e.limit.to_string()),
                 ("x-ratelimit-remaining", "0".into()),
-                ("x-ratelimit-reset", retry),
+                ("x-ratelimit-reset", retry.clone()),
+                (
+                    "ratelimit-policy",
+                    format!("\"limit\";q={};w={}", e.limit, e.window_secs),
+                ),
+                ("ratelimit", format!("\"limit\";r=0;t={retry}")),
             ],
         )
     }
@@ -173,6 +180,9 @@ impl ProxyHttp for Gateway {
             // Decided again; a kid still unknown is refused this time.
             decision = self.admit(session, ctx);
         }
+        if let Ok(Admit::SharedLimits) = decision {
+            decision = Box::pin(self.shared_limits(session, ctx)).await;
+        }
         match decision {
             Ok(Admit::Proxy) => {
                 if let Some(fwd) = ctx.forward() {
@@ -188,7 +198,9 @@ impl ProxyHttp for Gateway {
                 Box::pin(self.token(session, ctx)).await?;
                 Ok(true)
             }
-            Ok(Admit::FetchKey(_)) => Err(Error::new(ErrorType::InternalError)),
+            Ok(Admit::FetchKey(_) | Admit::SharedLimits) => {
+                Err(Error::new(ErrorType::InternalError))
+            }
             Err(Refusal(code, message, close, headers)) => {
                 let id = request_id::as_str(&ctx.request_id);
                 let extra: Vec<(&str, &str)> =
@@ -379,25 +391,20 @@ impl Gateway {
                 .map_err(|m| Refusal::new(403, m, false))?;
             ctx.identity = Some(identity);
         }
-        if cfg.quotas.limits_agents() || route.rate_limit.is_some() {
-            let (subject, key_limit) = match &ctx.identity {
-                Some(i) => (Subject::Agent(&i.agent.id), i.key_limit),
-                None => (Subject::Client(upstream::client_ip(session)), None),
-            };
-            let route_limit = route.rate_limit.map(|l| (index, l));
-            ctx.limit = match cfg.quotas.take(subject, key_limit, route_limit) {
-                Ok(standing) => standing,
-                Err(e) => {
-                    if ctx.ceiling_taken {
-                        cfg.quotas.give_back_ceiling();
-                    }
-                    return Err(Refusal::limited(e, "rate limit exceeded"));
-                }
-            };
-        }
         let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
             .map_err(|_| Refusal::new(400, "the request path cannot be forwarded", false))?;
         ctx.forward = forward.map(Box::new);
+        if cfg.quotas.apply_to(route.rate_limit) {
+            if cfg.quotas.store.is_some() {
+                return Ok(Admit::SharedLimits);
+            }
+            let (subject, key_limit) = subject_of(session, ctx);
+            let route_limit = route.rate_limit.map(|l| (index, l));
+            match cfg.quotas.take(subject, key_limit, route_limit) {
+                Ok(standing) => ctx.limit = standing,
+                Err(e) => return Err(self.refuse_limited(ctx, Refused::Limit(e))),
+            }
+        }
         Ok(Admit::Proxy)
     }
 
@@ -432,7 +439,60 @@ impl Gateway {
     }
 }
 
+/// Who a request counts against, and the API key's own limit.
+fn subject_of<'a>(session: &Session, ctx: &'a Ctx) -> (Subject<'a>, Option<crate::limits::Limit>) {
+    match &ctx.identity {
+        Some(i) => (Subject::Agent(&i.agent.id), i.key_limit),
+        None => {
+            let peer = upstream::client_ip(session);
+            let headers = &session.req_header().headers;
+            let ip = crate::client_addr::client_ip(peer, headers, &ctx.config.trusted_proxies);
+            (Subject::Client(ip), None)
+        }
+    }
+}
+
 impl Gateway {
+    /// The rate limits through the shared (Redis) store.
+    async fn shared_limits(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Refusal> {
+        let config = ctx.config.clone();
+        let Some(route) = ctx.route() else {
+            return Ok(Admit::Proxy);
+        };
+        let route_limit = route
+            .rate_limit
+            .map(|l| (ctx.route.unwrap_or(0), route.label.as_str(), l));
+        let (subject, key_limit) = subject_of(session, ctx);
+        match config
+            .quotas
+            .take_shared(subject, key_limit, route_limit)
+            .await
+        {
+            Ok(standing) => {
+                ctx.limit = standing;
+                Ok(Admit::Proxy)
+            }
+            Err(refused) => Err(self.refuse_limited(ctx, refused)),
+        }
+    }
+
+    /// A refusal by a rate limit (or an unreachable store under `deny`); the gateway ceiling's
+    /// token is given back.
+    fn refuse_limited(&self, ctx: &Ctx, refused: Refused) -> Refusal {
+        if ctx.ceiling_taken {
+            ctx.config.quotas.give_back_ceiling();
+        }
+        match refused {
+            Refused::Limit(e) => Refusal::limited(e, "rate limit exceeded"),
+            Refused::StoreDown => Refusal(
+                503,
+                "rate limits cannot be checked right now",
+                false,
+                vec![("retry-after", "1".into())],
+            ),
+        }
+    }
+
     /// `POST {base_path}/auth/token`: a JWT for the agent of a valid API key.
     async fn token(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
         let id = request_id::as_str(&ctx.request_id);

@@ -22,6 +22,8 @@ static X_AGENT_ID: HeaderName = HeaderName::from_static("x-agent-id");
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// How long an idle pooled connection to a backend is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -341,11 +343,22 @@ pub fn set_response_headers(
     Ok(())
 }
 
-fn limit_headers(l: &Standing) -> [(&'static HeaderName, HeaderValue); 3] {
+/// The tightest limit's standing: the `X-RateLimit-*` headers and the IETF structured fields
+/// (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy` and `RateLimit`).
+pub fn limit_headers(l: &Standing) -> [(&'static HeaderName, HeaderValue); 5] {
+    let text = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
     [
         (&X_RATELIMIT_LIMIT, HeaderValue::from(l.limit)),
         (&X_RATELIMIT_REMAINING, HeaderValue::from(l.remaining)),
         (&X_RATELIMIT_RESET, HeaderValue::from(l.reset_secs)),
+        (
+            &RATELIMIT_POLICY,
+            text(format!("\"limit\";q={};w={}", l.limit, l.window_secs)),
+        ),
+        (
+            &RATELIMIT,
+            text(format!("\"limit\";r={};t={}", l.remaining, l.reset_secs)),
+        ),
     ]
 }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub max_body_size: u64,
     pub max_header_size: u64,
     pub max_headers: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (for keying anonymous limits).
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
     /// In match order: most specific first.
     pub routes: Vec<Route>,
     pub agent_count: usize,
@@ -197,13 +199,13 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     };
 
     // Features of later issues: parsed and validated now, refused at start until they exist.
-    let quotas = compile_quotas(&file);
-    if file
-        .rate_limiting
-        .as_ref()
-        .is_some_and(|rl| rl.store.is_some())
-    {
-        pend("rate limits shared through Redis (rate_limiting.store)");
+    let quotas = compile_quotas(&file)?;
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in g.trusted_proxies.iter().enumerate() {
+        trusted_proxies.push(
+            crate::client_addr::Cidr::parse(t)
+                .map_err(|m| Problem::new(at!("gateway", "trusted_proxies", i), m))?,
+        );
     }
     let auth = auth::compile::compile(&file)?;
     let global = file.transforms.as_ref();
@@ -408,6 +410,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         max_body_size: g.max_body_size.map_or(10 << 20, |s| s.0),
         max_header_size: g.max_header_size.map_or(64 << 10, |s| s.0),
         max_headers,
+        trusted_proxies,
         routes,
         agent_count: file.agents.len(),
         keys_store: file
@@ -432,7 +435,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     })
 }
 
-fn compile_quotas(file: &File) -> Quotas {
+fn compile_quotas(file: &File) -> Result<Quotas, Problem> {
     let registry = file
         .agents
         .iter()
@@ -449,12 +452,28 @@ fn compile_quotas(file: &File) -> Quotas {
             fallback.insert(id.clone(), Limit::from_quota(q.tokens.0, q.refill));
         }
     }
-    Quotas::new(
+    let mut quotas = Quotas::new(
         file.gateway.rate_limit.map(Limit::from_rate),
         registry,
         fallback,
         rl.and_then(|rl| rl.default).map(Limit::from_rate),
-    )
+    );
+    if let Some(rl) = rl {
+        let timeout = rl.store_timeout.map_or(Duration::from_millis(50), |d| d.0);
+        if timeout.is_zero() {
+            return Err(Problem::new(
+                at!("rate_limiting", "store_timeout"),
+                "must be longer than 0",
+            ));
+        }
+        if let Some(url) = &rl.store {
+            let store = crate::limits::redis::RedisStore::new(url, timeout)
+                .map_err(|m| Problem::new(at!("rate_limiting", "store"), m))?;
+            quotas.store = Some(store);
+        }
+        quotas.on_store_error = rl.on_store_error.unwrap_or(schema::OnStoreError::Local);
+    }
+    Ok(quotas)
 }
 
 fn first_url(b: &schema::Backend) -> String {

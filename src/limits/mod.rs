@@ -5,7 +5,11 @@
 //! time (TAT) of the next request; a request fits when, after adding one emission, the TAT is at
 //! most `burst` emissions ahead of now.
 
+pub mod redis;
+
+use crate::config::schema::OnStoreError;
 use crate::config::values::Rate;
+use redis::RedisStore;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +61,8 @@ pub struct Standing {
     pub remaining: u64,
     pub limit: u64,
     pub reset_secs: u64,
+    /// How long a full bucket takes to refill from empty (the policy's window).
+    pub window_secs: u64,
 }
 
 /// A refusal: whole seconds until a token is back (≥ 1).
@@ -64,6 +70,7 @@ pub struct Standing {
 pub struct Exceeded {
     pub retry_after_secs: u64,
     pub limit: u64,
+    pub window_secs: u64,
 }
 
 fn ceil_secs(ns: u64) -> u64 {
@@ -95,6 +102,7 @@ impl Bucket {
                 return Err(Exceeded {
                     retry_after_secs: ceil_secs(ahead - window),
                     limit: limit.burst,
+                    window_secs: ceil_secs(window),
                 });
             }
             match self
@@ -106,6 +114,7 @@ impl Bucket {
                         remaining: (window - ahead) / e,
                         limit: limit.burst,
                         reset_secs: ceil_secs(ahead),
+                        window_secs: ceil_secs(window),
                     })
                 }
                 Err(actual) => tat = actual,
@@ -187,8 +196,18 @@ pub struct Quotas {
     registry: HashMap<String, Limit>,
     fallback: HashMap<String, Limit>,
     pub default: Option<Limit>,
-    /// Agent and route buckets (shared by reloads in a later release).
+    /// Agent and route buckets (shared by reloads in a later release); with a Redis store,
+    /// the fallback when it fails (`on_store_error: local`).
     pub buckets: Arc<Buckets>,
+    pub store: Option<RedisStore>,
+    pub on_store_error: OnStoreError,
+}
+
+/// Why a request may not pass: a limit is exhausted, or (`on_store_error: deny`) the shared
+/// store cannot be asked.
+pub enum Refused {
+    Limit(Exceeded),
+    StoreDown,
 }
 
 impl std::fmt::Debug for Quotas {
@@ -221,6 +240,54 @@ impl Quotas {
             fallback,
             default,
             buckets: Arc::default(),
+            store: None,
+            on_store_error: OnStoreError::Local,
+        }
+    }
+
+    /// Whether a request on a route with this limit is checked at all.
+    pub fn apply_to(&self, route_limit: Option<Limit>) -> bool {
+        self.limits_agents() || route_limit.is_some()
+    }
+
+    /// Like `take`, through the shared store; `on_store_error` decides when it fails.
+    pub async fn take_shared(
+        &self,
+        subject: Subject<'_>,
+        key_limit: Option<Limit>,
+        route: Option<(usize, &str, Limit)>,
+    ) -> Result<Option<Standing>, Refused> {
+        let Some(store) = &self.store else {
+            return self
+                .take(subject, key_limit, route.map(|(i, _, l)| (i, l)))
+                .map_err(Refused::Limit);
+        };
+        // One hash tag per subject: its buckets share a Redis Cluster slot (one script call).
+        let tag = match subject {
+            Subject::Agent(id) => format!("clawgate:{{a:{id}}}"),
+            Subject::Client(Some(ip)) => format!("clawgate:{{ip:{ip}}}"),
+            Subject::Client(None) => "clawgate:{ip:unknown}".to_string(),
+        };
+        let mut buckets = Vec::with_capacity(2);
+        if let Some(l) = self.agent_limit(subject, key_limit) {
+            buckets.push((format!("{tag}:agent"), l));
+        }
+        if let Some((_, label, l)) = route {
+            buckets.push((format!("{tag}:route:{label}"), l));
+        }
+        if buckets.is_empty() {
+            return Ok(None);
+        }
+        match store.take(&buckets).await {
+            Ok(standing) => Ok(standing),
+            Err(Some(exceeded)) => Err(Refused::Limit(exceeded)),
+            Err(None) => match self.on_store_error {
+                OnStoreError::Local => self
+                    .take(subject, key_limit, route.map(|(i, _, l)| (i, l)))
+                    .map_err(Refused::Limit),
+                OnStoreError::Allow => Ok(None),
+                OnStoreError::Deny => Err(Refused::StoreDown),
+            },
         }
     }
 
