@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# What rate limits cost: the same open route with no limit, with a local limit, and with the
+# limit shared through Redis (a limit high enough never to refuse, so every request pays the
+# check). Also the memory held by many distinct anonymous clients. One core for the gateways,
+# the other for wrk, the nginx backend and redis-server.
+#
+#   bash load-tests/bench-limits.sh               # defaults: DURATION=8 ROUNDS=3 CONNS=32
+#
+# Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh;
+# CLIENTS_SECONDS (default 10): how long the distinct-clients run lasts.
+set -euo pipefail
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+CLIENTS_SECONDS=${CLIENTS_SECONDS:-10}
+READY_DEADLINE=20
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=load-tests/lib.sh
+source "$ROOT/load-tests/lib.sh"
+for v in DURATION ROUNDS CONNS CLIENTS_SECONDS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+command -v redis-server >/dev/null 2>&1 || bash "$ROOT/scripts/setup.sh"
+command -v redis-cli >/dev/null 2>&1 || die "missing tool: redis-cli"
+
+if [[ ${NO_BUILD:-0} != 1 ]]; then
+    log "cargo build --release --bin clawgate"
+    timeout 1800 cargo build --release --bin clawgate >&2 || die "cargo build failed"
+fi
+CLAWGATE=$ROOT/target/release/clawgate
+[[ -x $CLAWGATE ]] || die "binary not found: $CLAWGATE"
+enter_tmp
+
+BACKEND_PORT=$(free_port)
+nginx_conf "$TMP/backend" "$BACKEND_PORT" '        location / { return 200 "ok\n"; }'
+taskset -c "$LOAD_CPU" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
+    >"$TMP/backend/logs/stdout.log" 2>&1 &
+PIDS+=("$!")
+wait_ready "backend (nginx)" "http://127.0.0.1:$BACKEND_PORT/" "$!" "$TMP/backend/logs/error.log"
+
+REDIS_PORT=$(free_port)
+taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$TMP/redis.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 100); do
+    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+    sleep 0.05
+done
+[[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || die "redis-server did not start"
+
+declare -A URL PID
+start_claw() { # NAME RATE_LIMITING_YAML [GATEWAY_EXTRA]
+    local name=$1 limits=$2 extra=${3:-} port conf
+    port=$(free_port)
+    conf=$TMP/$name.yaml
+    cat >"$conf" <<EOF
+gateway:
+  listen: "127.0.0.1:$port"
+  pid_file: "$TMP/$name.pid"
+  upgrade_sock: "$TMP/$name.sock"
+  threads: 1
+$extra
+$limits
+routes:
+  - path: "/*"
+    backend_url: "http://127.0.0.1:$BACKEND_PORT"
+EOF
+    "$CLAWGATE" check --config "$conf" >"$TMP/$name-check.log" 2>&1 ||
+        die "clawgate check failed: $(cat "$TMP/$name-check.log")"
+    taskset -c "$PROXY_CPU" "$CLAWGATE" start --config "$conf" >"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("$!")
+    wait_ready "clawgate ($name)" "http://127.0.0.1:$port/" "$!" "$TMP/$name.log"
+    URL[$name]="http://127.0.0.1:$port/"
+}
+HIGH='"100000000/second"'
+start_claw off ""
+start_claw local "rate_limiting: {default: $HIGH}"
+start_claw redis "rate_limiting: {default: $HIGH, store: \"redis://127.0.0.1:$REDIS_PORT\"}"
+start_claw clients "rate_limiting: {default: \"10/minute\"}" '  trusted_proxies: ["127.0.0.1/32"]'
+curl -fsS -D - -o /dev/null "${URL[redis]}" | grep -qi '^x-ratelimit-limit' ||
+    die "the redis gateway sent no rate-limit headers"
+
+log "warm-up"
+for n in off local redis; do
+    WRK_SECONDS=2 run_wrk "$TMP/warmup-$n.txt" "$CONNS" "${URL[$n]}"
+done
+
+HALF=$((CONNS / 2))
+declare -A RATIOS CPU P99
+pair() { # A B ROUND
+    local a=$1 b=$2 r=$3 oa=$TMP/pair-$1-$2-$3-a.txt ob=$TMP/pair-$1-$2-$3-b.txt
+    local ta0 tb0 ta1 tb1 ra rb pa pb ratio
+    ta0=$(cpu_ticks_of "${PID[$a]}")
+    tb0=$(cpu_ticks_of "${PID[$b]}")
+    run_wrk "$oa" "$HALF" "${URL[$a]}" &
+    pa=$!
+    run_wrk "$ob" "$HALF" "${URL[$b]}" &
+    pb=$!
+    wait "$pa" || die "wrk against $a failed"
+    wait "$pb" || die "wrk against $b failed"
+    ta1=$(cpu_ticks_of "${PID[$a]}")
+    tb1=$(cpu_ticks_of "${PID[$b]}")
+    ra=$(wrk_rps "$oa")
+    rb=$(wrk_rps "$ob")
+    ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
+    RATIOS[$a/$b]+="$ratio "
+    CPU[$a]+="$(awk -v d=$((ta1 - ta0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$oa")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}') "
+    CPU[$b]+="$(awk -v d=$((tb1 - tb0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$ob")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}') "
+    P99[$a]+="$(wrk_pct_ms "$oa" 99%) "
+    P99[$b]+="$(wrk_pct_ms "$ob" 99%) "
+    log "$(printf '[%s/%s] %-6s %7s req/s  %-6s %7s req/s  ratio %s' "$r" "$ROUNDS" "$a" "$ra" "$b" "$rb" "$ratio")"
+}
+median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+calls_before=$(redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_evalsha/ {print $3}')
+log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
+for r in $(seq 1 "$ROUNDS"); do
+    pair local off "$r"
+    pair redis off "$r"
+done
+calls_after=$(redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_evalsha/ {print $3}')
+redis_requests=0
+for f in "$TMP"/pair-redis-off-*-a.txt; do
+    redis_requests=$((redis_requests + $(wrk_requests "$f")))
+done
+
+# Distinct anonymous clients: every request names a new address in X-Forwarded-For.
+cat >"$TMP/clients.lua" <<'EOF'
+local i = 0
+request = function()
+    i = i + 1
+    local ip = string.format("10.%d.%d.%d", math.floor(i / 65536) % 256, math.floor(i / 256) % 256, i % 256)
+    return wrk.format("GET", "/", { ["X-Forwarded-For"] = ip })
+end
+EOF
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+rss0=$(rss_kb "${PID[clients]}")
+WRK_SECONDS=$CLIENTS_SECONDS run_wrk "$TMP/clients-1.txt" 1 "${URL[clients]}" -s "$TMP/clients.lua"
+n1=$(wrk_requests "$TMP/clients-1.txt")
+rss1=$(rss_kb "${PID[clients]}")
+WRK_SECONDS=$CLIENTS_SECONDS run_wrk "$TMP/clients-2.txt" 1 "${URL[clients]}" -s "$TMP/clients.lua"
+n2=$(wrk_requests "$TMP/clients-2.txt")
+rss2=$(rss_kb "${PID[clients]}")
+
+echo "===================================================================================="
+echo "Rate limits on an open route ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each; never refusing)"
+echo "  local limit / no limit, throughput:   median $(echo "${RATIOS[local/off]}" | median)   rounds ${RATIOS[local/off]}  (target >= 0.95)"
+echo "  Redis limit / no limit, throughput:   median $(echo "${RATIOS[redis/off]}" | median)   rounds ${RATIOS[redis/off]}"
+echo "  p99 ms (paired runs): off $(echo "${P99[off]}" | median), local $(echo "${P99[local]}" | median), redis $(echo "${P99[redis]}" | median)"
+echo "  CPU us/request (gateway): off $(echo "${CPU[off]}" | median), local $(echo "${CPU[local]}" | median), redis $(echo "${CPU[redis]}" | median)"
+echo "  Redis round trips per request: $(awk -v c=$((calls_after - calls_before)) -v n="$redis_requests" 'BEGIN {printf "%.3f", (n > 0 ? c / n : 0)}') ($((calls_after - calls_before)) EVALSHA for $redis_requests requests)"
+echo "Distinct anonymous clients (10/minute each, X-Forwarded-For from a trusted proxy)"
+echo "  RSS before: $((rss0 / 1024)) MiB; after $n1 distinct clients: $((rss1 / 1024)) MiB; after $((n1 + n2)): $((rss2 / 1024)) MiB"
+echo "===================================================================================="
