@@ -295,3 +295,29 @@ routes:
         "another client has its own bucket"
     );
 }
+
+#[tokio::test]
+async fn the_store_can_be_reached_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start_tls(dir.path());
+    let (tls_port, cert, _) = redis.tls.clone().unwrap();
+    let backend = mock_backend::spawn();
+    // The gateway trusts the test's self-signed certificate through SSL_CERT_FILE.
+    let g = Gateway::start_with(
+        &shared_yaml(
+            &format!("rediss://localhost:{tls_port}"),
+            ", on_store_error: deny",
+        ),
+        &backend.url(),
+        &[("SSL_CERT_FILE", cert.as_str())],
+    );
+    let (s, h, v) = status_of_get(&g.url("/x"), Some("key-data")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(h["x-ratelimit-remaining"], "99");
+    assert_eq!(
+        redis
+            .command(&["EXISTS", "clawgate:{a:data-agent}:agent"])
+            .as_deref(),
+        Some(":1")
+    );
+}

@@ -189,6 +189,8 @@ pub fn one_route_yaml(tls: Option<&(String, String)>) -> String {
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// With TLS: the TLS port, and the certificate and key files.
+    pub tls: Option<(u16, String, String)>,
 }
 
 impl Redis {
@@ -196,6 +198,20 @@ impl Redis {
         let mut r = Redis {
             port: free_port(),
             child: None,
+            tls: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// Also listens with TLS (certificate for `localhost` in `dir`); plain `port` stays open
+    /// for the test's own commands.
+    pub fn start_tls(dir: &std::path::Path) -> Redis {
+        let (cert, key) = self_signed(dir);
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+            tls: Some((free_port(), cert, key)),
         };
         r.restart();
         r
@@ -207,9 +223,15 @@ impl Redis {
 
     /// Starts it again on the same port (after `stop`).
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some((port, cert, key)) = &self.tls {
+            cmd.args(["--tls-port", &port.to_string(), "--tls-cert-file", cert])
+                .args(["--tls-key-file", key, "--tls-ca-cert-file", cert])
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
