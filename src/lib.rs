@@ -4,6 +4,8 @@ pub mod auth;
 pub mod client_addr;
 pub mod config;
 pub mod limits;
+pub mod metrics;
+pub mod observe;
 pub mod probe;
 pub mod process;
 pub mod proxy;

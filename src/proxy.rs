@@ -67,6 +67,11 @@ pub struct Ctx {
     ceiling_taken: bool,
     /// The tightest rate limit that applied, for the response headers and variables.
     limit: Option<Standing>,
+    /// The route label for metrics of requests that matched no route.
+    built_in: Option<&'static str>,
+    /// When the request went to the backend, and how long its response head took.
+    upstream_sent: Option<Instant>,
+    upstream_seconds: Option<f64>,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -74,6 +79,19 @@ pub struct Ctx {
 impl Ctx {
     fn route(&self) -> Option<&Route> {
         self.route.map(|i| &self.config.routes[i])
+    }
+
+    fn observed(&self) -> crate::observe::Seen<'_> {
+        crate::observe::Seen {
+            route: self
+                .route()
+                .map(|r| r.label.as_str())
+                .or(self.built_in)
+                .unwrap_or("unmatched"),
+            agent_id: self.identity.as_ref().map(|i| &*i.agent.id),
+            start: self.start,
+            upstream_seconds: self.upstream_seconds,
+        }
     }
 
     fn forward(&self) -> Option<upstream::Forward<'_>> {
@@ -92,6 +110,7 @@ enum Admit {
     Proxy,
     Health,
     Token,
+    Metrics,
     /// A JWT names a key id we do not know: fetch the JWKS, then decide again.
     FetchKey(String),
     /// Everything but the rate limits, which the shared store decides.
@@ -158,6 +177,9 @@ impl ProxyHttp for Gateway {
             fetched_keys: false,
             ceiling_taken: false,
             limit: None,
+            built_in: None,
+            upstream_sent: None,
+            upstream_seconds: None,
             body_bytes: 0,
             _in_flight: InFlight::new(),
         }
@@ -198,6 +220,10 @@ impl ProxyHttp for Gateway {
                 Box::pin(self.token(session, ctx)).await?;
                 Ok(true)
             }
+            Ok(Admit::Metrics) => {
+                Box::pin(self.metrics(session, ctx)).await?;
+                Ok(true)
+            }
             Ok(Admit::FetchKey(_) | Admit::SharedLimits) => {
                 Err(Error::new(ErrorType::InternalError))
             }
@@ -231,6 +257,9 @@ impl ProxyHttp for Gateway {
         // `req` is a copy of; only upgrades and a rewritten path are left to do here.
         if let Some(uri) = ctx.forward.take() {
             req.set_uri(*uri);
+        }
+        if ctx.config.metrics.is_some() {
+            ctx.upstream_sent = Some(Instant::now());
         }
         if session.is_upgrade_req() {
             let fwd = ctx
@@ -267,6 +296,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         check_total_timeout(ctx)?;
+        if let Some(sent) = ctx.upstream_sent.take() {
+            ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+        }
         match ctx.forward() {
             Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
             None => upstream::set_response_request_id(resp, &ctx.request_id),
@@ -282,6 +314,12 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<Duration>> {
         check_total_timeout(ctx)?;
         Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(m) = &ctx.config.metrics {
+            crate::observe::record(m, session, e, ctx.observed());
+        }
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -360,7 +398,12 @@ impl Gateway {
             router::normalise(raw_path).map_err(|e| Refusal::new(400, e.message(), false))?;
 
         if *path == *cfg.health_path {
+            ctx.built_in = Some("health");
             return Ok(Admit::Health);
+        }
+        if cfg.metrics.is_some() && *path == *cfg.metrics_path {
+            ctx.built_in = Some("metrics");
+            return Ok(Admit::Metrics);
         }
         if !ctx.ceiling_taken {
             ctx.ceiling_taken = cfg
@@ -369,10 +412,12 @@ impl Gateway {
                 .map_err(|e| Refusal::limited(e, "the gateway is over its request rate"))?;
         }
         if *path == *cfg.token_path && cfg.auth.jwt.as_ref().is_some_and(|j| j.can_sign()) {
+            ctx.built_in = Some("token");
             return Ok(Admit::Token);
         }
 
         let Some(index) = cfg.route_index(&path) else {
+            ctx.built_in = Some("unmatched");
             return Err(Refusal::new(404, "no route matches this path", false));
         };
         let route = &cfg.routes[index];
@@ -453,6 +498,23 @@ fn subject_of<'a>(session: &Session, ctx: &'a Ctx) -> (Subject<'a>, Option<crate
 }
 
 impl Gateway {
+    /// `GET {monitoring.metrics.endpoint}`: Prometheus text.
+    async fn metrics(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
+        let id = request_id::as_str(&ctx.request_id);
+        let Some(m) = &ctx.config.metrics else {
+            return Ok(());
+        };
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let body = respond::error_body(405, "the metrics endpoint answers GET", id);
+            return respond::write_json(session, 405, body, id, &[("allow", "GET, HEAD")]).await;
+        }
+        m.active
+            .set(crate::proxy::IN_FLIGHT.load(Ordering::Relaxed) as i64);
+        let body = Bytes::from(m.render());
+        respond::write_body(session, 200, "text/plain; version=0.0.4", body, id).await
+    }
+
     /// The rate limits through the shared (Redis) store.
     async fn shared_limits(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Refusal> {
         let config = ctx.config.clone();

@@ -78,6 +78,29 @@ pub async fn write_json(
     Ok(())
 }
 
+/// A plain answer of the gateway's own (the metrics text).
+pub async fn write_body(
+    session: &mut Session,
+    code: u16,
+    content_type: &str,
+    body: Bytes,
+    request_id: &str,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(code, Some(4))?;
+    h.insert_header("content-type", content_type)?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("x-request-id", request_id)?;
+    h.insert_header("cache-control", "no-store")?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(h), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 /// `2h 15m`, `3m 4s`, `12s`.
 pub fn human_uptime(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);

@@ -42,6 +42,9 @@ pub struct Config {
     pub agent_count: usize,
     pub auth: Arc<Auth>,
     pub quotas: Quotas,
+    /// `monitoring.metrics` when enabled, and the path that serves it.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub metrics_path: String,
     /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
     pub token_path: String,
     pub keys_store: Option<String>,
@@ -211,10 +214,30 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     let global = file.transforms.as_ref();
     let global_request = global.map_or(&[][..], |t| &t.request[..]);
     let global_response = global.map_or(&[][..], |t| &t.response[..]);
-    if let Some(m) = &file.monitoring {
-        if m.metrics.as_ref().is_some_and(|m| m.enabled.0) {
-            pend("metrics (monitoring.metrics)");
+    let mut metrics = None;
+    let mut metrics_path = "/metrics".to_string();
+    if let Some(m) = file.monitoring.as_ref().and_then(|m| m.metrics.as_ref()) {
+        if m.enabled.0 {
+            let prefix = text(&m.prefix).unwrap_or_else(|| "openclaw_gateway_".into());
+            metrics = Some(Arc::new(crate::metrics::Metrics::new(
+                &prefix,
+                &m.custom_metrics,
+            )?));
+            if m.listen.is_some() {
+                pend("a separate metrics listener (monitoring.metrics.listen)");
+            }
         }
+        if let Some(e) = text(&m.endpoint) {
+            if !e.starts_with('/') {
+                return Err(Problem::new(
+                    at!("monitoring", "metrics", "endpoint"),
+                    format!("{e:?} must start with \"/\""),
+                ));
+            }
+            metrics_path = e;
+        }
+    }
+    if let Some(m) = &file.monitoring {
         if m.logging.as_ref().is_some_and(|l| l.output.is_some()) {
             pend("access log file (monitoring.logging.output)");
         }
@@ -398,6 +421,8 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         token_path: format!("{base_path}/auth/token"),
         auth: Arc::new(auth),
         quotas,
+        metrics,
+        metrics_path,
         base_path,
         listen,
         tls,

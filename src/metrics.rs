@@ -1,0 +1,423 @@
+//! Prometheus metrics (the article's names, prefix `openclaw_gateway_` by default), kept in a
+//! registry of their own and rendered in the text format at the metrics endpoint.
+//!
+//! Labels are bounded: `route` is a route's label from the configuration (or one of a few fixed
+//! names), `method` one of the standard methods or `OTHER`, `agent_id` a verified agent or
+//! `anonymous`, `model` truncated and limited in count.
+
+use crate::at;
+use crate::config::schema::{self, MetricKind};
+use crate::config::Problem;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// From 1 ms (proxy overhead) to 60 s (long LLM calls).
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Distinct `model` label values kept; later ones are counted as `other`.
+const MAX_MODELS: usize = 64;
+const MAX_MODEL_LEN: usize = 64;
+
+/// The labels a custom metric may declare, and where their values come from.
+const CUSTOM_LABELS: &[&str] = &["agent_id", "model", "route", "method", "status"];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub rate_limited: IntCounterVec,
+    pub cache_hits: IntCounterVec,
+    pub cache_misses: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub active: IntGauge,
+    pub reloads: IntCounterVec,
+    custom: Vec<Custom>,
+    models: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+enum CustomKind {
+    Counter(IntCounterVec),
+    Histogram(HistogramVec),
+    Gauge(GaugeVec),
+}
+
+struct Custom {
+    /// The article's token counter: counts tokens, not requests.
+    tokens: bool,
+    labels: Vec<&'static str>,
+    kind: CustomKind,
+}
+
+/// What one finished request contributes.
+pub struct Observation<'a> {
+    pub route: &'a str,
+    pub method: &'a http::Method,
+    pub status: u16,
+    pub agent_id: Option<&'a str>,
+    pub seconds: f64,
+    /// Time from the upstream request to its response head, when one was made.
+    pub upstream_seconds: Option<f64>,
+}
+
+pub fn method_label(m: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_label(s: u16) -> &'static str {
+    // Static strings for the common codes: no allocation per request.
+    match s {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    pub fn new(prefix: &str, custom: &[schema::CustomMetric]) -> Result<Metrics, Problem> {
+        let registry = Registry::new();
+        let name = |n: &str| format!("{prefix}{n}");
+        let counter = |n: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name(n), help), labels)
+                .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+            registry
+                .register(Box::new(c.clone()))
+                .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+            Ok::<_, Problem>(c)
+        };
+        let histogram = |n: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name(n), help).buckets(BUCKETS.to_vec()),
+                labels,
+            )
+            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+            registry
+                .register(Box::new(h.clone()))
+                .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+            Ok::<_, Problem>(h)
+        };
+        let requests = counter(
+            "requests_total",
+            "Requests answered, by route, method and status.",
+            &["route", "method", "status"],
+        )?;
+        let duration = histogram(
+            "request_duration_seconds",
+            "Time from the request's arrival to the end of its response.",
+            &["route"],
+        )?;
+        let upstream_duration = histogram(
+            "upstream_duration_seconds",
+            "Time from sending a request to the backend to its response head.",
+            &["route"],
+        )?;
+        let rate_limited = counter(
+            "rate_limited_total",
+            "Requests refused by a rate limit, by agent.",
+            &["agent_id"],
+        )?;
+        let cache_hits = counter(
+            "cache_hits_total",
+            "Responses served from cache.",
+            &["route"],
+        )?;
+        let cache_misses = counter(
+            "cache_misses_total",
+            "Cacheable requests that went to the backend.",
+            &["route"],
+        )?;
+        let upstream_errors = counter(
+            "upstream_errors_total",
+            "Backend failures: connect, timeout, or a broken response.",
+            &["route", "kind"],
+        )?;
+        let reloads = counter(
+            "config_reloads_total",
+            "Configuration reloads, by result.",
+            &["result"],
+        )?;
+        let active = IntGauge::new(name("active_connections"), "Requests in progress.")
+            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        registry
+            .register(Box::new(active.clone()))
+            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        let info = IntCounterVec::new(
+            Opts::new(name("build_info"), "clawgate's version (always 1)."),
+            &["version"],
+        )
+        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+        registry
+            .register(Box::new(info))
+            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+
+        let mut customs = Vec::new();
+        for (i, c) in custom.iter().enumerate() {
+            let here = |f: &str| at!("monitoring", "metrics", "custom_metrics", i, f);
+            let mut labels = Vec::new();
+            for (j, l) in c.labels.iter().enumerate() {
+                let known = CUSTOM_LABELS.iter().find(|k| **k == l.0).ok_or_else(|| {
+                    Problem::new(
+                        at!("monitoring", "metrics", "custom_metrics", i, "labels", j),
+                        format!(
+                            "{:?} is not a label clawgate can fill; expected one of {}",
+                            l.0,
+                            CUSTOM_LABELS.join(", ")
+                        ),
+                    )
+                })?;
+                labels.push(*known);
+            }
+            let tokens = c.name.0 == "agent_token_usage";
+            let help = c.help.as_ref().map_or_else(
+                || {
+                    if tokens {
+                        "LLM tokens (prompt + completion) used, by agent and model.".to_string()
+                    } else {
+                        format!("{} (custom)", c.name.0)
+                    }
+                },
+                |h| h.0.clone(),
+            );
+            let bad = |e: prometheus::Error| Problem::new(here("name"), e.to_string());
+            let kind = match c.kind {
+                MetricKind::Counter => {
+                    // Prometheus convention: counters end in _total.
+                    let n = if c.name.ends_with("_total") {
+                        name(&c.name)
+                    } else {
+                        name(&format!("{}_total", c.name.0))
+                    };
+                    CustomKind::Counter(
+                        IntCounterVec::new(Opts::new(n, help), &labels).map_err(bad)?,
+                    )
+                }
+                MetricKind::Histogram => CustomKind::Histogram(
+                    HistogramVec::new(
+                        HistogramOpts::new(name(&c.name), help).buckets(BUCKETS.to_vec()),
+                        &labels,
+                    )
+                    .map_err(bad)?,
+                ),
+                MetricKind::Gauge => CustomKind::Gauge(
+                    GaugeVec::new(Opts::new(name(&c.name), help), &labels).map_err(bad)?,
+                ),
+            };
+            let collector: Box<dyn prometheus::core::Collector> = match &kind {
+                CustomKind::Counter(c) => Box::new(c.clone()),
+                CustomKind::Histogram(h) => Box::new(h.clone()),
+                CustomKind::Gauge(g) => Box::new(g.clone()),
+            };
+            registry.register(collector).map_err(|e| {
+                Problem::new(
+                    here("name"),
+                    format!("{e} (a custom metric may not reuse a built-in name)"),
+                )
+            })?;
+            customs.push(Custom {
+                tokens,
+                labels,
+                kind,
+            });
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_duration,
+            rate_limited,
+            cache_hits,
+            cache_misses,
+            upstream_errors,
+            active,
+            reloads,
+            custom: customs,
+            models: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Records a finished request.
+    pub fn observe(&self, o: &Observation) {
+        let method = method_label(o.method);
+        let status = status_label(o.status);
+        self.requests
+            .with_label_values(&[o.route, method, status])
+            .inc();
+        self.duration
+            .with_label_values(&[o.route])
+            .observe(o.seconds);
+        if let Some(s) = o.upstream_seconds {
+            self.upstream_duration
+                .with_label_values(&[o.route])
+                .observe(s);
+        }
+        if o.status == 429 {
+            self.rate_limited
+                .with_label_values(&[o.agent_id.unwrap_or("anonymous")])
+                .inc();
+        }
+        for c in self.custom.iter().filter(|c| !c.tokens) {
+            let values: Vec<&str> = c
+                .labels
+                .iter()
+                .map(|l| match *l {
+                    "agent_id" => o.agent_id.unwrap_or("anonymous"),
+                    "route" => o.route,
+                    "method" => method,
+                    "status" => status,
+                    _ => "unknown",
+                })
+                .collect();
+            match &c.kind {
+                CustomKind::Counter(m) => m.with_label_values(&values).inc(),
+                CustomKind::Histogram(m) => m.with_label_values(&values).observe(o.seconds),
+                CustomKind::Gauge(m) => m.with_label_values(&values).set(o.seconds),
+            }
+        }
+    }
+
+    /// LLM tokens used by an agent with a model (the `agent_token_usage` custom counter).
+    pub fn tokens(&self, agent_id: Option<&str>, model: &str, tokens: u64) {
+        let model = self.model_label(model);
+        for c in self.custom.iter().filter(|c| c.tokens) {
+            if let CustomKind::Counter(m) = &c.kind {
+                let values: Vec<&str> = c
+                    .labels
+                    .iter()
+                    .map(|l| match *l {
+                        "agent_id" => agent_id.unwrap_or("anonymous"),
+                        "model" => model.as_str(),
+                        _ => "unknown",
+                    })
+                    .collect();
+                m.with_label_values(&values).inc_by(tokens);
+            }
+        }
+    }
+
+    fn model_label(&self, model: &str) -> String {
+        let mut m: String = model
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(MAX_MODEL_LEN)
+            .collect();
+        if m.is_empty() {
+            m = "unknown".into();
+        }
+        let mut seen = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&m) || seen.len() < MAX_MODELS && seen.insert(m.clone()) {
+            m
+        } else {
+            "other".into()
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::values::Text;
+
+    #[test]
+    fn requests_and_custom_metrics_are_counted_with_bounded_labels() {
+        let custom = vec![
+            schema::CustomMetric {
+                name: Text("agent_token_usage".into()),
+                kind: MetricKind::Counter,
+                labels: vec![Text("agent_id".into()), Text("model".into())],
+                help: None,
+            },
+            schema::CustomMetric {
+                name: Text("request_latency".into()),
+                kind: MetricKind::Histogram,
+                labels: vec![Text("route".into()), Text("method".into())],
+                help: None,
+            },
+        ];
+        let m = Metrics::new("openclaw_gateway_", &custom).unwrap();
+        let ok = Observation {
+            route: "/llm/*",
+            method: &http::Method::POST,
+            status: 200,
+            agent_id: Some("fin"),
+            seconds: 0.01,
+            upstream_seconds: Some(0.005),
+        };
+        m.observe(&ok);
+        m.observe(&Observation { status: 429, ..ok });
+        m.tokens(Some("fin"), "gpt-4o", 30);
+        for i in 0..100 {
+            m.tokens(Some("fin"), &format!("model-{i}"), 1);
+        }
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            "openclaw_gateway_requests_total{method=\"POST\",route=\"/llm/*\",status=\"200\"} 1"
+        ), "{text}");
+        assert!(text.contains("openclaw_gateway_rate_limited_total{agent_id=\"fin\"} 1"));
+        assert!(text.contains(
+            "openclaw_gateway_agent_token_usage_total{agent_id=\"fin\",model=\"gpt-4o\"} 30"
+        ));
+        assert!(
+            text.contains("model=\"other\""),
+            "models beyond the cap are grouped"
+        );
+        assert!(text
+            .contains("openclaw_gateway_request_latency_bucket{method=\"POST\",route=\"/llm/*\""));
+    }
+
+    #[test]
+    fn unknown_labels_are_config_errors() {
+        let custom = vec![schema::CustomMetric {
+            name: Text("x".into()),
+            kind: MetricKind::Counter,
+            labels: vec![Text("user_email".into())],
+            help: None,
+        }];
+        let e = Metrics::new("p_", &custom).err().unwrap();
+        assert!(e.message.contains("user_email"), "{}", e.message);
+    }
+}

@@ -1,0 +1,146 @@
+//! Prometheus metrics after known traffic: names, labels, values, bounded labels.
+
+mod common;
+use common::*;
+
+const YAML: &str = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock", base_path: "/api/v1", rate_limit: "1000/second"}
+agents:
+  "bot": {api_key: "key-bot", rate_limit: "2/minute"}
+routes:
+  - {path: "/tools/*", backend_url: "{backend}"}
+  - {path: "/llm/*", name: "llm", backend_url: "{backend}", strip_prefix: true, auth_required: true}
+  - {path: "/dead/*", backend_url: "http://127.0.0.1:9"}
+monitoring:
+  metrics:
+    enabled: true
+    endpoint: "/metrics"
+    format: "prometheus"
+    custom_metrics:
+      - {name: "agent_token_usage", type: counter, labels: ["agent_id", "model"]}
+      - {name: "request_latency", type: histogram, labels: ["route", "method"]}
+"#;
+
+async fn get(url: &str, key: Option<&str>) -> u16 {
+    let mut rb = client().get(url);
+    if let Some(k) = key {
+        rb = rb.header("x-api-key", k);
+    }
+    rb.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn known_traffic_gives_known_counters() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(YAML, &backend.url());
+    for _ in 0..3 {
+        assert_eq!(get(&g.url("/api/v1/tools/search"), None).await, 200);
+    }
+    assert_eq!(get(&g.url("/api/v1/nowhere"), None).await, 404);
+    // 200 distinct raw paths under one route: one label value.
+    for i in 0..200 {
+        assert_eq!(
+            get(&g.url(&format!("/api/v1/tools/item-{i}")), None).await,
+            200
+        );
+    }
+    // bot: 2/minute, then refused.
+    for want in [200, 200, 429, 429] {
+        assert_eq!(get(&g.url("/api/v1/llm/echo"), Some("key-bot")).await, want);
+    }
+    assert_eq!(get(&g.url("/api/v1/llm/echo"), None).await, 401);
+    assert_eq!(get(&g.url("/api/v1/dead/x"), None).await, 502);
+
+    let r = client().get(g.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    let p = "openclaw_gateway_";
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}requests_total{{method=\"GET\",route=\"/tools/*\",status=\"200\"}}")
+        ),
+        Some(203.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}requests_total{{method=\"GET\",route=\"unmatched\",status=\"404\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}requests_total{{method=\"GET\",route=\"llm\",status=\"429\"}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}requests_total{{method=\"GET\",route=\"llm\",status=\"401\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, &format!("{p}rate_limited_total{{agent_id=\"bot\"}}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}upstream_errors_total{{kind=\"connect\",route=\"/dead/*\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let route_values: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{p}requests_total{{")))
+        .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        route_values,
+        ["/tools/*", "unmatched", "llm", "/dead/*"]
+            .into_iter()
+            .collect(),
+        "raw paths must never become labels"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}request_duration_seconds_count{{route=\"/tools/*\"}}")
+        ),
+        Some(203.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}upstream_duration_seconds_count{{route=\"llm\"}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}request_latency_count{{method=\"GET\",route=\"/tools/*\"}}")
+        ),
+        Some(203.0)
+    );
+    assert!(text.contains(&format!("{p}build_info{{version=")), "{text}");
+    assert!(text.contains(&format!("{p}active_connections ")), "{text}");
+    assert!(!text.contains("key-bot"));
+}
