@@ -163,12 +163,14 @@ async fn a_redis_outage_falls_back_to_local_limits_and_sharing_resumes() {
     redis.stop();
     // Local buckets take over: no 5xx, still limited (the local bucket starts full: 100).
     let mut codes = Vec::new();
+    let since = std::time::Instant::now();
     for _ in 0..110 {
         codes.push(status_of_get(&g.url("/x"), Some("key-data")).await.0);
     }
     assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
     let ok = codes.iter().filter(|c| **c == 200).count();
-    assert!((100..=102).contains(&ok), "{ok} passed locally");
+    let refilled = (since.elapsed().as_secs_f64() / 0.6).ceil() as usize;
+    assert!((100..=100 + refilled).contains(&ok), "{ok} passed locally");
     let text = log.lock().unwrap().clone();
     assert!(
         text.contains("rate-limit store") && text.contains("failed"),
