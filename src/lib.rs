@@ -1,5 +1,6 @@
 //! clawgate: an API gateway for AI-agent traffic on Pingora.
 
+pub mod access_log;
 pub mod auth;
 pub mod client_addr;
 pub mod config;

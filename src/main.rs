@@ -228,7 +228,11 @@ fn keys(action: KeysAction) -> CmdResult {
 /// The gateway's own log on stderr, at the configured level; `RUST_LOG` overrides it.
 fn init_logging(level: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
+    // Only clawgate's own messages go below info: Pingora's debug and trace messages print
+    // request heads and bodies (credentials included), which cannot be redacted. RUST_LOG
+    // overrides this for whoever asks for them explicitly.
+    builder.filter_level(level.min(log::LevelFilter::Info));
+    builder.filter_module("clawgate", level);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

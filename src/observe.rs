@@ -1,6 +1,7 @@
-//! What a finished request leaves behind: its metrics (and, in a later release, its access-log
-//! line and trace span).
+//! What a finished request leaves behind: its metrics and its access-log line (and, in a later
+//! release, its trace span).
 
+use crate::access_log::{AccessLog, Entry};
 use crate::metrics::{Metrics, Observation};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -12,6 +13,13 @@ pub struct Seen<'a> {
     pub agent_id: Option<&'a str>,
     pub start: Instant,
     pub upstream_seconds: Option<f64>,
+    pub request_id: &'a str,
+    pub upstream: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Tokens left of the tightest limit that applied.
+    pub limit: Option<u64>,
 }
 
 /// The status the client got: the response written, else what the error became.
@@ -56,4 +64,42 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, seen: Seen) {
             .with_label_values(&[seen.route, kind])
             .inc();
     }
+}
+
+/// The request's access-log line, handed to the writer.
+pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: Seen) {
+    let status = status(session, e);
+    let req = session.req_header();
+    let limit = match (status, seen.limit) {
+        (429, _) => Some(("refused", None)),
+        (_, Some(left)) => Some(("passed", Some(left))),
+        _ => None,
+    };
+    let error = e.map(|e| e.etype().as_str());
+    let line = Entry {
+        time: std::time::SystemTime::now(),
+        request_id: seen.request_id,
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        agent_id: seen.agent_id,
+        route: seen.route,
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status,
+        duration_ms: seen.start.elapsed().as_secs_f64() * 1000.0,
+        upstream: seen.upstream.filter(|_| {
+            seen.upstream_status.is_some()
+                || e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+        }),
+        upstream_status: seen.upstream_status,
+        upstream_ms: seen.upstream_seconds.map(|s| s * 1000.0),
+        bytes_in: seen.bytes_in,
+        bytes_out: seen.bytes_out,
+        limit,
+        error,
+    }
+    .to_line();
+    log.write(line);
 }

@@ -72,6 +72,8 @@ pub struct Ctx {
     /// When the request went to the backend, and how long its response head took.
     upstream_sent: Option<Instant>,
     upstream_seconds: Option<f64>,
+    upstream_status: Option<u16>,
+    bytes_out: u64,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -91,6 +93,12 @@ impl Ctx {
             agent_id: self.identity.as_ref().map(|i| &*i.agent.id),
             start: self.start,
             upstream_seconds: self.upstream_seconds,
+            request_id: request_id::as_str(&self.request_id),
+            upstream: self.route().map(|r| r.target.authority.as_str()),
+            upstream_status: self.upstream_status,
+            bytes_in: self.body_bytes,
+            bytes_out: self.bytes_out,
+            limit: self.limit.map(|l| l.remaining),
         }
     }
 
@@ -180,6 +188,8 @@ impl ProxyHttp for Gateway {
             built_in: None,
             upstream_sent: None,
             upstream_seconds: None,
+            upstream_status: None,
+            bytes_out: 0,
             body_bytes: 0,
             _in_flight: InFlight::new(),
         }
@@ -258,7 +268,7 @@ impl ProxyHttp for Gateway {
         if let Some(uri) = ctx.forward.take() {
             req.set_uri(*uri);
         }
-        if ctx.config.metrics.is_some() {
+        if ctx.config.metrics.is_some() || ctx.config.access_log.is_some() {
             ctx.upstream_sent = Some(Instant::now());
         }
         if session.is_upgrade_req() {
@@ -298,6 +308,7 @@ impl ProxyHttp for Gateway {
         check_total_timeout(ctx)?;
         if let Some(sent) = ctx.upstream_sent.take() {
             ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
+            ctx.upstream_status = Some(resp.status.as_u16());
         }
         match ctx.forward() {
             Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
@@ -308,17 +319,23 @@ impl ProxyHttp for Gateway {
     fn response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         check_total_timeout(ctx)?;
+        if let Some(b) = body {
+            ctx.bytes_out += b.len() as u64;
+        }
         Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(m) = &ctx.config.metrics {
             crate::observe::record(m, session, e, ctx.observed());
+        }
+        if let Some(log) = &ctx.config.access_log {
+            crate::observe::log_line(log, session, e, ctx.observed());
         }
     }
 

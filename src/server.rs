@@ -83,6 +83,20 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     if let Some(store) = &config.auth.store {
         store.watch();
     }
+    if let Some(log) = &config.access_log {
+        log.check()
+            .map_err(|e| format!("cannot open the access log: {e}"))?;
+        log.start();
+        log.write(crate::access_log::event(
+            "info",
+            &format!(
+                "clawgate {} started: {} on {}",
+                env!("CARGO_PKG_VERSION"),
+                config.name,
+                config.listen.join(", ")
+            ),
+        ));
+    }
     if let Some(jwt) = config.auth.jwt.clone().filter(|j| j.jwks.is_some()) {
         start_jwks(&mut server, jwt);
     }

@@ -144,3 +144,111 @@ async fn known_traffic_gives_known_counters() {
     assert!(text.contains(&format!("{p}active_connections ")), "{text}");
     assert!(!text.contains("key-bot"));
 }
+
+#[tokio::test]
+async fn one_json_access_line_per_request_and_no_secrets_anywhere() {
+    let backend = mock_backend::spawn();
+    let secret = "jwt-secret-for-the-access-log-test-0123456789";
+    let yaml = format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+auth:
+  jwt: {{secret: "{secret}", expiry: "1h"}}
+agents:
+  "bot": {{api_key: "key-bot-very-secret", rate_limit: "100/minute"}}
+routes:
+  - {{path: "/*", backend_url: "{{backend}}", auth_required: true}}
+monitoring:
+  logging: {{level: "debug", format: "json", output: "{{dir}}/access.log"}}
+"#
+    );
+    let mut g = Gateway::start(&yaml, &backend.url());
+    let stderr = capture_stderr(&mut g);
+    let out = clawgate(&["token", "--config", g.config_str(), "--agent", "jwt-agent"]);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let c = client();
+    let body = r#"{"user":"a","password":"hunter2-body-secret","api_key":"inner-key"}"#;
+    let mut sent = 0;
+    for (auth, query) in [
+        (("authorization", format!("Bearer {token}")), ""),
+        (
+            ("x-api-key", "key-bot-very-secret".to_string()),
+            "?api_key=query-secret",
+        ),
+        (("x-api-key", "wrong-key-secret".to_string()), ""),
+        (("cookie", "session=cookie-secret".to_string()), ""),
+    ] {
+        let r = c
+            .post(g.url(&format!("/echo{query}")))
+            .header(auth.0, auth.1.as_str())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().as_u16() == 200 || r.status().as_u16() == 401);
+        sent += 1;
+    }
+    let path = g.dir.path().join("access.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        if lines.iter().filter(|l| l["type"] == "access").count() >= sent {
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lines missing: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let access: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "access").collect();
+    assert_eq!(access.len(), sent);
+    assert!(
+        lines.iter().any(|l| l["type"] == "event"),
+        "the start event"
+    );
+    assert_eq!(access[0]["agent_id"], "jwt-agent");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["method"], "POST");
+    assert_eq!(access[0]["path"], "/echo");
+    assert_eq!(access[0]["bytes_in"], body.len());
+    assert!(access[0]["bytes_out"].as_u64().unwrap() > 0);
+    assert_eq!(access[0]["upstream_status"], 200);
+    assert_eq!(
+        access[0]["limit"],
+        serde_json::Value::Null,
+        "JWT agent: no limit"
+    );
+    assert_eq!(access[1]["agent_id"], "bot");
+    assert_eq!(access[1]["limit"]["remaining"], 99);
+    assert_eq!(access[2]["status"], 401);
+    assert_eq!(access[2]["upstream"], serde_json::Value::Null);
+    for l in &access {
+        assert!(l["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(l["duration_ms"].as_f64().is_some());
+    }
+    let everything = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&path).unwrap(),
+        stderr.lock().unwrap()
+    );
+    for secret_text in [
+        token.as_str(),
+        "key-bot-very-secret",
+        "wrong-key-secret",
+        "hunter2-body-secret",
+        "inner-key",
+        "query-secret",
+        "cookie-secret",
+        secret,
+    ] {
+        assert!(
+            !everything.contains(secret_text),
+            "{secret_text} leaked: {everything}"
+        );
+    }
+}

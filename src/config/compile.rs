@@ -45,6 +45,8 @@ pub struct Config {
     /// `monitoring.metrics` when enabled, and the path that serves it.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub metrics_path: String,
+    /// `monitoring.logging.output`: the JSON access log.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
     pub token_path: String,
     pub keys_store: Option<String>,
@@ -238,8 +240,11 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         }
     }
     if let Some(m) = &file.monitoring {
-        if m.logging.as_ref().is_some_and(|l| l.output.is_some()) {
-            pend("access log file (monitoring.logging.output)");
+        if m.logging
+            .as_ref()
+            .is_some_and(|l| l.format == Some(schema::LogFormat::Text))
+        {
+            pend("a text access log (monitoring.logging.format: text; json is provided)");
         }
         if m.tracing.as_ref().is_some_and(|t| t.enabled.0) {
             pend("tracing (monitoring.tracing)");
@@ -423,6 +428,15 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         quotas,
         metrics,
         metrics_path,
+        access_log: monitoring
+            .and_then(|m| m.logging.as_ref())
+            .and_then(|l| text(&l.output))
+            .map(|o| {
+                Arc::new(crate::access_log::AccessLog::new(match o.as_str() {
+                    "stdout" | "-" => crate::access_log::Output::Stdout,
+                    _ => crate::access_log::Output::File(o.into()),
+                }))
+            }),
         base_path,
         listen,
         tls,
