@@ -164,6 +164,7 @@ pub struct Entry<'a> {
     /// `"passed"` (with the tightest limit's remaining count) or `"refused"`.
     pub limit: Option<(&'a str, Option<u64>)>,
     pub error: Option<&'a str>,
+    pub tokens: Option<&'a crate::usage::Usage>,
 }
 
 impl Entry<'_> {
@@ -185,7 +186,12 @@ impl Entry<'_> {
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "cache": serde_json::Value::Null,
-            "tokens": serde_json::Value::Null,
+            "tokens": self.tokens.map(|u| serde_json::json!({
+                "prompt": u.prompt,
+                "completion": u.completion,
+                "total": u.total(),
+                "model": u.model,
+            })),
         });
         if let Some((outcome, remaining)) = self.limit {
             v["limit"] = serde_json::json!({"outcome": outcome, "remaining": remaining});
@@ -237,6 +243,7 @@ mod tests {
             bytes_out: 20,
             limit: Some(("passed", Some(9))),
             error: None,
+            tokens: None,
         };
         let line = e.to_line();
         assert_eq!(line.last(), Some(&b'\n'));

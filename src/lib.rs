@@ -17,3 +17,4 @@ pub mod server;
 pub mod starter;
 pub mod transforms;
 pub mod upstream;
+pub mod usage;

@@ -313,6 +313,11 @@ impl Metrics {
         }
     }
 
+    /// Whether a custom counter counts LLM tokens (then responses are read for usage).
+    pub fn counts_tokens(&self) -> bool {
+        self.custom.iter().any(|c| c.tokens)
+    }
+
     /// LLM tokens used by an agent with a model (the `agent_token_usage` custom counter).
     pub fn tokens(&self, agent_id: Option<&str>, model: &str, tokens: u64) {
         let model = self.model_label(model);

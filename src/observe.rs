@@ -20,6 +20,8 @@ pub struct Seen<'a> {
     pub bytes_out: u64,
     /// Tokens left of the tightest limit that applied.
     pub limit: Option<u64>,
+    /// LLM token usage read from the response.
+    pub tokens: Option<&'a crate::usage::Usage>,
 }
 
 /// The status the client got: the response written, else what the error became.
@@ -59,6 +61,13 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, seen: Seen) {
         seconds: seen.start.elapsed().as_secs_f64(),
         upstream_seconds: seen.upstream_seconds,
     });
+    if let Some(u) = seen.tokens {
+        m.tokens(
+            seen.agent_id,
+            u.model.as_deref().unwrap_or("unknown"),
+            u.total(),
+        );
+    }
     if let Some(kind) = e.and_then(upstream_error_kind) {
         m.upstream_errors
             .with_label_values(&[seen.route, kind])
@@ -99,6 +108,7 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: See
         bytes_out: seen.bytes_out,
         limit,
         error,
+        tokens: seen.tokens,
     }
     .to_line();
     log.write(line);

@@ -74,6 +74,11 @@ pub struct Ctx {
     upstream_seconds: Option<f64>,
     upstream_status: Option<u16>,
     bytes_out: u64,
+    /// Reading the response for LLM token usage (boxed: only on tracked responses).
+    usage: Option<Box<crate::usage::Tracker>>,
+    /// The request body's first chunks, to find the model when the response does not say.
+    request_body: Option<Vec<Bytes>>,
+    tokens: Option<Box<crate::usage::Usage>>,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -99,6 +104,7 @@ impl Ctx {
             bytes_in: self.body_bytes,
             bytes_out: self.bytes_out,
             limit: self.limit.map(|l| l.remaining),
+            tokens: self.tokens.as_deref(),
         }
     }
 
@@ -190,6 +196,9 @@ impl ProxyHttp for Gateway {
             upstream_seconds: None,
             upstream_status: None,
             bytes_out: 0,
+            usage: None,
+            request_body: None,
+            tokens: None,
             body_bytes: 0,
             _in_flight: InFlight::new(),
         }
@@ -288,6 +297,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(chunk) = body {
+            if ctx.config.track_tokens && ctx.body_bytes < crate::usage::MAX_REQUEST as u64 {
+                ctx.request_body.get_or_insert_default().push(chunk.clone());
+            }
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > ctx.config.max_body_size {
                 return Err(Error::explain(
@@ -310,6 +322,13 @@ impl ProxyHttp for Gateway {
             ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
             ctx.upstream_status = Some(resp.status.as_u16());
         }
+        if ctx.config.track_tokens && resp.status.is_success() {
+            ctx.usage = resp
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|ct| crate::usage::Tracker::for_content_type(ct.as_bytes()))
+                .map(Box::new);
+        }
         match ctx.forward() {
             Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
             None => upstream::set_response_request_id(resp, &ctx.request_id),
@@ -320,12 +339,28 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         check_total_timeout(ctx)?;
         if let Some(b) = body {
             ctx.bytes_out += b.len() as u64;
+            if let Some(t) = ctx.usage.as_mut() {
+                t.feed(b);
+            }
+        }
+        if end_of_stream {
+            if let Some(t) = ctx.usage.take() {
+                ctx.tokens = t.finish().map(|mut u| {
+                    if u.model.is_none() {
+                        u.model = ctx
+                            .request_body
+                            .as_ref()
+                            .and_then(|b| crate::usage::request_model(b));
+                    }
+                    Box::new(u)
+                });
+            }
         }
         Ok(None)
     }

@@ -252,3 +252,119 @@ monitoring:
         );
     }
 }
+
+#[tokio::test]
+async fn token_usage_from_json_and_streamed_responses_lands_on_agent_and_model() {
+    let backend = mock_backend::spawn();
+    let yaml = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+agents:
+  "bot": {api_key: "key-bot"}
+  "other": {api_key: "key-other"}
+routes:
+  - {path: "/llm/*", name: "llm", backend_url: "{backend}", strip_prefix: true, auth_required: true}
+monitoring:
+  metrics:
+    enabled: true
+    custom_metrics:
+      - {name: "agent_token_usage", type: counter, labels: ["agent_id", "model"]}
+  logging: {output: "{dir}/access.log"}
+"#;
+    let g = Gateway::start(yaml, &backend.url());
+    let c = client();
+    let chat = |key: &'static str, body: serde_json::Value| {
+        let (c, url) = (c.clone(), g.url("/llm/v1/chat/completions"));
+        async move {
+            let r = c
+                .post(url)
+                .header("x-api-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let msg = serde_json::json!([{"role": "user", "content": "one two three"}]);
+    // 3 prompt words + 7 completion tokens from the mock.
+    chat(
+        "key-bot",
+        serde_json::json!({"model": "gpt-json", "messages": msg}),
+    )
+    .await;
+    chat(
+        "key-bot",
+        serde_json::json!({"model": "gpt-json", "messages": msg}),
+    )
+    .await;
+    let streamed = chat(
+        "key-bot",
+        serde_json::json!({"model": "gpt-stream", "stream": true, "mock_interval_ms": 5, "messages": msg}),
+    )
+    .await;
+    assert!(
+        streamed.contains("data: [DONE]"),
+        "the stream passed through: {streamed}"
+    );
+    chat(
+        "key-other",
+        serde_json::json!({"model": "gpt-json", "messages": msg}),
+    )
+    .await;
+
+    let text = c
+        .get(g.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let p = "openclaw_gateway_agent_token_usage_total";
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}{{agent_id=\"bot\",model=\"gpt-json\"}}")
+        ),
+        Some(20.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}{{agent_id=\"bot\",model=\"gpt-stream\"}}")
+        ),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("{p}{{agent_id=\"other\",model=\"gpt-json\"}}")
+        ),
+        Some(10.0),
+        "{text}"
+    );
+
+    let path = g.dir.path().join("access.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let tokens: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["type"] == "access" && l["route"] == "llm")
+            .map(|l| l["tokens"].clone())
+            .collect();
+        if tokens.len() == 4 {
+            assert_eq!(tokens[2]["model"], "gpt-stream");
+            assert_eq!(tokens[2]["prompt"], 3);
+            assert_eq!(tokens[2]["completion"], 7);
+            assert_eq!(tokens[0]["total"], 10);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

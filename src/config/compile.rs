@@ -47,6 +47,8 @@ pub struct Config {
     pub metrics_path: String,
     /// `monitoring.logging.output`: the JSON access log.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// Responses are read for LLM token usage (a token counter or the access log wants it).
+    pub track_tokens: bool,
     /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
     pub token_path: String,
     pub keys_store: Option<String>,
@@ -418,6 +420,16 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     routes.sort_by_key(|r| std::cmp::Reverse(r.pattern.specificity()));
 
     let monitoring = file.monitoring.as_ref();
+    let access_log = monitoring
+        .and_then(|m| m.logging.as_ref())
+        .and_then(|l| text(&l.output))
+        .map(|o| {
+            Arc::new(crate::access_log::AccessLog::new(match o.as_str() {
+                "stdout" | "-" => crate::access_log::Output::Stdout,
+                _ => crate::access_log::Output::File(o.into()),
+            }))
+        });
+    let track_tokens = access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
     Ok(Config {
         source,
         name: text(&file.name).unwrap_or_else(|| "clawgate".into()),
@@ -428,15 +440,8 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         quotas,
         metrics,
         metrics_path,
-        access_log: monitoring
-            .and_then(|m| m.logging.as_ref())
-            .and_then(|l| text(&l.output))
-            .map(|o| {
-                Arc::new(crate::access_log::AccessLog::new(match o.as_str() {
-                    "stdout" | "-" => crate::access_log::Output::Stdout,
-                    _ => crate::access_log::Output::File(o.into()),
-                }))
-            }),
+        access_log,
+        track_tokens,
         base_path,
         listen,
         tls,

@@ -1,0 +1,260 @@
+//! LLM token usage read from responses as they stream through, without holding them back:
+//! OpenAI-style (`usage.prompt_tokens` / `completion_tokens`) and Anthropic-style
+//! (`input_tokens` / `output_tokens`) JSON bodies, and server-sent event streams (the chunk that
+//! carries the usage). Only a bounded part of a body is kept: JSON bodies up to 1 MiB (as shared
+//! buffers, not copies, until the end), SSE one event line at a time.
+
+use bytes::Bytes;
+
+const MAX_JSON: usize = 1 << 20;
+const MAX_LINE: usize = 256 << 10;
+/// Request bodies kept to find the model when the response does not name it.
+pub const MAX_REQUEST: usize = 64 << 10;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+    pub model: Option<String>,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+
+    /// Takes what a JSON object says (a whole response, or one SSE event).
+    fn absorb(&mut self, v: &serde_json::Value) -> bool {
+        let mut found = false;
+        for holder in [v, &v["message"]] {
+            let u = &holder["usage"];
+            if let Some(n) = u["prompt_tokens"].as_u64().or(u["input_tokens"].as_u64()) {
+                self.prompt = n;
+                found = true;
+            }
+            if let Some(n) = u["completion_tokens"]
+                .as_u64()
+                .or(u["output_tokens"].as_u64())
+            {
+                self.completion = n;
+                found = true;
+            }
+            if let (Some(total), None, None) = (
+                u["total_tokens"].as_u64(),
+                u["prompt_tokens"].as_u64(),
+                u["completion_tokens"].as_u64(),
+            ) {
+                self.prompt = total;
+                found = true;
+            }
+            if let Some(m) = holder["model"].as_str() {
+                self.model = Some(m.to_string());
+            }
+        }
+        found
+    }
+}
+
+pub enum Tracker {
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+    },
+    Sse {
+        line: Vec<u8>,
+        usage: Usage,
+        seen: bool,
+        /// Inside an over-long line: skipped until its end.
+        skipping: bool,
+    },
+    /// Too large to look at: given up.
+    Off,
+}
+
+impl Tracker {
+    /// A tracker for a response of this content type, if it may carry usage.
+    pub fn for_content_type(ct: &[u8]) -> Option<Tracker> {
+        let ct = std::str::from_utf8(ct).ok()?.to_ascii_lowercase();
+        if ct.starts_with("text/event-stream") {
+            Some(Tracker::Sse {
+                line: Vec::new(),
+                usage: Usage::default(),
+                seen: false,
+                skipping: false,
+            })
+        } else if ct.starts_with("application/json") || ct.contains("+json") {
+            Some(Tracker::Json {
+                chunks: Vec::new(),
+                len: 0,
+            })
+        } else {
+            None
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &Bytes) {
+        match self {
+            Tracker::Json { chunks, len } => {
+                *len += chunk.len();
+                if *len > MAX_JSON {
+                    *self = Tracker::Off;
+                } else {
+                    chunks.push(chunk.clone());
+                }
+            }
+            Tracker::Sse {
+                line,
+                usage,
+                seen,
+                skipping,
+            } => {
+                let mut rest = &chunk[..];
+                while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+                    if !*skipping && line.len() + nl <= MAX_LINE {
+                        line.extend_from_slice(&rest[..nl]);
+                        *seen |= sse_line(line, usage);
+                    }
+                    *skipping = false;
+                    line.clear();
+                    rest = &rest[nl + 1..];
+                }
+                if !*skipping {
+                    if line.len() + rest.len() <= MAX_LINE {
+                        line.extend_from_slice(rest);
+                    } else {
+                        *skipping = true;
+                        line.clear();
+                    }
+                }
+            }
+            Tracker::Off => {}
+        }
+    }
+
+    pub fn finish(self) -> Option<Usage> {
+        match self {
+            Tracker::Json { chunks, .. } => {
+                let body: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+                let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                let mut u = Usage::default();
+                u.absorb(&v).then_some(u)
+            }
+            Tracker::Sse {
+                line,
+                mut usage,
+                mut seen,
+                skipping,
+            } => {
+                if !skipping {
+                    seen |= sse_line(&line, &mut usage);
+                }
+                seen.then_some(usage)
+            }
+            Tracker::Off => None,
+        }
+    }
+}
+
+/// One SSE line: `data: {json}` may carry usage.
+fn sse_line(line: &[u8], usage: &mut Usage) -> bool {
+    let text = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(data) = text.strip_prefix(b"data:") else {
+        return false;
+    };
+    let data = data.trim_ascii();
+    if !data.starts_with(b"{") {
+        return false;
+    }
+    // Parse only events that can hold usage or the model.
+    if !contains(data, b"\"usage\"") && usage.model.is_some() {
+        return false;
+    }
+    match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(v) => usage.absorb(&v),
+        Err(_) => false,
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The `model` of a JSON request body (kept up to `MAX_REQUEST`).
+pub fn request_model(chunks: &[Bytes]) -> Option<String> {
+    let body: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    v["model"].as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(ct: &str, parts: &[&str]) -> Option<Usage> {
+        let mut t = Tracker::for_content_type(ct.as_bytes())?;
+        for p in parts {
+            t.feed(&Bytes::copy_from_slice(p.as_bytes()));
+        }
+        t.finish()
+    }
+
+    #[test]
+    fn openai_json_in_pieces() {
+        let u = run(
+            "application/json; charset=utf-8",
+            &[
+                r#"{"model":"gpt-4o","usage":{"prompt_"#,
+                r#"tokens":12,"completion_tokens":30,"total_tokens":42}}"#,
+            ],
+        )
+        .unwrap();
+        assert_eq!((u.prompt, u.completion, u.total()), (12, 30, 42));
+        assert_eq!(u.model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn anthropic_json_and_stream() {
+        let u = run(
+            "application/json",
+            &[r#"{"model":"claude-x","usage":{"input_tokens":5,"output_tokens":7}}"#],
+        )
+        .unwrap();
+        assert_eq!((u.prompt, u.completion), (5, 7));
+        let u = run(
+            "text/event-stream",
+            &[
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_",
+                "tokens\":15}}\n\n",
+            ],
+        )
+        .unwrap();
+        assert_eq!((u.prompt, u.completion), (9, 15));
+        assert_eq!(u.model.as_deref(), Some("claude-x"));
+    }
+
+    #[test]
+    fn openai_stream_usage_chunk() {
+        let u = run(
+            "text/event-stream",
+            &[
+                "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+                "data: {\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\ndata: [DONE]\n\n",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (u.prompt, u.completion, u.model.as_deref()),
+            (3, 4, Some("m"))
+        );
+    }
+
+    #[test]
+    fn other_bodies_are_ignored() {
+        assert!(Tracker::for_content_type(b"text/plain").is_none());
+        assert!(run("application/json", &["not json"]).is_none());
+        assert!(run("application/json", &[r#"{"no":"usage"}"#]).is_none());
+        let big = "x".repeat(MAX_JSON + 1);
+        assert!(run("application/json", &[&big]).is_none());
+    }
+}
