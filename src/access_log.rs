@@ -55,9 +55,15 @@ impl AccessLog {
         }
     }
 
-    /// Checks that the file can be opened for appending (its folder exists, permissions).
+    /// Checks that the file can be opened for appending (its folder exists, permissions). A
+    /// pipe is not opened here: opening one blocks until it has a reader, which only the writer
+    /// thread may wait for.
     pub fn check(&self) -> Result<(), String> {
+        use std::os::unix::fs::FileTypeExt;
         match &self.output {
+            Output::File(p) if std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()) => {
+                Ok(())
+            }
             Output::File(p) => open(p)
                 .map(|_| ())
                 .map_err(|e| format!("{}: {}", p.display(), crate::config::io_reason(&e))),

@@ -368,3 +368,70 @@ monitoring:
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+fn log_yaml(output: &str) -> String {
+    format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+routes:
+  - {{path: "/*", backend_url: "{{backend}}"}}
+monitoring:
+  logging: {{output: "{output}"}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn no_request_waits_for_a_log_nobody_reads() {
+    let backend = mock_backend::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let g = Gateway::start(&log_yaml(fifo.to_str().unwrap()), &backend.url());
+    let start = std::time::Instant::now();
+    for _ in 0..300 {
+        assert_eq!(get(&g.url("/echo"), None).await, 200);
+    }
+    let took = start.elapsed();
+    eprintln!("300 requests with a blocked access log: {took:?}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test]
+async fn sigusr1_reopens_the_log_for_logrotate() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(&log_yaml("{dir}/access.log"), &backend.url());
+    let path = g.dir.path().join("access.log");
+    let rotated = g.dir.path().join("access.log.1");
+    let count = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"type\":\"access\""))
+            .count()
+    };
+    let wait_for = |p: std::path::PathBuf, n: usize| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while count(&p) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} has {} lines",
+                p.display(),
+                count(&p)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(get(&g.url("/a"), None).await, 200);
+    wait_for(path.clone(), 1).await;
+    std::fs::rename(&path, &rotated).unwrap();
+    clawgate::process::signal(g.pid() as i32, libc::SIGUSR1).unwrap();
+    // The writer looks at the flag at least every 200 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(get(&g.url("/b"), None).await, 200);
+    wait_for(path.clone(), 1).await;
+    assert_eq!(count(&rotated), 1);
+    assert_eq!(count(&path), 1);
+}
