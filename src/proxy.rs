@@ -453,7 +453,7 @@ impl Gateway {
             ctx.built_in = Some("health");
             return Ok(Admit::Health);
         }
-        if cfg.metrics.is_some() && *path == *cfg.metrics_path {
+        if cfg.metrics.is_some() && cfg.metrics_listen.is_none() && *path == *cfg.metrics_path {
             ctx.built_in = Some("metrics");
             return Ok(Admit::Metrics);
         }

@@ -100,6 +100,17 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     if let Some(jwt) = config.auth.jwt.clone().filter(|j| j.jwks.is_some()) {
         start_jwks(&mut server, jwt);
     }
+    if let (Some(metrics), Some(addr)) = (&config.metrics, &config.metrics_listen) {
+        let mut service = pingora::services::listening::Service::new(
+            "metrics".into(),
+            MetricsApp {
+                metrics: metrics.clone(),
+                path: config.metrics_path.clone(),
+            },
+        );
+        service.add_tcp(addr);
+        server.add_service(service);
+    }
     server.add_service(background_service(
         "drain",
         Drain {
@@ -117,6 +128,39 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     server.run(RunArgs::default());
     process::remove_pid_file_if_ours(&config.pid_file);
     Ok(())
+}
+
+/// `monitoring.metrics.listen`: the metrics endpoint on a port of its own.
+struct MetricsApp {
+    metrics: Arc<crate::metrics::Metrics>,
+    path: String,
+}
+
+#[async_trait]
+impl pingora::apps::http_app::ServeHttp for MetricsApp {
+    async fn response(
+        &self,
+        session: &mut pingora::protocols::http::ServerSession,
+    ) -> http::Response<Vec<u8>> {
+        let (status, content_type, body) = if session.req_header().uri.path() != self.path {
+            (
+                404,
+                "application/json",
+                crate::respond::error_body(404, "no such endpoint", "").to_vec(),
+            )
+        } else {
+            self.metrics
+                .active
+                .set(IN_FLIGHT.load(Ordering::Relaxed) as i64);
+            (200, "text/plain; version=0.0.4", self.metrics.render())
+        };
+        http::Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("content-length", body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
 }
 
 /// Loads an identity provider's keys before serving, then keeps them fresh in the background.

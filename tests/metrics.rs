@@ -435,3 +435,52 @@ async fn sigusr1_reopens_the_log_for_logrotate() {
     assert_eq!(count(&rotated), 1);
     assert_eq!(count(&path), 1);
 }
+
+#[tokio::test]
+async fn metrics_can_have_a_port_of_their_own() {
+    let backend = mock_backend::spawn();
+    let admin = free_port();
+    let yaml = format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+routes:
+  - {{path: "/api/*", backend_url: "{{backend}}"}}
+monitoring:
+  metrics: {{enabled: true, listen: "127.0.0.1:{admin}"}}
+"#
+    );
+    let g = Gateway::start(&yaml, &backend.url());
+    assert_eq!(get(&g.url("/api/x"), None).await, 200);
+    assert_eq!(
+        get(&g.url("/metrics"), None).await,
+        404,
+        "not on the public listener"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        if let Ok(r) = client()
+            .get(format!("http://127.0.0.1:{admin}/metrics"))
+            .send()
+            .await
+        {
+            break r.text().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the metrics port never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        text.contains(
+            "openclaw_gateway_requests_total{method=\"GET\",route=\"/api/*\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    let r = client()
+        .get(format!("http://127.0.0.1:{admin}/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}

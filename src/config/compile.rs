@@ -45,6 +45,8 @@ pub struct Config {
     /// `monitoring.metrics` when enabled, and the path that serves it.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub metrics_path: String,
+    /// `monitoring.metrics.listen`: metrics on a port of their own (not on the gateway's).
+    pub metrics_listen: Option<String>,
     /// `monitoring.logging.output`: the JSON access log.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// Responses are read for LLM token usage (a token counter or the access log wants it).
@@ -220,6 +222,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     let global_response = global.map_or(&[][..], |t| &t.response[..]);
     let mut metrics = None;
     let mut metrics_path = "/metrics".to_string();
+    let mut metrics_listen = None;
     if let Some(m) = file.monitoring.as_ref().and_then(|m| m.metrics.as_ref()) {
         if m.enabled.0 {
             let prefix = text(&m.prefix).unwrap_or_else(|| "openclaw_gateway_".into());
@@ -227,8 +230,19 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
                 &prefix,
                 &m.custom_metrics,
             )?));
-            if m.listen.is_some() {
-                pend("a separate metrics listener (monitoring.metrics.listen)");
+            if let Some(l) = text(&m.listen) {
+                let l = if l.starts_with(':') {
+                    format!("0.0.0.0{l}")
+                } else {
+                    l
+                };
+                if l.parse::<SocketAddr>().is_err() || listen.contains(&l) {
+                    return Err(Problem::new(
+                        at!("monitoring", "metrics", "listen"),
+                        format!("{l:?} is not a free listen address; expected IP:PORT such as 127.0.0.1:9090, not one of gateway.listen"),
+                    ));
+                }
+                metrics_listen = Some(l);
             }
         }
         if let Some(e) = text(&m.endpoint) {
@@ -440,6 +454,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         quotas,
         metrics,
         metrics_path,
+        metrics_listen,
         access_log,
         track_tokens,
         base_path,
