@@ -94,38 +94,13 @@ for n in open jwt nocache; do
 done
 
 HALF=$((CONNS / 2))
-declare -A RATIOS CPU
-pair() { # A B ROUND: both loaded at once on one core; ratio A/B and CPU per request of each
-    local a=$1 b=$2 r=$3 oa=$TMP/pair-$1-$2-$3-a.txt ob=$TMP/pair-$1-$2-$3-b.txt
-    local ta0 tb0 ta1 tb1 ra rb pa pb ratio cua cub
-    ta0=$(cpu_ticks_of "${PID[$a]}")
-    tb0=$(cpu_ticks_of "${PID[$b]}")
-    wrk_for "$a" "$oa" "$HALF" &
-    pa=$!
-    wrk_for "$b" "$ob" "$HALF" &
-    pb=$!
-    wait "$pa" || die "wrk against $a failed"
-    wait "$pb" || die "wrk against $b failed"
-    ta1=$(cpu_ticks_of "${PID[$a]}")
-    tb1=$(cpu_ticks_of "${PID[$b]}")
-    ra=$(wrk_rps "$oa")
-    rb=$(wrk_rps "$ob")
-    ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
-    cua=$(awk -v d=$((ta1 - ta0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$oa")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
-    cub=$(awk -v d=$((tb1 - tb0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$ob")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
-    RATIOS[$a/$b]+="$ratio "
-    CPU[$a]+="$cua "
-    CPU[$b]+="$cub "
-    log "$(printf '[%s/%s] %-8s %7s req/s (%s us/req)  %-8s %7s req/s (%s us/req)  ratio %s' \
-        "$r" "$ROUNDS" "$a" "$ra" "$cua" "$b" "$rb" "$cub" "$ratio")"
-}
-median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+declare -A RATIOS CPU P99
 
 log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
 for r in $(seq 1 "$ROUNDS"); do
     # Alternate which side starts first.
-    if ((r % 2)); then pair jwt open "$r"; else pair open jwt "$r"; fi
-    pair nocache jwt "$r"
+    if ((r % 2)); then pair_run jwt open "$r"; else pair_run open jwt "$r"; fi
+    pair_run nocache jwt "$r"
 done
 
 cpu_open=$(echo "${CPU[open]}" | median)

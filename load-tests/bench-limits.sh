@@ -93,36 +93,12 @@ done
 
 HALF=$((CONNS / 2))
 declare -A RATIOS CPU P99
-pair() { # A B ROUND
-    local a=$1 b=$2 r=$3 oa=$TMP/pair-$1-$2-$3-a.txt ob=$TMP/pair-$1-$2-$3-b.txt
-    local ta0 tb0 ta1 tb1 ra rb pa pb ratio
-    ta0=$(cpu_ticks_of "${PID[$a]}")
-    tb0=$(cpu_ticks_of "${PID[$b]}")
-    run_wrk "$oa" "$HALF" "${URL[$a]}" &
-    pa=$!
-    run_wrk "$ob" "$HALF" "${URL[$b]}" &
-    pb=$!
-    wait "$pa" || die "wrk against $a failed"
-    wait "$pb" || die "wrk against $b failed"
-    ta1=$(cpu_ticks_of "${PID[$a]}")
-    tb1=$(cpu_ticks_of "${PID[$b]}")
-    ra=$(wrk_rps "$oa")
-    rb=$(wrk_rps "$ob")
-    ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
-    RATIOS[$a/$b]+="$ratio "
-    CPU[$a]+="$(awk -v d=$((ta1 - ta0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$oa")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}') "
-    CPU[$b]+="$(awk -v d=$((tb1 - tb0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$ob")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}') "
-    P99[$a]+="$(wrk_pct_ms "$oa" 99%) "
-    P99[$b]+="$(wrk_pct_ms "$ob" 99%) "
-    log "$(printf '[%s/%s] %-6s %7s req/s  %-6s %7s req/s  ratio %s' "$r" "$ROUNDS" "$a" "$ra" "$b" "$rb" "$ratio")"
-}
-median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 calls_before=$(redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_evalsha/ {print $3}')
 log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
 for r in $(seq 1 "$ROUNDS"); do
-    pair local off "$r"
-    pair redis off "$r"
+    pair_run local off "$r"
+    pair_run redis off "$r"
 done
 calls_after=$(redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_evalsha/ {print $3}')
 redis_requests=0

@@ -196,7 +196,6 @@ pair() { # A B ROUND
         "$r" "$ROUNDS" "$a" "$ra" "$cua" "$b" "$rb" "$cub" "$ratio" \
         "$PROXY_CPU" "$(idle_pct "$c0" "$(core_ticks "$PROXY_CPU")")" "$LOAD_CPU" "$(idle_pct "$c1" "$(core_ticks "$LOAD_CPU")")")"
 }
-median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 log "(b) paired runs: two wrk -t1 -c$HALF at the same time, both proxies on core $PROXY_CPU"
 for r in $(seq 1 "$ROUNDS"); do

@@ -203,3 +203,40 @@ run_wrk() {
     fi
 }
 
+
+# The median of whitespace-separated numbers on stdin ("n/a" when there are none).
+median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+# wrk_for NAME OUT CONNS: one run against gateway NAME (URL[NAME]); scripts may redefine it
+# (to add headers, say).
+wrk_for() { run_wrk "$2" "$3" "${URL[$1]}"; }
+
+# pair_run A B ROUND: gateways A and B loaded at the same time, HALF connections each, sharing
+# PROXY_CPU. Appends to RATIOS[A/B] (throughput A/B), CPU[A], CPU[B] (CPU us per request) and
+# P99[A], P99[B] (ms); needs PID[], HALF and associative arrays RATIOS, CPU, P99 declared.
+pair_run() {
+    local a=$1 b=$2 r=$3 oa=$TMP/pair-$1-$2-$3-a.txt ob=$TMP/pair-$1-$2-$3-b.txt
+    local ta0 tb0 ta1 tb1 ra rb pa pb ratio cua cub
+    ta0=$(cpu_ticks_of "${PID[$a]}")
+    tb0=$(cpu_ticks_of "${PID[$b]}")
+    wrk_for "$a" "$oa" "$HALF" &
+    pa=$!
+    wrk_for "$b" "$ob" "$HALF" &
+    pb=$!
+    wait "$pa" || die "wrk against $a failed"
+    wait "$pb" || die "wrk against $b failed"
+    ta1=$(cpu_ticks_of "${PID[$a]}")
+    tb1=$(cpu_ticks_of "${PID[$b]}")
+    ra=$(wrk_rps "$oa")
+    rb=$(wrk_rps "$ob")
+    ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
+    cua=$(awk -v d=$((ta1 - ta0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$oa")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+    cub=$(awk -v d=$((tb1 - tb0)) -v hz="$CLK_TCK" -v n="$(wrk_requests "$ob")" 'BEGIN {printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0)}')
+    RATIOS[$a/$b]+="$ratio "
+    CPU[$a]+="$cua "
+    CPU[$b]+="$cub "
+    P99[$a]+="$(wrk_pct_ms "$oa" 99%) "
+    P99[$b]+="$(wrk_pct_ms "$ob" 99%) "
+    log "$(printf '[%s/%s] %-8s %7s req/s (%s us/req)  %-8s %7s req/s (%s us/req)  ratio %s' \
+        "$r" "$ROUNDS" "$a" "$ra" "$cua" "$b" "$rb" "$cub" "$ratio")"
+}

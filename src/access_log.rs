@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -103,6 +103,10 @@ impl AccessLog {
     }
 }
 
+/// How often the writer wakes. It is never woken per line: a request that hands over a line
+/// then costs no wake-up and no context switch, and lines are written in batches.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
+
 fn write_loop(rx: Receiver<Vec<u8>>, path: Option<PathBuf>) {
     let sink = |p: &Option<PathBuf>| -> Box<dyn Write + Send> {
         match p {
@@ -116,27 +120,26 @@ fn write_loop(rx: Receiver<Vec<u8>>, path: Option<PathBuf>) {
             },
         }
     };
-    let mut out = BufWriter::with_capacity(64 << 10, sink(&path));
+    let mut out = BufWriter::with_capacity(256 << 10, sink(&path));
     loop {
+        std::thread::sleep(WRITE_EVERY);
         if REOPEN.swap(false, Ordering::Relaxed) {
             let _ = out.flush();
-            out = BufWriter::with_capacity(64 << 10, sink(&path));
+            out = BufWriter::with_capacity(256 << 10, sink(&path));
         }
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let _ = out.write_all(&line);
-                // Write what else is queued, then flush once.
-                while let Ok(more) = rx.try_recv() {
-                    let _ = out.write_all(&more);
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let _ = out.write_all(&line);
                 }
-                let _ = out.flush();
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                return;
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
         }
+        let _ = out.flush();
     }
 }
 
@@ -173,43 +176,138 @@ pub struct Entry<'a> {
     pub tokens: Option<&'a crate::usage::Usage>,
 }
 
+/// Appends a JSON string (escaped).
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for b in s.bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn push_num(out: &mut Vec<u8>, n: impl std::fmt::Display) {
+    let _ = write!(out, "{n}");
+}
+
+fn push_ms(out: &mut Vec<u8>, ms: f64) {
+    let _ = write!(out, "{:.3}", ms);
+}
+
+/// `2026-11-27T00:33:19.296Z`; the part up to the seconds is made once per second per thread.
+fn push_time(out: &mut Vec<u8>, t: SystemTime) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let full = timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+            c.1 = full[..19].to_string();
+            c.0 = secs;
+        }
+        out.push(b'"');
+        out.extend_from_slice(c.1.as_bytes());
+        let _ = write!(out, ".{:03}Z\"", since.subsec_millis());
+    });
+}
+
 impl Entry<'_> {
     pub fn to_line(&self) -> Vec<u8> {
-        let mut v = serde_json::json!({
-            "time": timestamp(self.time),
-            "type": "access",
-            "request_id": self.request_id,
-            "client_ip": self.client_ip.map(|ip| ip.to_string()),
-            "agent_id": self.agent_id,
-            "route": self.route,
-            "method": self.method,
-            "path": self.path,
-            "status": self.status,
-            "duration_ms": (self.duration_ms * 1000.0).round() / 1000.0,
-            "upstream": self.upstream,
-            "upstream_status": self.upstream_status,
-            "upstream_ms": self.upstream_ms.map(|m| (m * 1000.0).round() / 1000.0),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "cache": serde_json::Value::Null,
-            "tokens": self.tokens.map(|u| serde_json::json!({
-                "prompt": u.prompt,
-                "completion": u.completion,
-                "total": u.total(),
-                "model": u.model,
-            })),
-        });
-        if let Some((outcome, remaining)) = self.limit {
-            v["limit"] = serde_json::json!({"outcome": outcome, "remaining": remaining});
-        } else {
-            v["limit"] = serde_json::Value::Null;
+        let mut o = Vec::with_capacity(512);
+        o.extend_from_slice(b"{\"time\":");
+        push_time(&mut o, self.time);
+        o.extend_from_slice(b",\"type\":\"access\",\"request_id\":");
+        push_str(&mut o, self.request_id);
+        o.extend_from_slice(b",\"client_ip\":");
+        match self.client_ip {
+            Some(ip) => {
+                let _ = write!(o, "\"{ip}\"");
+            }
+            None => o.extend_from_slice(b"null"),
+        }
+        o.extend_from_slice(b",\"agent_id\":");
+        push_opt_str(&mut o, self.agent_id);
+        o.extend_from_slice(b",\"route\":");
+        push_str(&mut o, self.route);
+        o.extend_from_slice(b",\"method\":");
+        push_str(&mut o, self.method);
+        o.extend_from_slice(b",\"path\":");
+        push_str(&mut o, self.path);
+        o.extend_from_slice(b",\"status\":");
+        push_num(&mut o, self.status);
+        o.extend_from_slice(b",\"duration_ms\":");
+        push_ms(&mut o, self.duration_ms);
+        o.extend_from_slice(b",\"upstream\":");
+        push_opt_str(&mut o, self.upstream);
+        o.extend_from_slice(b",\"upstream_status\":");
+        match self.upstream_status {
+            Some(s) => push_num(&mut o, s),
+            None => o.extend_from_slice(b"null"),
+        }
+        o.extend_from_slice(b",\"upstream_ms\":");
+        match self.upstream_ms {
+            Some(ms) => push_ms(&mut o, ms),
+            None => o.extend_from_slice(b"null"),
+        }
+        o.extend_from_slice(b",\"bytes_in\":");
+        push_num(&mut o, self.bytes_in);
+        o.extend_from_slice(b",\"bytes_out\":");
+        push_num(&mut o, self.bytes_out);
+        o.extend_from_slice(b",\"cache\":null,\"tokens\":");
+        match self.tokens {
+            Some(u) => {
+                let _ = write!(
+                    o,
+                    "{{\"prompt\":{},\"completion\":{},\"total\":{},\"model\":",
+                    u.prompt,
+                    u.completion,
+                    u.total()
+                );
+                push_opt_str(&mut o, u.model.as_deref());
+                o.push(b'}');
+            }
+            None => o.extend_from_slice(b"null"),
+        }
+        o.extend_from_slice(b",\"limit\":");
+        match self.limit {
+            Some((outcome, remaining)) => {
+                o.extend_from_slice(b"{\"outcome\":");
+                push_str(&mut o, outcome);
+                o.extend_from_slice(b",\"remaining\":");
+                match remaining {
+                    Some(r) => push_num(&mut o, r),
+                    None => o.extend_from_slice(b"null"),
+                }
+                o.push(b'}');
+            }
+            None => o.extend_from_slice(b"null"),
         }
         if let Some(e) = self.error {
-            v["error"] = e.into();
+            o.extend_from_slice(b",\"error\":");
+            push_str(&mut o, e);
         }
-        let mut line = serde_json::to_vec(&v).unwrap_or_default();
-        line.push(b'\n');
-        line
+        o.extend_from_slice(b"}\n");
+        o
     }
 }
 
@@ -258,5 +356,15 @@ mod tests {
         assert_eq!(v["type"], "access");
         assert_eq!(v["duration_ms"], 1.235);
         assert_eq!(v["limit"]["remaining"], 9);
+        assert_eq!(v["client_ip"], "10.0.0.1");
+        assert_eq!(v["tokens"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut o = Vec::new();
+        push_str(&mut o, "a\"b\\c\u{1}d/é");
+        let back: String = serde_json::from_slice(&o).unwrap();
+        assert_eq!(back, "a\"b\\c\u{1}d/é");
     }
 }

@@ -29,6 +29,26 @@ async fn get(url: &str, key: Option<&str>) -> u16 {
     rb.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
+/// The metrics text once it holds `needle` (a request is counted when its logging step ends,
+/// just after its response).
+async fn metrics_with(url: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(r) = client().get(url).send().await {
+            let text = r.text().await.unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle} in {text}"
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
@@ -58,14 +78,24 @@ async fn known_traffic_gives_known_counters() {
     assert_eq!(get(&g.url("/api/v1/llm/echo"), None).await, 401);
     assert_eq!(get(&g.url("/api/v1/dead/x"), None).await, 502);
 
-    let r = client().get(g.url("/metrics")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = r.text().await.unwrap();
     let p = "openclaw_gateway_";
+    // A request is counted when its logging step ends, just after its response: poll until the
+    // last one shows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let r = client().get(g.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = r.text().await.unwrap();
+        if text.contains(&format!("{p}upstream_errors_total{{")) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(
         value(
             &text,
@@ -313,14 +343,7 @@ monitoring:
     )
     .await;
 
-    let text = c
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_with(&g.url("/metrics"), "agent_id=\"other\"").await;
     let p = "openclaw_gateway_agent_token_usage_total";
     assert_eq!(
         value(
@@ -456,21 +479,11 @@ monitoring:
         404,
         "not on the public listener"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let text = loop {
-        if let Ok(r) = client()
-            .get(format!("http://127.0.0.1:{admin}/metrics"))
-            .send()
-            .await
-        {
-            break r.text().await.unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the metrics port never answered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let text = metrics_with(
+        &format!("http://127.0.0.1:{admin}/metrics"),
+        "route=\"/api/*\"",
+    )
+    .await;
     assert!(
         text.contains(
             "openclaw_gateway_requests_total{method=\"GET\",route=\"/api/*\",status=\"200\"} 1"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# What observability costs: the same route with metrics and the JSON access log off, and on
+# (the article's custom metrics included). Two clawgate processes sharing one core; wrk and the
+# nginx backend on the other.
+#
+#   bash load-tests/bench-observe.sh              # defaults: DURATION=8 ROUNDS=3 CONNS=32
+#
+# Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh.
+set -euo pipefail
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+READY_DEADLINE=20
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=load-tests/lib.sh
+source "$ROOT/load-tests/lib.sh"
+for v in DURATION ROUNDS CONNS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+if [[ ${NO_BUILD:-0} != 1 ]]; then
+    log "cargo build --release --bin clawgate"
+    timeout 1800 cargo build --release --bin clawgate >&2 || die "cargo build failed"
+fi
+CLAWGATE=$ROOT/target/release/clawgate
+[[ -x $CLAWGATE ]] || die "binary not found: $CLAWGATE"
+enter_tmp
+
+BACKEND_PORT=$(free_port)
+nginx_conf "$TMP/backend" "$BACKEND_PORT" '        location / { return 200 "ok\n"; }'
+taskset -c "$LOAD_CPU" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
+    >"$TMP/backend/logs/stdout.log" 2>&1 &
+PIDS+=("$!")
+wait_ready "backend (nginx)" "http://127.0.0.1:$BACKEND_PORT/" "$!" "$TMP/backend/logs/error.log"
+
+declare -A URL PID
+start_claw() { # NAME MONITORING_YAML
+    local name=$1 monitoring=$2 port conf
+    port=$(free_port)
+    conf=$TMP/$name.yaml
+    cat >"$conf" <<EOF
+gateway:
+  listen: "127.0.0.1:$port"
+  pid_file: "$TMP/$name.pid"
+  upgrade_sock: "$TMP/$name.sock"
+  threads: 1
+routes:
+  - path: "/*"
+    backend_url: "http://127.0.0.1:$BACKEND_PORT"
+$monitoring
+EOF
+    "$CLAWGATE" check --config "$conf" >"$TMP/$name-check.log" 2>&1 ||
+        die "clawgate check failed: $(cat "$TMP/$name-check.log")"
+    taskset -c "$PROXY_CPU" "$CLAWGATE" start --config "$conf" >"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("$!")
+    wait_ready "clawgate ($name)" "http://127.0.0.1:$port/" "$!" "$TMP/$name.log"
+    URL[$name]="http://127.0.0.1:$port/"
+}
+start_claw off ""
+start_claw on "monitoring:
+  metrics:
+    enabled: true
+    custom_metrics:
+      - {name: agent_token_usage, type: counter, labels: [agent_id, model]}
+      - {name: request_latency, type: histogram, labels: [route, method]}
+  logging: {format: json, output: \"$TMP/access.log\"}"
+
+log "warm-up"
+for n in off on; do
+    WRK_SECONDS=2 wrk_for "$n" "$TMP/warmup-$n.txt" "$CONNS"
+done
+HALF=$((CONNS / 2))
+declare -A RATIOS CPU P99
+log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
+for r in $(seq 1 "$ROUNDS"); do
+    if ((r % 2)); then pair_run on off "$r"; else pair_run off on "$r"; fi
+done
+all=$(
+    for x in ${RATIOS[on/off]:-}; do echo "$x"; done
+    for x in ${RATIOS[off/on]:-}; do awk -v x="$x" 'BEGIN {printf "%.3f\n", (x > 0 ? 1 / x : 0)}'; done
+)
+sleep 1
+lines=$(grep -c '"type":"access"' "$TMP/access.log" || true)
+echo "===================================================================================="
+echo "Metrics + JSON access log on vs off ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each)"
+echo "  throughput on/off, every round: $(echo "$all" | tr '\n' ' ')"
+echo "  median: $(echo "$all" | tr '\n' ' ' | median)   (target >= 0.95 with tracing too)"
+echo "  CPU us/request: off $(echo "${CPU[off]}" | median), on $(echo "${CPU[on]}" | median)"
+echo "  p99 ms (paired runs): off $(echo "${P99[off]}" | median), on $(echo "${P99[on]}" | median)"
+echo "  access-log lines written: $lines (warm-up included)"
+echo "===================================================================================="
