@@ -19,9 +19,10 @@ pub fn from_client_or_new(client: Option<&HeaderValue>) -> HeaderValue {
     }
 }
 
+/// A new id: a UUID v7, time-ordered, so that ids sort by arrival in logs.
 pub fn new() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = Uuid::new_v4().as_hyphenated().encode_lower(&mut buf);
+    let text = Uuid::now_v7().as_hyphenated().encode_lower(&mut buf);
     // A hyphenated UUID is always a valid header value.
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown"))
 }
