@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing clawgate needs on Debian: cmake (pingora's zlib-ng build),
 # curl (the TLS/HTTP2 test and the quickstart), redis-server (the shared rate-limit tests start
-# their own instances on free ports). Extra Debian packages may be named as arguments
+# their own instances on free ports), promtool (checks deploy/prometheus). Extra Debian packages may be named as arguments
 # (the benchmark adds nginx-light and wrk). Does nothing when everything is already there.
 set -euo pipefail
 
@@ -21,6 +21,16 @@ if ((${#need[@]})); then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# promtool (Debian package prometheus) checks the shipped Prometheus files; without the
+# package's recommendations (a web UI's JavaScript, IPMI tools).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: installing prometheus (for promtool)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub rate_limited: IntCounterVec,
+    pub agent_requests: IntCounterVec,
     pub cache_hits: IntCounterVec,
     pub cache_misses: IntCounterVec,
     pub upstream_errors: IntCounterVec,
@@ -153,6 +154,11 @@ impl Metrics {
             "Requests refused by a rate limit, by agent.",
             &["agent_id"],
         )?;
+        let agent_requests = counter(
+            "agent_requests_total",
+            "Requests answered, by agent and status (for error rates per agent).",
+            &["agent_id", "status"],
+        )?;
         let cache_hits = counter(
             "cache_hits_total",
             "Responses served from cache.",
@@ -263,6 +269,7 @@ impl Metrics {
             duration,
             upstream_duration,
             rate_limited,
+            agent_requests,
             cache_hits,
             cache_misses,
             upstream_errors,
@@ -288,6 +295,9 @@ impl Metrics {
                 .with_label_values(&[o.route])
                 .observe(s);
         }
+        self.agent_requests
+            .with_label_values(&[o.agent_id.unwrap_or("anonymous"), status])
+            .inc();
         if o.status == 429 {
             self.rate_limited
                 .with_label_values(&[o.agent_id.unwrap_or("anonymous")])

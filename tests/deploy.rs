@@ -1,0 +1,134 @@
+//! The shipped monitoring files: Prometheus configuration and alert rules pass promtool, and
+//! every metric the alerts and the Grafana dashboard use is one a real gateway exports.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn deploy(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(rel)
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(deploy("prometheus"))
+        .output()
+        .expect("promtool is installed by scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prometheus_files_pass_promtool() {
+    promtool(&["check", "config", "prometheus.yml"]);
+    promtool(&["check", "rules", "alerts.yml"]);
+    promtool(&["test", "rules", "alerts_test.yml"]);
+}
+
+/// `openclaw_gateway_<name>` families named in a text (suffixes of histograms removed).
+fn families(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("openclaw_gateway_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        if family != "openclaw_gateway_" {
+            out.insert(family.to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_dashboard_and_alerts_use_metrics_the_gateway_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy("grafana/clawgate-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert_eq!(panels.len(), 5, "the article's five panels");
+    let exprs: String = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let alerts = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
+    let used: BTreeSet<String> = families(&exprs)
+        .union(&families(&alerts))
+        .cloned()
+        .collect();
+
+    let backend = mock_backend::spawn();
+    let yaml = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+agents:
+  "bot": {api_key: "key-bot", rate_limit: "1/minute"}
+routes:
+  - {path: "/dead/*", backend_url: "http://127.0.0.1:9"}
+  - {path: "/*", backend_url: "{backend}", auth_required: true}
+monitoring:
+  metrics:
+    enabled: true
+    custom_metrics:
+      - {name: "agent_token_usage", type: counter, labels: ["agent_id", "model"]}
+"#;
+    let g = Gateway::start(yaml, &backend.url());
+    let c = client();
+    for _ in 0..2 {
+        let _ = c
+            .post(g.url("/v1/chat/completions"))
+            .header("x-api-key", "key-bot")
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+    }
+    // A vector metric shows once it has a series: make a backend fail too.
+    let _ = c.get(g.url("/dead/x")).send().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let exported = loop {
+        let text = c
+            .get(g.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let names: BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_string)
+            .collect();
+        if text.contains("rate_limited_total{") && text.contains("upstream_errors_total{") {
+            break names;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let missing: Vec<&String> = used.iter().filter(|u| !exported.contains(*u)).collect();
+    assert!(
+        missing.is_empty(),
+        "used but not exported: {missing:?} (exported: {exported:?})"
+    );
+}
