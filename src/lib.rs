@@ -15,6 +15,7 @@ pub mod respond;
 pub mod router;
 pub mod server;
 pub mod starter;
+pub mod trace;
 pub mod transforms;
 pub mod upstream;
 pub mod usage;

@@ -1,5 +1,4 @@
-//! What a finished request leaves behind: its metrics and its access-log line (and, in a later
-//! release, its trace span).
+//! What a finished request leaves behind: its metrics, its access-log line, its trace spans.
 
 use crate::access_log::{AccessLog, Entry};
 use crate::metrics::{Metrics, Observation};
@@ -112,4 +111,31 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: See
     }
     .to_line();
     log.write(line);
+}
+
+/// Ends the request's span (and its upstream span, when the upstream call failed before a
+/// response) with what happened. Attributes hold no header, body or query string.
+pub fn end_spans(
+    session: &Session,
+    e: Option<&Error>,
+    seen: Seen,
+    request: opentelemetry::Context,
+    upstream: Option<opentelemetry::Context>,
+) {
+    use opentelemetry::KeyValue;
+    let status = status(session, e);
+    if let Some(up) = upstream {
+        crate::trace::end(&up, status, Vec::new());
+    }
+    let req = session.req_header();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", req.method.as_str().to_string()),
+        KeyValue::new("http.route", seen.route.to_string()),
+        KeyValue::new("url.path", req.uri.path().to_string()),
+        KeyValue::new("clawgate.request_id", seen.request_id.to_string()),
+    ];
+    if let Some(agent) = seen.agent_id {
+        attributes.push(KeyValue::new("clawgate.agent_id", agent.to_string()));
+    }
+    crate::trace::end(&request, status, attributes);
 }

@@ -79,6 +79,8 @@ pub struct Ctx {
     /// The request body's first chunks, to find the model when the response does not say.
     request_body: Option<Vec<Bytes>>,
     tokens: Option<Box<crate::usage::Usage>>,
+    /// The request's span and its upstream call's (boxed: only when tracing is on).
+    trace: Option<Box<Traced>>,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -115,8 +117,16 @@ impl Ctx {
             identity: self.identity.as_ref(),
             api_key_header: &self.config.auth.api_key_header,
             limit: self.limit,
+            trace_headers: self.trace.as_ref().and_then(|t| t.headers.as_ref()),
         })
     }
+}
+
+struct Traced {
+    request: opentelemetry::Context,
+    upstream: Option<opentelemetry::Context>,
+    /// What the backend receives: the upstream span's `traceparent`.
+    headers: Option<http::HeaderMap>,
 }
 
 /// What `request_filter` decided for a request it did not refuse.
@@ -199,6 +209,7 @@ impl ProxyHttp for Gateway {
             usage: None,
             request_body: None,
             tokens: None,
+            trace: None,
             body_bytes: 0,
             _in_flight: InFlight::new(),
         }
@@ -207,6 +218,15 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
+        if let Some(t) = &ctx.config.tracing {
+            ctx.trace = t.request(&session.req_header().headers).map(|request| {
+                Box::new(Traced {
+                    request,
+                    upstream: None,
+                    headers: None,
+                })
+            });
+        }
         Ok(())
     }
 
@@ -226,6 +246,15 @@ impl ProxyHttp for Gateway {
         }
         match decision {
             Ok(Admit::Proxy) => {
+                if let (Some(t), Some(traced), Some(route)) =
+                    (&ctx.config.tracing, ctx.trace.as_mut(), ctx.route)
+                {
+                    let label = &ctx.config.routes[route].label;
+                    if let Some((cx, headers)) = t.upstream(&traced.request, label) {
+                        traced.upstream = Some(cx);
+                        traced.headers = Some(headers);
+                    }
+                }
                 if let Some(fwd) = ctx.forward() {
                     upstream::set_forwarding_headers(session, &fwd);
                 }
@@ -322,6 +351,9 @@ impl ProxyHttp for Gateway {
             ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
             ctx.upstream_status = Some(resp.status.as_u16());
         }
+        if let Some(up) = ctx.trace.as_mut().and_then(|t| t.upstream.take()) {
+            crate::trace::end(&up, resp.status.as_u16(), Vec::new());
+        }
         if ctx.config.track_tokens && resp.status.is_success() {
             ctx.usage = resp
                 .headers
@@ -371,6 +403,9 @@ impl ProxyHttp for Gateway {
         }
         if let Some(log) = &ctx.config.access_log {
             crate::observe::log_line(log, session, e, ctx.observed());
+        }
+        if let Some(traced) = ctx.trace.take() {
+            crate::observe::end_spans(session, e, ctx.observed(), traced.request, traced.upstream);
         }
     }
 

@@ -83,6 +83,17 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     if let Some(store) = &config.auth.store {
         store.watch();
     }
+    if let Some(t) = &config.tracing {
+        t.start()?;
+    }
+    if config.quotas.store.is_some() {
+        server.add_service(background_service(
+            "limits-store",
+            StoreWarmUp {
+                config: config.clone(),
+            },
+        ));
+    }
     if let Some(log) = &config.access_log {
         log.check()
             .map_err(|e| format!("cannot open the access log: {e}"))?;
@@ -115,6 +126,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         "drain",
         Drain {
             pid_file: config.pid_file.clone(),
+            tracing: config.tracing.clone(),
         },
     ));
     process::write_pid_file(&config.pid_file)
@@ -178,6 +190,19 @@ fn start_jwks(server: &mut Server, jwt: Arc<crate::auth::jwt::Jwt>) {
     server.add_service(background_service("jwks", JwksRefresh { jwt }));
 }
 
+struct StoreWarmUp {
+    config: Arc<Config>,
+}
+
+#[async_trait]
+impl BackgroundService for StoreWarmUp {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        if let Some(store) = &self.config.quotas.store {
+            store.warm_up().await;
+        }
+    }
+}
+
 struct JwksRefresh {
     jwt: Arc<crate::auth::jwt::Jwt>,
 }
@@ -204,6 +229,7 @@ impl BackgroundService for JwksRefresh {
 /// grace period (which always sleeps in full) remains the upper bound.
 struct Drain {
     pid_file: String,
+    tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 #[async_trait]
@@ -220,6 +246,9 @@ impl BackgroundService for Drain {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         log::info!("all requests done; exiting");
+        if let Some(t) = &self.tracing {
+            t.flush();
+        }
         process::remove_pid_file_if_ours(&self.pid_file);
         std::process::exit(0);
     }

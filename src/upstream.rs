@@ -158,6 +158,8 @@ pub struct Forward<'a> {
     pub api_key_header: &'a HeaderName,
     /// The tightest rate limit that applied: response headers and `${rate_limit_*}`.
     pub limit: Option<Standing>,
+    /// `traceparent` (and `tracestate`) of the upstream call's span.
+    pub trace_headers: Option<&'a http::HeaderMap>,
 }
 
 pub fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -187,6 +189,11 @@ impl Forward<'_> {
         client_ip: Option<IpAddr>,
     ) {
         headers.remove(&X_AGENT_ID);
+        if let Some(trace) = self.trace_headers {
+            for (name, value) in trace {
+                headers.set(name, value.clone());
+            }
+        }
         if let Some(identity) = self.identity {
             headers.remove(&http::header::AUTHORIZATION);
             headers.remove(self.api_key_header);

@@ -119,7 +119,7 @@ fn start_refuses_features_this_build_lacks() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("tracing") && err.contains("refusing to start"),
+        err.contains("caching") && err.contains("refusing to start"),
         "{err}"
     );
 }

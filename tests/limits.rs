@@ -308,7 +308,7 @@ async fn the_store_can_be_reached_over_tls() {
     let g = Gateway::start_with(
         &shared_yaml(
             &format!("rediss://localhost:{tls_port}"),
-            ", on_store_error: deny",
+            ", on_store_error: deny, store_timeout: \"2s\"",
         ),
         &backend.url(),
         &[("SSL_CERT_FILE", cert.as_str())],

@@ -51,6 +51,8 @@ pub struct Config {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// Responses are read for LLM token usage (a token counter or the access log wants it).
     pub track_tokens: bool,
+    /// `monitoring.tracing` when enabled.
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
     /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
     pub token_path: String,
     pub keys_store: Option<String>,
@@ -262,9 +264,6 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         {
             pend("a text access log (monitoring.logging.format: text; json is provided)");
         }
-        if m.tracing.as_ref().is_some_and(|t| t.enabled.0) {
-            pend("tracing (monitoring.tracing)");
-        }
     }
     if let Some(c) = &file.caching {
         if c.strategy == Some(schema::CacheStrategy::Semantic) {
@@ -443,6 +442,26 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
                 _ => crate::access_log::Output::File(o.into()),
             }))
         });
+    let mut tracing = None;
+    if let Some(t) = monitoring.and_then(|m| m.tracing.as_ref()) {
+        let ratio = match &t.sampler {
+            Some(s) => crate::trace::parse_ratio(s)
+                .map_err(|m| Problem::new(at!("monitoring", "tracing", "sampler"), m))?,
+            None => 1.0,
+        };
+        let endpoint = text(&t.endpoint);
+        if let Some(e) = &endpoint {
+            if !e.starts_with("http://") && !e.starts_with("https://") {
+                return Err(Problem::new(
+                    at!("monitoring", "tracing", "endpoint"),
+                    format!("{e:?} is not an OTLP/HTTP URL such as http://127.0.0.1:4318"),
+                ));
+            }
+        }
+        if t.enabled.0 {
+            tracing = Some(Arc::new(crate::trace::Tracing::new(ratio, endpoint)));
+        }
+    }
     let track_tokens = access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
     Ok(Config {
         source,
@@ -457,6 +476,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         metrics_listen,
         access_log,
         track_tokens,
+        tracing,
         base_path,
         listen,
         tls,

@@ -92,6 +92,19 @@ impl RedisStore {
         })
     }
 
+    /// Connects ahead of the first request (from the serving process's runtime, which the
+    /// connection's task lives on), so that no request pays for the connection and TLS set-up.
+    pub async fn warm_up(&self) {
+        match tokio::time::timeout(Duration::from_secs(5), self.connection()).await {
+            Ok(Ok(_)) => log::info!("rate-limit store {} connected", self.shown),
+            Ok(Err(e)) => log::warn!("rate-limit store {} not reachable yet: {e}", self.shown),
+            Err(_) => log::warn!(
+                "rate-limit store {} not reachable yet: no answer within 5s",
+                self.shown
+            ),
+        }
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, String> {
         let conn = self
             .conn
