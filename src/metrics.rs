@@ -12,8 +12,9 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use prometheus::{Histogram, IntCounter};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// From 1 ms (proxy overhead) to 60 s (long LLM calls).
 const BUCKETS: &[f64] = &[
@@ -40,6 +41,20 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     custom: Vec<Custom>,
     models: Mutex<HashSet<String>>,
+    /// Per configured route, the series made on first use: a request then finds its counters
+    /// by index instead of hashing label values.
+    routes: Box<[RouteSeries]>,
+    anonymous: [OnceLock<IntCounter>; STATUSES],
+}
+
+const METHODS: usize = 8;
+const STATUSES: usize = 19;
+
+#[derive(Default)]
+struct RouteSeries {
+    requests: [[OnceLock<IntCounter>; STATUSES]; METHODS],
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,6 +79,8 @@ struct Custom {
 /// What one finished request contributes.
 pub struct Observation<'a> {
     pub route: &'a str,
+    /// The configured route's index (its series are found by index).
+    pub route_index: Option<usize>,
     pub method: &'a http::Method,
     pub status: u16,
     pub agent_id: Option<&'a str>,
@@ -72,42 +89,55 @@ pub struct Observation<'a> {
     pub upstream_seconds: Option<f64>,
 }
 
-pub fn method_label(m: &http::Method) -> &'static str {
+const METHOD_LABELS: [&str; METHODS] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "OTHER",
+];
+
+fn method_index(m: &http::Method) -> usize {
     use http::Method as M;
     match *m {
-        M::GET => "GET",
-        M::POST => "POST",
-        M::PUT => "PUT",
-        M::DELETE => "DELETE",
-        M::PATCH => "PATCH",
-        M::HEAD => "HEAD",
-        M::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        M::GET => 0,
+        M::POST => 1,
+        M::PUT => 2,
+        M::DELETE => 3,
+        M::PATCH => 4,
+        M::HEAD => 5,
+        M::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-fn status_label(s: u16) -> &'static str {
-    // Static strings for the common codes: no allocation per request.
+pub fn method_label(m: &http::Method) -> &'static str {
+    METHOD_LABELS[method_index(m)]
+}
+
+/// The common codes get their own label; others count as `other`.
+const STATUS_LABELS: [&str; STATUSES] = [
+    "200", "201", "204", "301", "302", "304", "400", "401", "403", "404", "405", "413", "429",
+    "431", "500", "502", "503", "504", "other",
+];
+
+fn status_index(s: u16) -> usize {
     match s {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        413 => "413",
-        429 => "429",
-        431 => "431",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        _ => "other",
+        200 => 0,
+        201 => 1,
+        204 => 2,
+        301 => 3,
+        302 => 4,
+        304 => 5,
+        400 => 6,
+        401 => 7,
+        403 => 8,
+        404 => 9,
+        405 => 10,
+        413 => 11,
+        429 => 12,
+        431 => 13,
+        500 => 14,
+        502 => 15,
+        503 => 16,
+        504 => 17,
+        _ => 18,
     }
 }
 
@@ -277,27 +307,56 @@ impl Metrics {
             reloads,
             custom: customs,
             models: Mutex::new(HashSet::new()),
+            routes: Box::default(),
+            anonymous: Default::default(),
         })
+    }
+
+    /// Room for the series of `n` configured routes.
+    pub fn with_routes(mut self, n: usize) -> Metrics {
+        self.routes = (0..n).map(|_| RouteSeries::default()).collect();
+        self
     }
 
     /// Records a finished request.
     pub fn observe(&self, o: &Observation) {
-        let method = method_label(o.method);
-        let status = status_label(o.status);
-        self.requests
-            .with_label_values(&[o.route, method, status])
-            .inc();
-        self.duration
-            .with_label_values(&[o.route])
-            .observe(o.seconds);
-        if let Some(s) = o.upstream_seconds {
-            self.upstream_duration
-                .with_label_values(&[o.route])
-                .observe(s);
+        let (mi, si) = (method_index(o.method), status_index(o.status));
+        let (method, status) = (METHOD_LABELS[mi], STATUS_LABELS[si]);
+        match o.route_index.and_then(|i| self.routes.get(i)) {
+            Some(r) => {
+                r.requests[mi][si]
+                    .get_or_init(|| self.requests.with_label_values(&[o.route, method, status]))
+                    .inc();
+                r.duration
+                    .get_or_init(|| self.duration.with_label_values(&[o.route]))
+                    .observe(o.seconds);
+                if let Some(s) = o.upstream_seconds {
+                    r.upstream
+                        .get_or_init(|| self.upstream_duration.with_label_values(&[o.route]))
+                        .observe(s);
+                }
+            }
+            None => {
+                self.requests
+                    .with_label_values(&[o.route, method, status])
+                    .inc();
+                self.duration
+                    .with_label_values(&[o.route])
+                    .observe(o.seconds);
+            }
         }
-        self.agent_requests
-            .with_label_values(&[o.agent_id.unwrap_or("anonymous"), status])
-            .inc();
+        match o.agent_id {
+            Some(agent) => self
+                .agent_requests
+                .with_label_values(&[agent, status])
+                .inc(),
+            None => self.anonymous[si]
+                .get_or_init(|| {
+                    self.agent_requests
+                        .with_label_values(&["anonymous", status])
+                })
+                .inc(),
+        }
         if o.status == 429 {
             self.rate_limited
                 .with_label_values(&[o.agent_id.unwrap_or("anonymous")])
@@ -396,6 +455,7 @@ mod tests {
         let m = Metrics::new("openclaw_gateway_", &custom).unwrap();
         let ok = Observation {
             route: "/llm/*",
+            route_index: None,
             method: &http::Method::POST,
             status: 200,
             agent_id: Some("fin"),

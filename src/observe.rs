@@ -9,6 +9,7 @@ use std::time::Instant;
 /// The parts of a request's context that observation needs.
 pub struct Seen<'a> {
     pub route: &'a str,
+    pub route_index: Option<usize>,
     pub agent_id: Option<&'a str>,
     pub start: Instant,
     pub upstream_seconds: Option<f64>,
@@ -54,6 +55,7 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, seen: Seen) {
     let status = status(session, e);
     m.observe(&Observation {
         route: seen.route,
+        route_index: seen.route_index,
         method: &session.req_header().method,
         status,
         agent_id: seen.agent_id,
@@ -122,10 +124,16 @@ pub fn end_spans(
     request: opentelemetry::Context,
     upstream: Option<opentelemetry::Context>,
 ) {
+    use opentelemetry::trace::TraceContextExt;
     use opentelemetry::KeyValue;
     let status = status(session, e);
     if let Some(up) = upstream {
         crate::trace::end(&up, status, Vec::new());
+    }
+    if !request.span().is_recording() {
+        // Not sampled: nothing is kept, so nothing is worth building.
+        request.span().end();
+        return;
     }
     let req = session.req_header();
     let mut attributes = vec![

@@ -97,6 +97,7 @@ impl Ctx {
                 .map(|r| r.label.as_str())
                 .or(self.built_in)
                 .unwrap_or("unmatched"),
+            route_index: self.route,
             agent_id: self.identity.as_ref().map(|i| &*i.agent.id),
             start: self.start,
             upstream_seconds: self.upstream_seconds,

@@ -127,7 +127,9 @@ impl Tracing {
             .span_builder("upstream")
             .with_kind(SpanKind::Client)
             .start_with_context(&live.tracer, request);
-        span.set_attribute(KeyValue::new("http.route", route.to_string()));
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new("http.route", route.to_string()));
+        }
         let cx = request.with_span(span);
         let mut headers = http::HeaderMap::new();
         live.propagator
@@ -139,6 +141,10 @@ impl Tracing {
 /// Ends a span with the attributes of its outcome.
 pub fn end(cx: &Context, status: u16, attributes: Vec<KeyValue>) {
     let span = cx.span();
+    if !span.is_recording() {
+        span.end();
+        return;
+    }
     span.set_attribute(KeyValue::new(
         "http.response.status_code",
         i64::from(status),

@@ -228,10 +228,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     if let Some(m) = file.monitoring.as_ref().and_then(|m| m.metrics.as_ref()) {
         if m.enabled.0 {
             let prefix = text(&m.prefix).unwrap_or_else(|| "openclaw_gateway_".into());
-            metrics = Some(Arc::new(crate::metrics::Metrics::new(
-                &prefix,
-                &m.custom_metrics,
-            )?));
+            metrics = Some(crate::metrics::Metrics::new(&prefix, &m.custom_metrics)?);
             if let Some(l) = text(&m.listen) {
                 let l = if l.starts_with(':') {
                     format!("0.0.0.0{l}")
@@ -463,6 +460,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         }
     }
     let track_tokens = access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
+    let metrics = metrics.map(|m| Arc::new(m.with_routes(routes.len())));
     Ok(Config {
         source,
         name: text(&file.name).unwrap_or_else(|| "clawgate".into()),
