@@ -19,42 +19,20 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=load-tests/lib.sh
 source "$ROOT/load-tests/lib.sh"
-for v in DURATION ROUNDS CONNS; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
-
-if [[ ${NO_BUILD:-0} != 1 ]]; then
-    log "cargo build --release --bin clawgate"
-    timeout 1800 cargo build --release --bin clawgate >&2 || die "cargo build failed"
-fi
-CLAWGATE=$ROOT/target/release/clawgate
-[[ -x $CLAWGATE ]] || die "binary not found: $CLAWGATE"
+require_positive DURATION ROUNDS CONNS
+build_clawgate
 enter_tmp
-
-BACKEND_PORT=$(free_port)
-nginx_conf "$TMP/backend" "$BACKEND_PORT" '        location / { return 200 "ok\n"; }'
-taskset -c "$LOAD_CPU" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
-    >"$TMP/backend/logs/stdout.log" 2>&1 &
-PIDS+=("$!")
-wait_ready "backend (nginx)" "http://127.0.0.1:$BACKEND_PORT/" "$!" "$TMP/backend/logs/error.log"
+start_backend
 
 # A random secret for this run only.
 export BENCH_JWT_SECRET
 BENCH_JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n/+=')
 
-declare -A URL PID
+declare -A URL PID CONF
 start_claw() { # NAME TOKEN_CACHE PATH
-    local name=$1 cache=$2 path=$3 port conf
-    port=$(free_port)
-    conf=$TMP/$name.yaml
-    cat >"$conf" <<EOF
-gateway:
-  listen: "127.0.0.1:$port"
-  pid_file: "$TMP/$name.pid"
-  upgrade_sock: "$TMP/$name.sock"
-  threads: 1
+    start_gateway "$1" /open/ <<EOF
 auth:
-  jwt: {secret: "\${BENCH_JWT_SECRET}", issuer: "bench", expiry: "1h", token_cache: $cache}
+  jwt: {secret: "\${BENCH_JWT_SECRET}", issuer: "bench", expiry: "1h", token_cache: $2}
 routes:
   - path: "/open/*"
     backend_url: "http://127.0.0.1:$BACKEND_PORT"
@@ -63,19 +41,12 @@ routes:
     auth_required: true
     auth_strategy: jwt
 EOF
-    "$CLAWGATE" check --config "$conf" >"$TMP/$name-check.log" 2>&1 ||
-        die "clawgate check failed: $(cat "$TMP/$name-check.log")"
-    taskset -c "$PROXY_CPU" "$CLAWGATE" start --config "$conf" >"$TMP/$name.log" 2>&1 &
-    PID[$name]=$!
-    PIDS+=("$!")
-    wait_ready "clawgate ($name)" "http://127.0.0.1:$port/open/" "$!" "$TMP/$name.log"
-    URL[$name]="http://127.0.0.1:$port$path"
-    CONF=$conf
+    URL[$1]+=$3
 }
 start_claw open 10000 /open/
 start_claw jwt 10000 /jwt/
 start_claw nocache 0 /jwt/
-TOKEN=$("$CLAWGATE" token --config "$CONF" --agent bench-agent --ttl 1h)
+TOKEN=$("$CLAWGATE" token --config "${CONF[jwt]}" --agent bench-agent --ttl 1h)
 AUTH=(-H "Authorization: Bearer $TOKEN")
 code=$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" "${URL[jwt]}")
 [[ $code == 200 ]] || die "the JWT route answered $code with the minted token"

@@ -22,26 +22,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=load-tests/lib.sh
 source "$ROOT/load-tests/lib.sh"
-for v in DURATION ROUNDS CONNS CLIENTS_SECONDS; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+require_positive DURATION ROUNDS CONNS CLIENTS_SECONDS
 command -v redis-server >/dev/null 2>&1 || bash "$ROOT/scripts/setup.sh"
 command -v redis-cli >/dev/null 2>&1 || die "missing tool: redis-cli"
-
-if [[ ${NO_BUILD:-0} != 1 ]]; then
-    log "cargo build --release --bin clawgate"
-    timeout 1800 cargo build --release --bin clawgate >&2 || die "cargo build failed"
-fi
-CLAWGATE=$ROOT/target/release/clawgate
-[[ -x $CLAWGATE ]] || die "binary not found: $CLAWGATE"
+build_clawgate
 enter_tmp
-
-BACKEND_PORT=$(free_port)
-nginx_conf "$TMP/backend" "$BACKEND_PORT" '        location / { return 200 "ok\n"; }'
-taskset -c "$LOAD_CPU" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
-    >"$TMP/backend/logs/stdout.log" 2>&1 &
-PIDS+=("$!")
-wait_ready "backend (nginx)" "http://127.0.0.1:$BACKEND_PORT/" "$!" "$TMP/backend/logs/error.log"
+start_backend
 
 REDIS_PORT=$(free_port)
 taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
@@ -53,30 +39,15 @@ for _ in $(seq 1 100); do
 done
 [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || die "redis-server did not start"
 
-declare -A URL PID
-start_claw() { # NAME RATE_LIMITING_YAML [GATEWAY_EXTRA]
-    local name=$1 limits=$2 extra=${3:-} port conf
-    port=$(free_port)
-    conf=$TMP/$name.yaml
-    cat >"$conf" <<EOF
-gateway:
-  listen: "127.0.0.1:$port"
-  pid_file: "$TMP/$name.pid"
-  upgrade_sock: "$TMP/$name.sock"
-  threads: 1
-$extra
-$limits
+declare -A URL PID CONF
+start_claw() { # NAME RATE_LIMITING_YAML [GATEWAY_LINES]
+    start_gateway "$1" / "${3:-}" <<EOF
+$2
 routes:
   - path: "/*"
     backend_url: "http://127.0.0.1:$BACKEND_PORT"
 EOF
-    "$CLAWGATE" check --config "$conf" >"$TMP/$name-check.log" 2>&1 ||
-        die "clawgate check failed: $(cat "$TMP/$name-check.log")"
-    taskset -c "$PROXY_CPU" "$CLAWGATE" start --config "$conf" >"$TMP/$name.log" 2>&1 &
-    PID[$name]=$!
-    PIDS+=("$!")
-    wait_ready "clawgate ($name)" "http://127.0.0.1:$port/" "$!" "$TMP/$name.log"
-    URL[$name]="http://127.0.0.1:$port/"
+    URL[$1]+=/
 }
 HIGH='"100000000/second"'
 start_claw off ""

@@ -20,47 +20,20 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=load-tests/lib.sh
 source "$ROOT/load-tests/lib.sh"
-for v in DURATION ROUNDS CONNS; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
-if [[ ${NO_BUILD:-0} != 1 ]]; then
-    log "cargo build --release --bin clawgate"
-    timeout 1800 cargo build --release --bin clawgate >&2 || die "cargo build failed"
-fi
-CLAWGATE=$ROOT/target/release/clawgate
-[[ -x $CLAWGATE ]] || die "binary not found: $CLAWGATE"
+require_positive DURATION ROUNDS CONNS
+build_clawgate
 enter_tmp
+start_backend
 
-BACKEND_PORT=$(free_port)
-nginx_conf "$TMP/backend" "$BACKEND_PORT" '        location / { return 200 "ok\n"; }'
-taskset -c "$LOAD_CPU" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
-    >"$TMP/backend/logs/stdout.log" 2>&1 &
-PIDS+=("$!")
-wait_ready "backend (nginx)" "http://127.0.0.1:$BACKEND_PORT/" "$!" "$TMP/backend/logs/error.log"
-
-declare -A URL PID
+declare -A URL PID CONF
 start_claw() { # NAME MONITORING_YAML
-    local name=$1 monitoring=$2 port conf
-    port=$(free_port)
-    conf=$TMP/$name.yaml
-    cat >"$conf" <<EOF
-gateway:
-  listen: "127.0.0.1:$port"
-  pid_file: "$TMP/$name.pid"
-  upgrade_sock: "$TMP/$name.sock"
-  threads: 1
+    start_gateway "$1" / <<EOF
 routes:
   - path: "/*"
     backend_url: "http://127.0.0.1:$BACKEND_PORT"
-$monitoring
+$2
 EOF
-    "$CLAWGATE" check --config "$conf" >"$TMP/$name-check.log" 2>&1 ||
-        die "clawgate check failed: $(cat "$TMP/$name-check.log")"
-    taskset -c "$PROXY_CPU" "$CLAWGATE" start --config "$conf" >"$TMP/$name.log" 2>&1 &
-    PID[$name]=$!
-    PIDS+=("$!")
-    wait_ready "clawgate ($name)" "http://127.0.0.1:$port/" "$!" "$TMP/$name.log"
-    URL[$name]="http://127.0.0.1:$port/"
+    URL[$1]+=/
 }
 start_claw off ""
 start_claw on "monitoring:

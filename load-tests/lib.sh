@@ -240,3 +240,55 @@ pair_run() {
     log "$(printf '[%s/%s] %-8s %7s req/s (%s us/req)  %-8s %7s req/s (%s us/req)  ratio %s' \
         "$r" "$ROUNDS" "$a" "$ra" "$cua" "$b" "$rb" "$cub" "$ratio")"
 }
+
+# require_positive VAR...: each variable holds a positive integer, else die.
+require_positive() {
+    local v
+    for v in "$@"; do
+        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+    done
+}
+
+# build_clawgate: a release build of clawgate (unless NO_BUILD=1); sets CLAWGATE.
+build_clawgate() {
+    if [[ ${NO_BUILD:-0} != 1 ]]; then
+        log "cargo build --release --bin clawgate"
+        timeout 1800 cargo build --release --bin clawgate >&2 || die "cargo build failed"
+    fi
+    CLAWGATE=$ROOT/target/release/clawgate
+    [[ -x $CLAWGATE ]] || die "binary not found: $CLAWGATE"
+}
+
+# start_backend: the nginx backend answering "ok" on core LOAD_CPU; sets BACKEND_PORT.
+start_backend() {
+    BACKEND_PORT=$(free_port)
+    nginx_conf "$TMP/backend" "$BACKEND_PORT" '        location / { return 200 "ok\n"; }'
+    taskset -c "$LOAD_CPU" nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
+        >"$TMP/backend/logs/stdout.log" 2>&1 &
+    PIDS+=("$!")
+    wait_ready "backend (nginx)" "http://127.0.0.1:$BACKEND_PORT/" "$!" "$TMP/backend/logs/error.log"
+}
+
+# start_gateway NAME READY_PATH [GATEWAY_LINES]: a clawgate with one worker on core PROXY_CPU.
+# Its configuration is a gateway section (listener, pid file, socket, GATEWAY_LINES) followed by
+# the YAML read from stdin; it must pass `clawgate check`. Sets PID[NAME], URL[NAME] (no path)
+# and CONF[NAME].
+start_gateway() {
+    local name=$1 ready=$2 extra=${3:-} port conf
+    port=$(free_port)
+    conf=$TMP/$name.yaml
+    {
+        printf 'gateway:\n  listen: "127.0.0.1:%s"\n  pid_file: "%s"\n  upgrade_sock: "%s"\n  threads: 1\n' \
+            "$port" "$TMP/$name.pid" "$TMP/$name.sock"
+        [[ -z $extra ]] || printf '%s\n' "$extra"
+        cat
+    } >"$conf"
+    "$CLAWGATE" check --config "$conf" >"$TMP/$name-check.log" 2>&1 ||
+        die "clawgate check failed for $name: $(cat "$TMP/$name-check.log")"
+    taskset -c "$PROXY_CPU" "$CLAWGATE" start --config "$conf" >"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    PIDS+=("$!")
+    URL[$name]="http://127.0.0.1:$port"
+    CONF[$name]=$conf
+    wait_ready "clawgate ($name)" "http://127.0.0.1:$port$ready" "$!" "$TMP/$name.log"
+}

@@ -600,7 +600,7 @@ impl Gateway {
         m.active
             .set(crate::proxy::IN_FLIGHT.load(Ordering::Relaxed) as i64);
         let body = Bytes::from(m.render());
-        respond::write_body(session, 200, "text/plain; version=0.0.4", body, id).await
+        respond::write_body(session, 200, "text/plain; version=0.0.4", body, id, &[]).await
     }
 
     /// The rate limits through the shared (Redis) store.

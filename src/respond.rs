@@ -60,37 +60,26 @@ pub async fn write_json(
     request_id: &str,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(code, Some(4 + extra.len()))?;
-    h.insert_header("content-type", "application/json")?;
-    h.insert_header("content-length", body.len().to_string())?;
-    h.insert_header("x-request-id", request_id)?;
-    h.insert_header("cache-control", "no-store")?;
-    for (k, v) in extra {
-        h.insert_header(*k, *v)?;
-    }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(h), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    write_body(session, code, "application/json", body, request_id, extra).await
 }
 
-/// A plain answer of the gateway's own (the metrics text).
+/// An answer of the gateway's own (JSON, or the metrics text), never cached.
 pub async fn write_body(
     session: &mut Session,
     code: u16,
     content_type: &str,
     body: Bytes,
     request_id: &str,
+    extra: &[(&'static str, &str)],
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(code, Some(4))?;
+    let mut h = ResponseHeader::build(code, Some(4 + extra.len()))?;
     h.insert_header("content-type", content_type)?;
     h.insert_header("content-length", body.len().to_string())?;
     h.insert_header("x-request-id", request_id)?;
     h.insert_header("cache-control", "no-store")?;
+    for (k, v) in extra {
+        h.insert_header(*k, *v)?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(h), head_only)

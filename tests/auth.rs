@@ -297,6 +297,27 @@ impl JwksServer {
     }
 }
 
+/// The statuses of `n` requests sent at once with a bearer token.
+async fn concurrently(n: usize, url: &str, token: &str) -> Vec<u16> {
+    let calls = (0..n).map(|_| {
+        let (url, t) = (url.to_string(), token.to_string());
+        tokio::spawn(async move {
+            client()
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or(0))
+        .collect()
+}
+
 /// An Ed25519 key: its JWK (public) and its signing key.
 fn ed_key(kid: &str) -> (Value, EncodingKey) {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
@@ -342,24 +363,7 @@ routes:
     // 100 concurrent tokens naming a new kid cause one fetch.
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the cooldown
     server.publish(&[&jwk_a, &jwk_b, &jwk_c]);
-    let t = token("c", &key_c);
-    let calls = (0..100).map(|_| {
-        let (url, t) = (g.url("/echo"), t.clone());
-        tokio::spawn(async move {
-            client()
-                .get(url)
-                .bearer_auth(t)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        })
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let statuses = concurrently(100, &g.url("/echo"), &token("c", &key_c)).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(
         server.fetches.load(Ordering::SeqCst),
@@ -370,23 +374,7 @@ routes:
     // Unknown kids within the cooldown cause no fetch at all.
     let (other, other_key) = ed_key("never-published");
     let _ = other;
-    let calls = (0..20).map(|_| {
-        let (url, t) = (g.url("/echo"), token("never-published", &other_key));
-        tokio::spawn(async move {
-            client()
-                .get(url)
-                .bearer_auth(t)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        })
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
+    let statuses = concurrently(20, &g.url("/echo"), &token("never-published", &other_key)).await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     assert!(server.fetches.load(Ordering::SeqCst) <= 4);
 
