@@ -8,21 +8,11 @@
 # Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh.
 set -euo pipefail
 
-DURATION=${DURATION:-8}
-ROUNDS=${ROUNDS:-3}
-CONNS=${CONNS:-32}
-PROXY_CPU=${PROXY_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
-READY_DEADLINE=20
-
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=load-tests/lib.sh
 source "$ROOT/load-tests/lib.sh"
-require_positive DURATION ROUNDS CONNS
-build_clawgate
-enter_tmp
-start_backend
+prepare_gateway_run
 
 # A random secret for this run only.
 export BENCH_JWT_SECRET

@@ -10,24 +10,16 @@
 # CLIENTS_SECONDS (default 10): how long the distinct-clients run lasts.
 set -euo pipefail
 
-DURATION=${DURATION:-8}
-ROUNDS=${ROUNDS:-3}
-CONNS=${CONNS:-32}
-PROXY_CPU=${PROXY_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
 CLIENTS_SECONDS=${CLIENTS_SECONDS:-10}
-READY_DEADLINE=20
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=load-tests/lib.sh
 source "$ROOT/load-tests/lib.sh"
-require_positive DURATION ROUNDS CONNS CLIENTS_SECONDS
+require_positive CLIENTS_SECONDS
 command -v redis-server >/dev/null 2>&1 || bash "$ROOT/scripts/setup.sh"
 command -v redis-cli >/dev/null 2>&1 || die "missing tool: redis-cli"
-build_clawgate
-enter_tmp
-start_backend
+prepare_gateway_run
 
 REDIS_PORT=$(free_port)
 taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \

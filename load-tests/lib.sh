@@ -1,6 +1,14 @@
-# Shared by the benchmark scripts: tools, process bookkeeping, readiness, wrk runs.
-# Source it after setting PROXY_CPU, LOAD_CPU and READY_DEADLINE; then `enter_tmp` makes the
-# temp dir TMP, and on exit everything started (pids in PIDS) is stopped and TMP removed.
+# Shared by the benchmark scripts: settings, tools, process bookkeeping, readiness, wrk runs.
+# Sourcing it sets the common settings (from the environment, else their defaults) and checks the
+# tools; `enter_tmp` then makes the temp dir TMP, and on exit everything started (pids in PIDS)
+# is stopped and TMP removed.
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+READY_DEADLINE=${READY_DEADLINE:-20}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -291,4 +299,13 @@ start_gateway() {
     URL[$name]="http://127.0.0.1:$port"
     CONF[$name]=$conf
     wait_ready "clawgate ($name)" "http://127.0.0.1:$port$ready" "$!" "$TMP/$name.log"
+}
+
+# prepare_gateway_run: the common start of the clawgate-only benchmarks: settings checked, a
+# release build, the temp dir, the nginx backend.
+prepare_gateway_run() {
+    require_positive DURATION ROUNDS CONNS
+    build_clawgate
+    enter_tmp
+    start_backend
 }

@@ -124,7 +124,8 @@ impl Ctx {
 }
 
 struct Traced {
-    request: opentelemetry::Context,
+    /// The server span; `None` when the request is not sampled.
+    request: Option<opentelemetry::Context>,
     upstream: Option<opentelemetry::Context>,
     /// What the backend receives: the upstream span's `traceparent`.
     headers: Option<http::HeaderMap>,
@@ -220,11 +221,21 @@ impl ProxyHttp for Gateway {
         let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
         if let Some(t) = &ctx.config.tracing {
-            ctx.trace = t.request(&session.req_header().headers).map(|request| {
-                Box::new(Traced {
-                    request,
-                    upstream: None,
-                    headers: None,
+            ctx.trace = t.begin(&session.req_header().headers).map(|begun| {
+                Box::new(match begun {
+                    crate::trace::Begun::Sampled(request) => Traced {
+                        request: Some(request),
+                        upstream: None,
+                        headers: None,
+                    },
+                    crate::trace::Begun::Unsampled(traceparent) => Traced {
+                        request: None,
+                        upstream: None,
+                        headers: Some(http::HeaderMap::from_iter([(
+                            http::HeaderName::from_static("traceparent"),
+                            traceparent,
+                        )])),
+                    },
                 })
             });
         }
@@ -251,7 +262,8 @@ impl ProxyHttp for Gateway {
                     (&ctx.config.tracing, ctx.trace.as_mut(), ctx.route)
                 {
                     let label = &ctx.config.routes[route].label;
-                    if let Some((cx, headers)) = t.upstream(&traced.request, label) {
+                    let started = traced.request.as_ref().and_then(|r| t.upstream(r, label));
+                    if let Some((cx, headers)) = started {
                         traced.upstream = Some(cx);
                         traced.headers = Some(headers);
                     }
@@ -405,8 +417,9 @@ impl ProxyHttp for Gateway {
         if let Some(log) = &ctx.config.access_log {
             crate::observe::log_line(log, session, e, ctx.observed());
         }
-        if let Some(traced) = ctx.trace.take() {
-            crate::observe::end_spans(session, e, ctx.observed(), traced.request, traced.upstream);
+        if let Some(request) = ctx.trace.as_mut().and_then(|t| t.request.take()) {
+            let upstream = ctx.trace.as_mut().and_then(|t| t.upstream.take());
+            crate::observe::end_spans(session, e, ctx.observed(), request, upstream);
         }
     }
 

@@ -67,7 +67,9 @@ impl Tracing {
 
     /// Starts the SDK (and its exporter thread when there is an endpoint).
     pub fn start(&self) -> Result<(), String> {
-        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(self.ratio)));
+        // Roots are sampled by `begin` (the ratio), unsampled parents never reach the SDK: what
+        // the SDK sees is always to be recorded.
+        let sampler = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
         let mut builder = SdkTracerProvider::builder().with_sampler(sampler);
         if let Some(endpoint) = &self.endpoint {
             use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -106,8 +108,44 @@ impl Tracing {
         }
     }
 
+    /// Starts a request's trace. Sampled requests get SDK spans; the others (most of them) only
+    /// get the `traceparent` the backend will receive, made by hand: no span, no allocation
+    /// beyond the header.
+    pub fn begin(&self, headers: &http::HeaderMap) -> Option<Begun> {
+        self.live.get()?;
+        let incoming = headers
+            .get("traceparent")
+            .and_then(|v| parse_traceparent(v.as_bytes()));
+        let sampled = match incoming {
+            Some((_, sampled)) => sampled,
+            None => self.ratio >= 1.0 || (random_u64() as f64 / u64::MAX as f64) < self.ratio,
+        };
+        if sampled {
+            return self.request(headers).map(Begun::Sampled);
+        }
+        let trace_id = match incoming {
+            Some((id, _)) => id,
+            None => loop {
+                let id = uuid::Uuid::new_v4().as_u128();
+                if id != 0 {
+                    break id;
+                }
+            },
+        };
+        let span_id = loop {
+            let id = random_u64();
+            if id != 0 {
+                break id;
+            }
+        };
+        let value = format!("00-{trace_id:032x}-{span_id:016x}-00");
+        http::HeaderValue::from_str(&value)
+            .ok()
+            .map(Begun::Unsampled)
+    }
+
     /// The request's server span, continuing the client's trace when it sent one.
-    pub fn request(&self, headers: &http::HeaderMap) -> Option<Context> {
+    fn request(&self, headers: &http::HeaderMap) -> Option<Context> {
         let live = self.live.get()?;
         let parent = live.propagator.extract(&HeaderExtractor(headers));
         let span = live
@@ -136,6 +174,35 @@ impl Tracing {
             .inject_context(&cx, &mut HeaderInjector(&mut headers));
         Some((cx, headers))
     }
+}
+
+/// How a request's trace began.
+pub enum Begun {
+    Sampled(Context),
+    /// Not recorded: only the `traceparent` for the backend.
+    Unsampled(http::HeaderValue),
+}
+
+fn random_u64() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`: the trace id and the sampled flag.
+fn parse_traceparent(v: &[u8]) -> Option<(u128, bool)> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    let mut parts = s.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00" || trace.len() != 32 || parent.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok()?;
+    let parent_id = u64::from_str_radix(parent, 16).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    if trace_id == 0 || parent_id == 0 {
+        return None;
+    }
+    Some((trace_id, flags & 1 == 1))
 }
 
 /// Ends a span with the attributes of its outcome.
@@ -187,7 +254,9 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let req = t.request(&h).unwrap();
+        let Some(Begun::Sampled(req)) = t.begin(&h) else {
+            panic!("a sampled parent is followed")
+        };
         let (up, out) = t.upstream(&req, "llm").unwrap();
         let tp = out["traceparent"].to_str().unwrap();
         assert!(
@@ -200,5 +269,33 @@ mod tests {
         );
         end(&up, 200, vec![]);
         end(&req, 200, vec![]);
+    }
+
+    #[test]
+    fn unsampled_requests_get_a_traceparent_by_hand() {
+        let t = Tracing::new(0.0, None);
+        t.start().unwrap();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        let Some(Begun::Unsampled(tp)) = t.begin(&h) else {
+            panic!("an unsampled parent is followed")
+        };
+        let tp = tp.to_str().unwrap();
+        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-00"));
+        assert!(!tp.contains("00f067aa0ba902b7"));
+        let Some(Begun::Unsampled(root)) = t.begin(&http::HeaderMap::new()) else {
+            panic!("ratio 0 samples no root")
+        };
+        assert_eq!(parse_traceparent(root.as_bytes()).map(|p| p.1), Some(false));
+        assert_eq!(parse_traceparent(b"garbage"), None);
+        assert_eq!(
+            parse_traceparent(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
     }
 }
