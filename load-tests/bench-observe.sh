@@ -6,7 +6,8 @@
 #
 #   bash load-tests/bench-observe.sh              # defaults: DURATION=8 ROUNDS=3 CONNS=32
 #
-# Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh.
+# Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh;
+# OBSERVE (default "metrics log tracing"): which of the three the "on" gateway has.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,14 +27,19 @@ EOF
     URL[$1]+=/
 }
 start_claw off ""
-start_claw on "monitoring:
+OBSERVE=${OBSERVE:-metrics log tracing}
+on="monitoring:"
+[[ $OBSERVE != *metrics* ]] || on+="
   metrics:
     enabled: true
     custom_metrics:
       - {name: agent_token_usage, type: counter, labels: [agent_id, model]}
-      - {name: request_latency, type: histogram, labels: [route, method]}
-  logging: {format: json, output: \"$TMP/access.log\"}
+      - {name: request_latency, type: histogram, labels: [route, method]}"
+[[ $OBSERVE != *log* ]] || on+="
+  logging: {format: json, output: \"$TMP/access.log\"}"
+[[ $OBSERVE != *tracing* ]] || on+="
   tracing: {enabled: true, sampler: \"0.1\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
+start_claw on "$on"
 
 log "warm-up"
 for n in off on; do
@@ -50,9 +56,9 @@ all=$(
     for x in ${RATIOS[off/on]:-}; do awk -v x="$x" 'BEGIN {printf "%.3f\n", (x > 0 ? 1 / x : 0)}'; done
 )
 sleep 1
-lines=$(grep -c '"type":"access"' "$TMP/access.log" || true)
+lines=$(grep -c '"type":"access"' "$TMP/access.log" 2>/dev/null || true)
 echo "===================================================================================="
-echo "Metrics + JSON access log + tracing (0.1) on vs off ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each)"
+echo "On ($OBSERVE) vs off ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each)"
 echo "  throughput on/off, every round: $(echo "$all" | tr '\n' ' ')"
 echo "  median: $(echo "$all" | tr '\n' ' ' | median)   (target >= 0.95)"
 echo "  CPU us/request: off $(echo "${CPU[off]}" | median), on $(echo "${CPU[on]}" | median)"

@@ -126,7 +126,7 @@ pub fn forward_uri(
 }
 
 /// Appends an address as text; IPv4 by hand, since `Display` costs ~2,000 instructions (measured).
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {

@@ -74,15 +74,17 @@ pub enum Tracker {
 impl Tracker {
     /// A tracker for a response of this content type, if it may carry usage.
     pub fn for_content_type(ct: &[u8]) -> Option<Tracker> {
-        let ct = std::str::from_utf8(ct).ok()?.to_ascii_lowercase();
-        if ct.starts_with("text/event-stream") {
+        // No allocation: most responses are neither, and this runs for each of them.
+        let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
+        let plus_json = ct.windows(5).any(|w| w.eq_ignore_ascii_case(b"+json"));
+        if starts(b"text/event-stream") {
             Some(Tracker::Sse {
                 line: Vec::new(),
                 usage: Usage::default(),
                 seen: false,
                 skipping: false,
             })
-        } else if ct.starts_with("application/json") || ct.contains("+json") {
+        } else if starts(b"application/json") || plus_json {
             Some(Tracker::Json {
                 chunks: Vec::new(),
                 len: 0,
