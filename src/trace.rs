@@ -1,6 +1,6 @@
 //! OpenTelemetry tracing: a server span per request and a client span for its upstream call,
 //! the W3C `traceparent` continued from the client and passed on to the backend, parent-based
-//! ratio sampling, OTLP/HTTP (JSON) export in batches from a thread of the SDK's own. Without an
+//! ratio sampling, OTLP/HTTP export (protobuf, or JSON) in batches from a thread of the SDK's own. Without an
 //! endpoint nothing is exported, but the context is still propagated.
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -18,6 +18,8 @@ use std::time::Duration;
 pub struct Tracing {
     pub ratio: f64,
     pub endpoint: Option<String>,
+    /// OTLP over HTTP with JSON bodies instead of protobuf (dearer to encode).
+    pub json: bool,
     live: OnceLock<Live>,
 }
 
@@ -57,10 +59,11 @@ fn traces_url(endpoint: &str) -> String {
 }
 
 impl Tracing {
-    pub fn new(ratio: f64, endpoint: Option<String>) -> Tracing {
+    pub fn new(ratio: f64, endpoint: Option<String>, json: bool) -> Tracing {
         Tracing {
             ratio,
             endpoint,
+            json,
             live: OnceLock::new(),
         }
     }
@@ -75,7 +78,11 @@ impl Tracing {
             use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_protocol(Protocol::HttpJson)
+                .with_protocol(if self.json {
+                    Protocol::HttpJson
+                } else {
+                    Protocol::HttpBinary
+                })
                 .with_endpoint(traces_url(endpoint))
                 .with_timeout(Duration::from_secs(5))
                 .with_headers(Default::default())
@@ -245,7 +252,7 @@ mod tests {
 
     #[test]
     fn the_clients_trace_is_continued_and_passed_on() {
-        let t = Tracing::new(1.0, None);
+        let t = Tracing::new(1.0, None, false);
         t.start().unwrap();
         let mut h = http::HeaderMap::new();
         h.insert(
@@ -273,7 +280,7 @@ mod tests {
 
     #[test]
     fn unsampled_requests_get_a_traceparent_by_hand() {
-        let t = Tracing::new(0.0, None);
+        let t = Tracing::new(0.0, None, false);
         t.start().unwrap();
         let mut h = http::HeaderMap::new();
         h.insert(

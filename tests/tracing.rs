@@ -9,8 +9,9 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A minimal OTLP/HTTP receiver: keeps the body of every POST.
-fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+/// A minimal OTLP/HTTP receiver: keeps the body of every POST (the gateway is told to send JSON,
+/// which the test can read; protobuf, the default, goes the same way).
+fn receiver() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -42,9 +43,7 @@ fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
-                    b.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&body).into_owned());
+                    b.lock().unwrap().push(body);
                     let _ = conn.write_all(
                         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
                     );
@@ -56,10 +55,10 @@ fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 /// Every span in the received OTLP/JSON bodies.
-fn spans(bodies: &[String]) -> Vec<Value> {
+fn spans(bodies: &[Vec<u8>]) -> Vec<Value> {
     let mut out = Vec::new();
     for body in bodies {
-        let v: Value = serde_json::from_str(body).expect("OTLP/JSON");
+        let v: Value = serde_json::from_slice(body).expect("OTLP/JSON");
         for rs in v["resourceSpans"].as_array().into_iter().flatten() {
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
@@ -81,7 +80,7 @@ agents:
 routes:
   - {{path: "/llm/*", name: "llm", backend_url: "{{backend}}", strip_prefix: true, auth_required: true}}
 monitoring:
-  tracing: {{enabled: true, sampler: "0.1", endpoint: "{collector}"}}
+  tracing: {{enabled: true, sampler: "0.1", endpoint: "{collector}", protocol: "http/json"}}
 "#
     );
     let g = Gateway::start(&yaml, &backend.url());
@@ -145,10 +144,57 @@ monitoring:
         "the backend's parent is the upstream span"
     );
     assert_eq!(upstream["parentSpanId"], server["spanId"]);
-    let exported = bodies.lock().unwrap().join("\n");
+    let exported: String = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(exported.contains("\"llm\""), "the route is an attribute");
     assert!(exported.contains("bot"), "the agent is an attribute");
     for secret in ["key-bot-trace-secret", "query-secret"] {
         assert!(!exported.contains(secret), "{secret} reached a span");
+    }
+}
+
+#[tokio::test]
+async fn spans_are_exported_as_protobuf_by_default() {
+    let (collector, bodies) = receiver();
+    let backend = mock_backend::spawn();
+    let yaml = format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+routes:
+  - {{path: "/*", backend_url: "{{backend}}"}}
+monitoring:
+  tracing: {{enabled: true, endpoint: "{collector}"}}
+"#
+    );
+    let g = Gateway::start(&yaml, &backend.url());
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = client()
+        .get(g.url("/echo"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The trace id travels as 16 raw bytes in the protobuf body.
+    let raw: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|b| b.windows(16).any(|w| w == raw.as_slice()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no protobuf span with the trace id arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -455,8 +455,18 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
                 ));
             }
         }
+        let json = match t.protocol.as_ref().map(|p| p.0.as_str()) {
+            None | Some("http/protobuf") => false,
+            Some("http/json") => true,
+            Some(other) => {
+                return Err(Problem::new(
+                    at!("monitoring", "tracing", "protocol"),
+                    format!("{other:?} is not supported; expected http/protobuf or http/json"),
+                ))
+            }
+        };
         if t.enabled.0 {
-            tracing = Some(Arc::new(crate::trace::Tracing::new(ratio, endpoint)));
+            tracing = Some(Arc::new(crate::trace::Tracing::new(ratio, endpoint, json)));
         }
     }
     let track_tokens = access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());

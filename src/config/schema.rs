@@ -347,4 +347,6 @@ pub struct Tracing {
     pub enabled: Flag,
     pub sampler: Option<Text>,
     pub endpoint: Option<Text>,
+    /// `http/protobuf` (default) or `http/json`, as OTEL_EXPORTER_OTLP_PROTOCOL.
+    pub protocol: Option<Text>,
 }
