@@ -6,7 +6,6 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A JWKS document larger than this is refused.
@@ -24,7 +23,6 @@ pub struct Jwks {
     pub cooldown: Duration,
     /// When a token with an unknown `kid` last caused a fetch; held while one runs.
     refetch: tokio::sync::Mutex<Option<Instant>>,
-    pub fetches: AtomicU64,
     /// The SHA-256 of the document in use: an unchanged document changes nothing.
     last: std::sync::Mutex<Option<[u8; 32]>>,
 }
@@ -36,7 +34,6 @@ impl Jwks {
             refresh,
             cooldown,
             refetch: tokio::sync::Mutex::new(None),
-            fetches: AtomicU64::new(0),
             last: std::sync::Mutex::new(None),
         }
     }
@@ -50,7 +47,6 @@ impl Jwks {
 
     /// Reads the keys now; `None` when the document is the one already in use.
     pub async fn fetch(&self) -> Result<Option<Vec<KeySpec>>, String> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let body = match &self.source {
             Source::File(p) => tokio::fs::read(p)
                 .await

@@ -57,8 +57,6 @@ pub struct RedisStore {
     failing: AtomicBool,
     /// Checks that could not use Redis (for metrics).
     pub errors: AtomicU64,
-    /// Round trips made (for the benchmark).
-    pub round_trips: AtomicU64,
 }
 
 /// `redis://user:secret@host` → `redis://user:***@host`.
@@ -88,7 +86,6 @@ impl RedisStore {
             skip_until_ms: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             errors: AtomicU64::new(0),
-            round_trips: AtomicU64::new(0),
         })
     }
 
@@ -139,7 +136,6 @@ impl RedisStore {
         }
         let answer = tokio::time::timeout(self.timeout, async {
             let mut conn = self.connection().await?;
-            self.round_trips.fetch_add(1, Ordering::Relaxed);
             invocation
                 .invoke_async::<Vec<i64>>(&mut conn)
                 .await
