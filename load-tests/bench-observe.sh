@@ -38,7 +38,7 @@ on="monitoring:"
 [[ $OBSERVE != *log* ]] || on+="
   logging: {format: json, output: \"$TMP/access.log\"}"
 [[ $OBSERVE != *tracing* ]] || on+="
-  tracing: {enabled: true, sampler: \"0.1\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
+  tracing: {enabled: true, sampler: \"${SAMPLER:-0.1}\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
 start_claw on "$on"
 
 log "warm-up"

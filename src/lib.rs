@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod auth;
 pub mod client_addr;
 pub mod config;
+pub mod http_client;
 pub mod limits;
 pub mod metrics;
 pub mod observe;

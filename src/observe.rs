@@ -115,35 +115,27 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: See
     log.write(line);
 }
 
-/// Ends the request's span (and its upstream span, when the upstream call failed before a
-/// response) with what happened. Attributes hold no header, body or query string.
+/// Ends a sampled request's spans with what happened. Attributes hold no header, body or
+/// query string.
 pub fn end_spans(
+    t: &crate::trace::Tracing,
     session: &Session,
     e: Option<&Error>,
     seen: Seen,
-    request: opentelemetry::Context,
-    upstream: Option<opentelemetry::Context>,
+    sampled: Box<crate::trace::Sampled>,
 ) {
-    use opentelemetry::trace::TraceContextExt;
-    use opentelemetry::KeyValue;
     let status = status(session, e);
-    if let Some(up) = upstream {
-        crate::trace::end(&up, status, Vec::new());
-    }
-    if !request.span().is_recording() {
-        // Not sampled: nothing is kept, so nothing is worth building.
-        request.span().end();
-        return;
-    }
-    let req = session.req_header();
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", req.method.as_str().to_string()),
-        KeyValue::new("http.route", seen.route.to_string()),
-        KeyValue::new("url.path", req.uri.path().to_string()),
-        KeyValue::new("clawgate.request_id", seen.request_id.to_string()),
-    ];
-    if let Some(agent) = seen.agent_id {
-        attributes.push(KeyValue::new("clawgate.agent_id", agent.to_string()));
-    }
-    crate::trace::end(&request, status, attributes);
+    t.end_request(sampled, status, || {
+        let req = session.req_header();
+        let mut attributes = vec![
+            ("http.request.method", req.method.as_str().to_string()),
+            ("http.route", seen.route.to_string()),
+            ("url.path", req.uri.path().to_string()),
+            ("clawgate.request_id", seen.request_id.to_string()),
+        ];
+        if let Some(agent) = seen.agent_id {
+            attributes.push(("clawgate.agent_id", agent.to_string()));
+        }
+        attributes
+    });
 }

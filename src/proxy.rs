@@ -79,8 +79,10 @@ pub struct Ctx {
     /// The request body's first chunks, to find the model when the response does not say.
     request_body: Option<Vec<Bytes>>,
     tokens: Option<Box<crate::usage::Usage>>,
-    /// The request's span and its upstream call's (boxed: only when tracing is on).
-    trace: Option<Box<Traced>>,
+    /// The `traceparent` the backend receives, when tracing is on.
+    traceparent: Option<HeaderValue>,
+    /// The spans of a sampled request (boxed: most requests are not sampled).
+    trace: Option<Box<crate::trace::Sampled>>,
     body_bytes: u64,
     _in_flight: InFlight,
 }
@@ -118,17 +120,9 @@ impl Ctx {
             identity: self.identity.as_ref(),
             api_key_header: &self.config.auth.api_key_header,
             limit: self.limit,
-            trace_headers: self.trace.as_ref().and_then(|t| t.headers.as_ref()),
+            traceparent: self.traceparent.as_ref(),
         })
     }
-}
-
-struct Traced {
-    /// The server span; `None` when the request is not sampled.
-    request: Option<opentelemetry::Context>,
-    upstream: Option<opentelemetry::Context>,
-    /// What the backend receives: the upstream span's `traceparent`.
-    headers: Option<http::HeaderMap>,
 }
 
 /// What `request_filter` decided for a request it did not refuse.
@@ -211,6 +205,7 @@ impl ProxyHttp for Gateway {
             usage: None,
             request_body: None,
             tokens: None,
+            traceparent: None,
             trace: None,
             body_bytes: 0,
             _in_flight: InFlight::new(),
@@ -221,23 +216,10 @@ impl ProxyHttp for Gateway {
         let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
         if let Some(t) = &ctx.config.tracing {
-            ctx.trace = t.begin(&session.req_header().headers).map(|begun| {
-                Box::new(match begun {
-                    crate::trace::Begun::Sampled(request) => Traced {
-                        request: Some(request),
-                        upstream: None,
-                        headers: None,
-                    },
-                    crate::trace::Begun::Unsampled(traceparent) => Traced {
-                        request: None,
-                        upstream: None,
-                        headers: Some(http::HeaderMap::from_iter([(
-                            http::HeaderName::from_static("traceparent"),
-                            traceparent,
-                        )])),
-                    },
-                })
-            });
+            match t.begin(&session.req_header().headers) {
+                crate::trace::Begun::Sampled(s) => ctx.trace = Some(s),
+                crate::trace::Begun::Unsampled(parent) => ctx.traceparent = Some(parent),
+            }
         }
         Ok(())
     }
@@ -258,15 +240,10 @@ impl ProxyHttp for Gateway {
         }
         match decision {
             Ok(Admit::Proxy) => {
-                if let (Some(t), Some(traced), Some(route)) =
+                if let (Some(t), Some(sampled), Some(route)) =
                     (&ctx.config.tracing, ctx.trace.as_mut(), ctx.route)
                 {
-                    let label = &ctx.config.routes[route].label;
-                    let started = traced.request.as_ref().and_then(|r| t.upstream(r, label));
-                    if let Some((cx, headers)) = started {
-                        traced.upstream = Some(cx);
-                        traced.headers = Some(headers);
-                    }
+                    ctx.traceparent = Some(t.upstream(sampled, &ctx.config.routes[route].label));
                 }
                 if let Some(fwd) = ctx.forward() {
                     upstream::set_forwarding_headers(session, &fwd);
@@ -364,8 +341,8 @@ impl ProxyHttp for Gateway {
             ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
             ctx.upstream_status = Some(resp.status.as_u16());
         }
-        if let Some(up) = ctx.trace.as_mut().and_then(|t| t.upstream.take()) {
-            crate::trace::end(&up, resp.status.as_u16(), Vec::new());
+        if let (Some(t), Some(sampled)) = (&ctx.config.tracing, ctx.trace.as_mut()) {
+            t.end_upstream(sampled, resp.status.as_u16());
         }
         if ctx.config.track_tokens && resp.status.is_success() {
             ctx.usage = resp
@@ -417,9 +394,8 @@ impl ProxyHttp for Gateway {
         if let Some(log) = &ctx.config.access_log {
             crate::observe::log_line(log, session, e, ctx.observed());
         }
-        if let Some(request) = ctx.trace.as_mut().and_then(|t| t.request.take()) {
-            let upstream = ctx.trace.as_mut().and_then(|t| t.upstream.take());
-            crate::observe::end_spans(session, e, ctx.observed(), request, upstream);
+        if let (Some(t), Some(sampled)) = (&ctx.config.tracing, ctx.trace.take()) {
+            crate::observe::end_spans(t, session, e, ctx.observed(), sampled);
         }
     }
 

@@ -83,8 +83,11 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     if let Some(store) = &config.auth.store {
         store.watch();
     }
-    if let Some(t) = &config.tracing {
-        t.start()?;
+    if let Some(t) = config.tracing.as_ref().filter(|t| t.endpoint.is_some()) {
+        server.add_service(background_service(
+            "tracing-export",
+            crate::trace::Exporter(t.clone()),
+        ));
     }
     if config.quotas.store.is_some() {
         server.add_service(background_service(
@@ -247,7 +250,7 @@ impl BackgroundService for Drain {
         }
         log::info!("all requests done; exiting");
         if let Some(t) = &self.tracing {
-            t.flush();
+            t.flush().await;
         }
         process::remove_pid_file_if_ours(&self.pid_file);
         std::process::exit(0);

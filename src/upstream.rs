@@ -19,6 +19,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_AGENT_ID: HeaderName = HeaderName::from_static("x-agent-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
@@ -158,8 +159,8 @@ pub struct Forward<'a> {
     pub api_key_header: &'a HeaderName,
     /// The tightest rate limit that applied: response headers and `${rate_limit_*}`.
     pub limit: Option<Standing>,
-    /// `traceparent` (and `tracestate`) of the upstream call's span.
-    pub trace_headers: Option<&'a http::HeaderMap>,
+    /// The `traceparent` of the upstream call (a client's `tracestate` passes unchanged).
+    pub traceparent: Option<&'a HeaderValue>,
 }
 
 pub fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -189,10 +190,8 @@ impl Forward<'_> {
         client_ip: Option<IpAddr>,
     ) {
         headers.remove(&X_AGENT_ID);
-        if let Some(trace) = self.trace_headers {
-            for (name, value) in trace {
-                headers.set(name, value.clone());
-            }
+        if let Some(parent) = self.traceparent {
+            headers.set(&TRACEPARENT, parent.clone());
         }
         if let Some(identity) = self.identity {
             headers.remove(&http::header::AUTHORIZATION);
@@ -276,7 +275,8 @@ pub fn set_forwarding_headers(session: &mut Session, fwd: &Forward) {
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
     let headers = &mut parts.headers;
-    headers.reserve(set.len() + 1);
+    // Room for all the gateway adds (X-Agent-ID, traceparent too): one grow, not two.
+    headers.reserve(set.len() + 1 + usize::from(fwd.traceparent.is_some()));
     for (name, value) in set {
         match value {
             Some(v) => {

@@ -180,20 +180,35 @@ monitoring:
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    // The trace id travels as 16 raw bytes in the protobuf body.
+    // Each body decodes as an OTLP ExportTraceServiceRequest holding the client's trace.
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
     let raw: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
         .collect();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !bodies
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|b| b.windows(16).any(|w| w == raw.as_slice()))
-    {
+    loop {
+        let names: Vec<String> = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let req = ExportTraceServiceRequest::decode(b.as_slice()).expect("OTLP protobuf");
+                req.resource_spans
+                    .into_iter()
+                    .flat_map(|r| r.scope_spans)
+                    .flat_map(|s| s.spans)
+                    .filter(|s| s.trace_id == raw)
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if names.iter().any(|n| n == "clawgate request") && names.iter().any(|n| n == "upstream") {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "no protobuf span with the trace id arrived"
+            "no protobuf spans of the trace arrived: {names:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -156,77 +156,22 @@ pub fn parse(body: &[u8]) -> Result<Vec<KeySpec>, String> {
 
 /// GET over HTTP(S) with Pingora's own client; bounded in time and size.
 async fn fetch_url(url: &str) -> Result<Vec<u8>, String> {
-    use pingora::connectors::http::Connector;
-    use pingora::http::RequestHeader;
-    use pingora::upstreams::peer::HttpPeer;
+    use crate::http_client::{exchange, Call, Target};
     let fail = |why: String| format!("{url}: {why}");
-    let uri: http::Uri = url.parse().map_err(|_| fail("not a URL".into()))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(fail("the scheme must be http or https".into())),
+    let target = Target::resolve(url, FETCH_TIMEOUT).await.map_err(fail)?;
+    let connector = pingora::connectors::http::Connector::new(None);
+    let call = Call {
+        method: "GET",
+        headers: &[("accept", "application/json")],
+        body: None,
+        max_answer: MAX_JWKS_BYTES,
     };
-    let authority = uri.authority().ok_or_else(|| fail("no host".into()))?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addr = tokio::net::lookup_host((host, port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| fail(format!("cannot resolve {host}")))?;
-    let mut peer = HttpPeer::new(addr, tls, host.to_string());
-    peer.options.connection_timeout = Some(FETCH_TIMEOUT);
-    peer.options.total_connection_timeout = Some(FETCH_TIMEOUT);
-    peer.options.read_timeout = Some(FETCH_TIMEOUT);
-    peer.options.write_timeout = Some(FETCH_TIMEOUT);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-
-    let exchange = async {
-        let connector = Connector::new(None);
-        let (mut session, _) = connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut req =
-            RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| e.to_string())?;
-        req.insert_header(http::header::HOST, authority.as_str())
-            .map_err(|e| e.to_string())?;
-        req.insert_header(http::header::ACCEPT, "application/json")
-            .map_err(|e| e.to_string())?;
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(|e| e.to_string())?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| e.to_string())?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = session.response_header().map_or(0, |h| h.status.as_u16());
-        if status != 200 {
-            return Err(format!("answered {status}"));
+    match exchange(&connector, &target, call, FETCH_TIMEOUT).await {
+        Ok((200, body)) => Ok(body),
+        Ok((status, _)) => Err(fail(format!("answered {status}"))),
+        Err(e) if e.starts_with("the answer is larger") => {
+            Err(fail("the document is larger than 1 MiB".into()))
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_JWKS_BYTES {
-                return Err("the document is larger than 1 MiB".into());
-            }
-        }
-        Ok(body)
-    };
-    tokio::time::timeout(FETCH_TIMEOUT * 2, exchange)
-        .await
-        .map_err(|_| fail("timed out".into()))?
-        .map_err(fail)
+        Err(e) => Err(fail(e)),
+    }
 }
