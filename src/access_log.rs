@@ -1,6 +1,8 @@
-//! The access log: one JSON line per request, written by a thread of its own. Requests hand
-//! their line over a bounded channel and never wait: when the writer falls behind and the
-//! channel is full, the line is dropped and counted. SIGUSR1 reopens the file (for logrotate).
+//! The access log: one JSON line per request, written by a thread of its own. A request
+//! writes its line straight into a buffer of its worker thread's own (a shard under a mutex
+//! that only that thread and, ten times a second, the writer take) and never waits for the
+//! file: when the writer falls behind and the buffer is full, the line is dropped and counted.
+//! No allocation or hand-over per line. SIGUSR1 reopens the file (for logrotate).
 //!
 //! A line holds no header and no body, and the path without its query string, so credentials
 //! (`Authorization`, API keys, cookies, `?api_key=...`) cannot reach it.
@@ -8,13 +10,15 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-/// Lines waiting for the writer; beyond this, new lines are dropped (and counted).
-const QUEUE: usize = 65_536;
+/// Buffers, one per worker thread (threads beyond this share them).
+const SHARDS: usize = 16;
+/// Bytes waiting in one buffer; beyond this, new lines are dropped (and counted). All shards
+/// together hold at most 32 MiB.
+const SHARD_LIMIT: usize = 2 << 20;
 
 static REOPEN: AtomicBool = AtomicBool::new(false);
 
@@ -28,10 +32,12 @@ pub enum Output {
 }
 
 pub struct AccessLog {
-    sender: SyncSender<Vec<u8>>,
+    shards: Box<[Mutex<Vec<u8>>]>,
     pub dropped: AtomicU64,
     output: Output,
-    rx: Mutex<Option<Receiver<Vec<u8>>>>,
+    started: AtomicBool,
+    /// Writing rounds completed, for `flush`.
+    rounds: AtomicU64,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -44,14 +50,23 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// This thread's shard: threads are numbered as they first write.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
 impl AccessLog {
     pub fn new(output: Output) -> AccessLog {
-        let (tx, rx) = sync_channel(QUEUE);
         AccessLog {
-            sender: tx,
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             dropped: AtomicU64::new(0),
             output,
-            rx: Mutex::new(Some(rx)),
+            started: AtomicBool::new(false),
+            rounds: AtomicU64::new(0),
         }
     }
 
@@ -73,75 +88,102 @@ impl AccessLog {
 
     /// Starts the writer thread (once, in the serving process) and the SIGUSR1 handler.
     pub fn start(self: &Arc<Self>) {
-        let Some(rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        if self.started.swap(true, Ordering::Relaxed) {
             return;
-        };
+        }
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
             libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t);
         }
-        let path = match &self.output {
-            Output::Stdout => None,
-            Output::File(p) => Some(p.clone()),
-        };
+        let log = self.clone();
         let spawned = std::thread::Builder::new()
             .name("clawgate-access-log".into())
-            .spawn(move || write_loop(rx, path));
+            .spawn(move || log.write_loop());
         if let Err(e) = spawned {
             log::error!("cannot start the access-log writer: {e}");
         }
     }
 
-    /// Hands a line to the writer without waiting.
-    pub fn write(&self, line: Vec<u8>) {
-        match self.sender.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Appends a line (made by `line`) to this thread's buffer without waiting for the file.
+    pub fn write_with(&self, line: impl FnOnce(&mut Vec<u8>)) {
+        let shard = &self.shards[shard_index()];
+        let mut buf = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if buf.len() >= SHARD_LIMIT {
+            drop(buf);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        line(&mut buf);
+    }
+
+    pub fn write(&self, line: &[u8]) {
+        self.write_with(|buf| buf.extend_from_slice(line));
+    }
+
+    /// Waits (at most `limit`) until what was written before the call is in the file: at stop.
+    pub async fn flush(&self, limit: Duration) {
+        if !self.started.load(Ordering::Relaxed) {
+            return;
+        }
+        // A round that starts after this call writes everything written before it.
+        let target = self.rounds.load(Ordering::Acquire) + 2;
+        let deadline = Instant::now() + limit;
+        while self.rounds.load(Ordering::Acquire) < target && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-}
 
-/// How often the writer wakes. It is never woken per line: a request that hands over a line
-/// then costs no wake-up and no context switch, and lines are written in batches.
-const WRITE_EVERY: Duration = Duration::from_millis(100);
-
-fn write_loop(rx: Receiver<Vec<u8>>, path: Option<PathBuf>) {
-    let sink = |p: &Option<PathBuf>| -> Box<dyn Write + Send> {
-        match p {
-            None => Box::new(std::io::stdout()),
-            Some(p) => match open(p) {
-                Ok(f) => Box::new(f),
-                Err(e) => {
-                    log::error!("access log {}: {e}; lines go to stdout", p.display());
-                    Box::new(std::io::stdout())
-                }
-            },
-        }
-    };
-    let mut out = BufWriter::with_capacity(256 << 10, sink(&path));
-    loop {
-        std::thread::sleep(WRITE_EVERY);
-        if REOPEN.swap(false, Ordering::Relaxed) {
-            let _ = out.flush();
-            out = BufWriter::with_capacity(256 << 10, sink(&path));
-        }
+    fn write_loop(&self) {
+        let path = match &self.output {
+            Output::Stdout => None,
+            Output::File(p) => Some(p.clone()),
+        };
+        let sink = |p: &Option<PathBuf>| -> Box<dyn Write + Send> {
+            match p {
+                None => Box::new(std::io::stdout()),
+                Some(p) => match open(p) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        log::error!("access log {}: {e}; lines go to stdout", p.display());
+                        Box::new(std::io::stdout())
+                    }
+                },
+            }
+        };
+        let mut out = BufWriter::with_capacity(256 << 10, sink(&path));
+        let mut spare = Vec::new();
+        let mut warned = Instant::now() - DROP_WARNING_EVERY;
         loop {
-            match rx.try_recv() {
-                Ok(line) => {
-                    let _ = out.write_all(&line);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    let _ = out.flush();
-                    return;
+            std::thread::sleep(WRITE_EVERY);
+            if REOPEN.swap(false, Ordering::Relaxed) {
+                let _ = out.flush();
+                out = BufWriter::with_capacity(256 << 10, sink(&path));
+            }
+            for shard in self.shards.iter() {
+                std::mem::swap(
+                    &mut *shard.lock().unwrap_or_else(|p| p.into_inner()),
+                    &mut spare,
+                );
+                let _ = out.write_all(&spare);
+                spare.clear();
+            }
+            let _ = out.flush();
+            self.rounds.fetch_add(1, Ordering::Release);
+            if warned.elapsed() >= DROP_WARNING_EVERY {
+                let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    warned = Instant::now();
+                    log::warn!("access log: {dropped} lines dropped (the writer fell behind)");
                 }
             }
         }
-        let _ = out.flush();
     }
 }
+
+/// How often the writer wakes. It is never woken per line: a request that writes a line then
+/// costs no wake-up and no context switch, and lines are written in batches.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn timestamp(t: SystemTime) -> String {
@@ -274,58 +316,65 @@ fn push_time(out: &mut Vec<u8>, t: SystemTime) {
 impl Entry<'_> {
     pub fn to_line(&self) -> Vec<u8> {
         let mut o = Vec::with_capacity(512);
+        self.write_to(&mut o);
+        o
+    }
+
+    /// Appends the line (with its newline) to `o`.
+    pub fn write_to(&self, o: &mut Vec<u8>) {
+        o.reserve(512);
         o.extend_from_slice(b"{\"time\":");
-        push_time(&mut o, self.time);
+        push_time(o, self.time);
         o.extend_from_slice(b",\"type\":\"access\",\"request_id\":");
-        push_str(&mut o, self.request_id);
+        push_str(o, self.request_id);
         o.extend_from_slice(b",\"client_ip\":");
         match self.client_ip {
             Some(ip) => {
                 o.push(b'"');
-                crate::upstream::push_ip(&mut o, ip);
+                crate::upstream::push_ip(o, ip);
                 o.push(b'"');
             }
             None => o.extend_from_slice(b"null"),
         }
         o.extend_from_slice(b",\"agent_id\":");
-        push_opt_str(&mut o, self.agent_id);
+        push_opt_str(o, self.agent_id);
         o.extend_from_slice(b",\"route\":");
-        push_str(&mut o, self.route);
+        push_str(o, self.route);
         o.extend_from_slice(b",\"method\":");
-        push_str(&mut o, self.method);
+        push_str(o, self.method);
         o.extend_from_slice(b",\"path\":");
-        push_str(&mut o, self.path);
+        push_str(o, self.path);
         o.extend_from_slice(b",\"status\":");
-        push_num(&mut o, self.status);
+        push_num(o, self.status);
         o.extend_from_slice(b",\"duration_ms\":");
-        push_ms(&mut o, self.duration_ms);
+        push_ms(o, self.duration_ms);
         o.extend_from_slice(b",\"upstream\":");
-        push_opt_str(&mut o, self.upstream);
+        push_opt_str(o, self.upstream);
         o.extend_from_slice(b",\"upstream_status\":");
         match self.upstream_status {
-            Some(s) => push_num(&mut o, s),
+            Some(s) => push_num(o, s),
             None => o.extend_from_slice(b"null"),
         }
         o.extend_from_slice(b",\"upstream_ms\":");
         match self.upstream_ms {
-            Some(ms) => push_ms(&mut o, ms),
+            Some(ms) => push_ms(o, ms),
             None => o.extend_from_slice(b"null"),
         }
         o.extend_from_slice(b",\"bytes_in\":");
-        push_num(&mut o, self.bytes_in);
+        push_num(o, self.bytes_in);
         o.extend_from_slice(b",\"bytes_out\":");
-        push_num(&mut o, self.bytes_out);
+        push_num(o, self.bytes_out);
         o.extend_from_slice(b",\"cache\":null,\"tokens\":");
         match self.tokens {
             Some(u) => {
                 o.extend_from_slice(b"{\"prompt\":");
-                push_num(&mut o, u.prompt);
+                push_num(o, u.prompt);
                 o.extend_from_slice(b",\"completion\":");
-                push_num(&mut o, u.completion);
+                push_num(o, u.completion);
                 o.extend_from_slice(b",\"total\":");
-                push_num(&mut o, u.total());
+                push_num(o, u.total());
                 o.extend_from_slice(b",\"model\":");
-                push_opt_str(&mut o, u.model.as_deref());
+                push_opt_str(o, u.model.as_deref());
                 o.push(b'}');
             }
             None => o.extend_from_slice(b"null"),
@@ -334,10 +383,10 @@ impl Entry<'_> {
         match self.limit {
             Some((outcome, remaining)) => {
                 o.extend_from_slice(b"{\"outcome\":");
-                push_str(&mut o, outcome);
+                push_str(o, outcome);
                 o.extend_from_slice(b",\"remaining\":");
                 match remaining {
-                    Some(r) => push_num(&mut o, r),
+                    Some(r) => push_num(o, r),
                     None => o.extend_from_slice(b"null"),
                 }
                 o.push(b'}');
@@ -346,10 +395,9 @@ impl Entry<'_> {
         }
         if let Some(e) = self.error {
             o.extend_from_slice(b",\"error\":");
-            push_str(&mut o, e);
+            push_str(o, e);
         }
         o.extend_from_slice(b"}\n");
-        o
     }
 }
 

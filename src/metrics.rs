@@ -55,6 +55,26 @@ struct RouteSeries {
     requests: [[OnceLock<IntCounter>; STATUSES]; METHODS],
     duration: OnceLock<Histogram>,
     upstream: OnceLock<Histogram>,
+    /// Custom metrics labelled by route, method and status only: slot
+    /// `(custom * METHODS + method) * STATUSES + status`, made when the route is first used.
+    custom: OnceLock<Box<[OnceLock<CustomSeries>]>>,
+}
+
+/// One series of a custom metric.
+enum CustomSeries {
+    Counter(IntCounter),
+    Histogram(Histogram),
+    Gauge(prometheus::Gauge),
+}
+
+impl CustomSeries {
+    fn observe(&self, seconds: f64) {
+        match self {
+            CustomSeries::Counter(m) => m.inc(),
+            CustomSeries::Histogram(m) => m.observe(seconds),
+            CustomSeries::Gauge(m) => m.set(seconds),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,8 +92,20 @@ enum CustomKind {
 struct Custom {
     /// The article's token counter: counts tokens, not requests.
     tokens: bool,
+    /// Labelled only by route, method and status: its series are kept per route.
+    per_route: bool,
     labels: Vec<&'static str>,
     kind: CustomKind,
+}
+
+impl Custom {
+    fn series(&self, values: &[&str]) -> CustomSeries {
+        match &self.kind {
+            CustomKind::Counter(m) => CustomSeries::Counter(m.with_label_values(values)),
+            CustomKind::Histogram(m) => CustomSeries::Histogram(m.with_label_values(values)),
+            CustomKind::Gauge(m) => CustomSeries::Gauge(m.with_label_values(values)),
+        }
+    }
 }
 
 /// What one finished request contributes.
@@ -289,6 +321,9 @@ impl Metrics {
             })?;
             customs.push(Custom {
                 tokens,
+                per_route: labels
+                    .iter()
+                    .all(|l| matches!(*l, "route" | "method" | "status")),
                 labels,
                 kind,
             });
@@ -362,23 +397,32 @@ impl Metrics {
                 .with_label_values(&[o.agent_id.unwrap_or("anonymous")])
                 .inc();
         }
-        for c in self.custom.iter().filter(|c| !c.tokens) {
-            let values: Vec<&str> = c
-                .labels
-                .iter()
-                .map(|l| match *l {
-                    "agent_id" => o.agent_id.unwrap_or("anonymous"),
-                    "route" => o.route,
-                    "method" => method,
-                    "status" => status,
-                    _ => "unknown",
-                })
-                .collect();
-            match &c.kind {
-                CustomKind::Counter(m) => m.with_label_values(&values).inc(),
-                CustomKind::Histogram(m) => m.with_label_values(&values).observe(o.seconds),
-                CustomKind::Gauge(m) => m.with_label_values(&values).set(o.seconds),
+        let route = o.route_index.and_then(|i| self.routes.get(i));
+        for (ci, c) in self.custom.iter().enumerate().filter(|(_, c)| !c.tokens) {
+            let values = || -> Vec<&str> {
+                c.labels
+                    .iter()
+                    .map(|l| match *l {
+                        "agent_id" => o.agent_id.unwrap_or("anonymous"),
+                        "route" => o.route,
+                        "method" => method,
+                        "status" => status,
+                        _ => "unknown",
+                    })
+                    .collect()
+            };
+            if let (true, Some(r)) = (c.per_route, route) {
+                let slots = r.custom.get_or_init(|| {
+                    (0..self.custom.len() * METHODS * STATUSES)
+                        .map(|_| OnceLock::new())
+                        .collect()
+                });
+                if let Some(slot) = slots.get((ci * METHODS + mi) * STATUSES + si) {
+                    slot.get_or_init(|| c.series(&values())).observe(o.seconds);
+                    continue;
+                }
             }
+            c.series(&values()).observe(o.seconds);
         }
     }
 

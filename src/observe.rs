@@ -4,14 +4,14 @@ use crate::access_log::{AccessLog, Entry};
 use crate::metrics::{Metrics, Observation};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
-use std::time::Instant;
 
 /// The parts of a request's context that observation needs.
 pub struct Seen<'a> {
     pub route: &'a str,
     pub route_index: Option<usize>,
     pub agent_id: Option<&'a str>,
-    pub start: Instant,
+    /// Seconds since the request arrived (read once for all three).
+    pub seconds: f64,
     pub upstream_seconds: Option<f64>,
     pub request_id: &'a str,
     pub upstream: Option<&'a str>,
@@ -25,7 +25,7 @@ pub struct Seen<'a> {
 }
 
 /// The status the client got: the response written, else what the error became.
-fn status(session: &Session, e: Option<&Error>) -> u16 {
+pub fn status(session: &Session, e: Option<&Error>) -> u16 {
     if let Some(r) = session.response_written() {
         return r.status.as_u16();
     }
@@ -51,15 +51,14 @@ fn upstream_error_kind(e: &Error) -> Option<&'static str> {
     })
 }
 
-pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, seen: Seen) {
-    let status = status(session, e);
+pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, seen: &Seen) {
     m.observe(&Observation {
         route: seen.route,
         route_index: seen.route_index,
         method: &session.req_header().method,
         status,
         agent_id: seen.agent_id,
-        seconds: seen.start.elapsed().as_secs_f64(),
+        seconds: seen.seconds,
         upstream_seconds: seen.upstream_seconds,
     });
     if let Some(u) = seen.tokens {
@@ -77,8 +76,7 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, seen: Seen) {
 }
 
 /// The request's access-log line, handed to the writer.
-pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: Seen) {
-    let status = status(session, e);
+pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u16, seen: &Seen) {
     let req = session.req_header();
     let limit = match (status, seen.limit) {
         (429, _) => Some(("refused", None)),
@@ -98,7 +96,7 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: See
         method: req.method.as_str(),
         path: req.uri.path(),
         status,
-        duration_ms: seen.start.elapsed().as_secs_f64() * 1000.0,
+        duration_ms: seen.seconds * 1000.0,
         upstream: seen.upstream.filter(|_| {
             seen.upstream_status.is_some()
                 || e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
@@ -110,9 +108,8 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: See
         limit,
         error,
         tokens: seen.tokens,
-    }
-    .to_line();
-    log.write(line);
+    };
+    log.write_with(|buf| line.write_to(buf));
 }
 
 /// Ends a sampled request's spans with what happened. Attributes hold no header, body or
@@ -120,11 +117,10 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, seen: See
 pub fn end_spans(
     t: &crate::trace::Tracing,
     session: &Session,
-    e: Option<&Error>,
-    seen: Seen,
+    status: u16,
+    seen: &Seen,
     sampled: Box<crate::trace::Sampled>,
 ) {
-    let status = status(session, e);
     t.end_request(sampled, status, || {
         let req = session.req_header();
         let mut attributes = vec![

@@ -101,7 +101,7 @@ impl Ctx {
                 .unwrap_or("unmatched"),
             route_index: self.route,
             agent_id: self.identity.as_ref().map(|i| &*i.agent.id),
-            start: self.start,
+            seconds: self.start.elapsed().as_secs_f64(),
             upstream_seconds: self.upstream_seconds,
             request_id: request_id::as_str(&self.request_id),
             upstream: self.route().map(|r| r.target.authority.as_str()),
@@ -388,14 +388,21 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let Some(m) = &ctx.config.metrics {
-            crate::observe::record(m, session, e, ctx.observed());
+        let sampled = ctx.trace.take();
+        let config = &ctx.config;
+        if config.metrics.is_none() && config.access_log.is_none() && sampled.is_none() {
+            return;
         }
-        if let Some(log) = &ctx.config.access_log {
-            crate::observe::log_line(log, session, e, ctx.observed());
+        let status = crate::observe::status(session, e);
+        let seen = ctx.observed();
+        if let Some(m) = &config.metrics {
+            crate::observe::record(m, session, e, status, &seen);
         }
-        if let (Some(t), Some(sampled)) = (&ctx.config.tracing, ctx.trace.take()) {
-            crate::observe::end_spans(t, session, e, ctx.observed(), sampled);
+        if let Some(log) = &config.access_log {
+            crate::observe::log_line(log, session, e, status, &seen);
+        }
+        if let (Some(t), Some(sampled)) = (&config.tracing, sampled) {
+            crate::observe::end_spans(t, session, status, &seen, sampled);
         }
     }
 

@@ -101,7 +101,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         log.check()
             .map_err(|e| format!("cannot open the access log: {e}"))?;
         log.start();
-        log.write(crate::access_log::event(
+        log.write(&crate::access_log::event(
             "info",
             &format!(
                 "clawgate {} started: {} on {}",
@@ -130,6 +130,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         Drain {
             pid_file: config.pid_file.clone(),
             tracing: config.tracing.clone(),
+            access_log: config.access_log.clone(),
         },
     ));
     process::write_pid_file(&config.pid_file)
@@ -233,6 +234,7 @@ impl BackgroundService for JwksRefresh {
 struct Drain {
     pid_file: String,
     tracing: Option<Arc<crate::trace::Tracing>>,
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 #[async_trait]
@@ -251,6 +253,10 @@ impl BackgroundService for Drain {
         log::info!("all requests done; exiting");
         if let Some(t) = &self.tracing {
             t.flush().await;
+        }
+        if let Some(log) = &self.access_log {
+            log.write(&crate::access_log::event("info", "clawgate stopped"));
+            log.flush(Duration::from_secs(2)).await;
         }
         process::remove_pid_file_if_ours(&self.pid_file);
         std::process::exit(0);
