@@ -1,23 +1,20 @@
 //! The access log: one JSON line per request, written by a thread of its own. A request
-//! writes its line straight into a buffer of its worker thread's own (a shard under a mutex
-//! that only that thread and, ten times a second, the writer take) and never waits for the
-//! file: when the writer falls behind and the buffer is full, the line is dropped and counted.
-//! No allocation or hand-over per line. SIGUSR1 reopens the file (for logrotate).
+//! appends its line to its worker thread's buffer (`shards`) and never waits for the file: when
+//! the writer falls behind and the buffer is full, the line is dropped and counted. SIGUSR1
+//! reopens the file (for logrotate).
 //!
 //! A line holds no header and no body, and the path without its query string, so credentials
 //! (`Authorization`, API keys, cookies, `?api_key=...`) cannot reach it.
 
+use crate::shards::Shards;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Buffers, one per worker thread (threads beyond this share them).
-const SHARDS: usize = 16;
-/// Bytes waiting in one buffer; beyond this, new lines are dropped (and counted). All shards
-/// together hold at most 32 MiB.
+/// Bytes waiting in one thread's buffer; beyond this, new lines are dropped (and counted).
 const SHARD_LIMIT: usize = 2 << 20;
 
 static REOPEN: AtomicBool = AtomicBool::new(false);
@@ -32,8 +29,7 @@ pub enum Output {
 }
 
 pub struct AccessLog {
-    shards: Box<[Mutex<Vec<u8>>]>,
-    pub dropped: AtomicU64,
+    lines: Shards,
     output: Output,
     started: AtomicBool,
     /// Writing rounds completed, for `flush`.
@@ -50,20 +46,10 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// This thread's shard: threads are numbered as they first write.
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    INDEX.with(|i| *i)
-}
-
 impl AccessLog {
     pub fn new(output: Output) -> AccessLog {
         AccessLog {
-            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
-            dropped: AtomicU64::new(0),
+            lines: Shards::new(SHARD_LIMIT),
             output,
             started: AtomicBool::new(false),
             rounds: AtomicU64::new(0),
@@ -104,16 +90,9 @@ impl AccessLog {
         }
     }
 
-    /// Appends a line (made by `line`) to this thread's buffer without waiting for the file.
+    /// Appends a line (made by `line`) without waiting for the file.
     pub fn write_with(&self, line: impl FnOnce(&mut Vec<u8>)) {
-        let shard = &self.shards[shard_index()];
-        let mut buf = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if buf.len() >= SHARD_LIMIT {
-            drop(buf);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        line(&mut buf);
+        self.lines.append(line);
     }
 
     pub fn write(&self, line: &[u8]) {
@@ -159,18 +138,13 @@ impl AccessLog {
                 let _ = out.flush();
                 out = BufWriter::with_capacity(256 << 10, sink(&path));
             }
-            for shard in self.shards.iter() {
-                std::mem::swap(
-                    &mut *shard.lock().unwrap_or_else(|p| p.into_inner()),
-                    &mut spare,
-                );
-                let _ = out.write_all(&spare);
-                spare.clear();
-            }
+            self.lines.take(&mut spare, |lines| {
+                let _ = out.write_all(lines);
+            });
             let _ = out.flush();
             self.rounds.fetch_add(1, Ordering::Release);
             if warned.elapsed() >= DROP_WARNING_EVERY {
-                let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                let dropped = self.lines.take_dropped();
                 if dropped > 0 {
                     warned = Instant::now();
                     log::warn!("access log: {dropped} lines dropped (the writer fell behind)");
@@ -222,7 +196,7 @@ pub struct Entry<'a> {
 
 /// Appends a JSON string (escaped). Most strings need no escaping: they are checked with a
 /// branch-free pass (vectorised) and copied whole.
-fn push_str(out: &mut Vec<u8>, s: &str) {
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -258,7 +232,7 @@ fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// Integers and milliseconds by hand: `core::fmt` (floats above all) was a visible share of a
 /// request's CPU time.
-fn push_num(out: &mut Vec<u8>, n: impl Into<u64>) {
+pub fn push_num(out: &mut Vec<u8>, n: impl Into<u64>) {
     let mut n: u64 = n.into();
     let mut digits = [0u8; 20];
     let mut i = digits.len();

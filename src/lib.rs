@@ -15,6 +15,7 @@ pub mod request_id;
 pub mod respond;
 pub mod router;
 pub mod server;
+pub mod shards;
 pub mod starter;
 pub mod trace;
 pub mod transforms;

@@ -121,17 +121,16 @@ pub fn end_spans(
     seen: &Seen,
     sampled: Box<crate::trace::Sampled>,
 ) {
-    t.end_request(sampled, status, || {
-        let req = session.req_header();
-        let mut attributes = vec![
-            ("http.request.method", req.method.as_str().to_string()),
-            ("http.route", seen.route.to_string()),
-            ("url.path", req.uri.path().to_string()),
-            ("clawgate.request_id", seen.request_id.to_string()),
-        ];
-        if let Some(agent) = seen.agent_id {
-            attributes.push(("clawgate.agent_id", agent.to_string()));
-        }
-        attributes
-    });
+    let req = session.req_header();
+    t.end_request(
+        sampled,
+        status,
+        &crate::trace::Request {
+            method: req.method.as_str(),
+            route: seen.route,
+            path: req.uri.path(),
+            request_id: seen.request_id,
+            agent_id: seen.agent_id,
+        },
+    );
 }

@@ -240,10 +240,8 @@ impl ProxyHttp for Gateway {
         }
         match decision {
             Ok(Admit::Proxy) => {
-                if let (Some(t), Some(sampled), Some(route)) =
-                    (&ctx.config.tracing, ctx.trace.as_mut(), ctx.route)
-                {
-                    ctx.traceparent = Some(t.upstream(sampled, &ctx.config.routes[route].label));
+                if let (Some(t), Some(sampled)) = (&ctx.config.tracing, ctx.trace.as_mut()) {
+                    ctx.traceparent = Some(t.upstream(sampled));
                 }
                 if let Some(fwd) = ctx.forward() {
                     upstream::set_forwarding_headers(session, &fwd);
@@ -341,8 +339,14 @@ impl ProxyHttp for Gateway {
             ctx.upstream_seconds = Some(sent.elapsed().as_secs_f64());
             ctx.upstream_status = Some(resp.status.as_u16());
         }
-        if let (Some(t), Some(sampled)) = (&ctx.config.tracing, ctx.trace.as_mut()) {
-            t.end_upstream(sampled, resp.status.as_u16());
+        if let (Some(t), Some(sampled), Some(route)) =
+            (&ctx.config.tracing, ctx.trace.as_mut(), ctx.route)
+        {
+            t.end_upstream(
+                sampled,
+                resp.status.as_u16(),
+                &ctx.config.routes[route].label,
+            );
         }
         if ctx.config.track_tokens && resp.status.is_success() {
             ctx.usage = resp

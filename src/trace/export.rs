@@ -1,70 +1,71 @@
-//! OTLP/HTTP export of finished spans: protobuf (or JSON) bodies built with the OpenTelemetry
-//! protocol crate's types, posted every half second from a background service with Pingora's
-//! HTTP client. A slow or dead collector delays nothing but the export; spans that do not fit
-//! the queue are dropped and counted.
+//! OTLP/HTTP export of finished spans. Each span is encoded when it ends, as an entry of
+//! `ScopeSpans.spans` (protobuf, with prost's encoding primitives) or as a JSON object; every
+//! half second the exporter wraps each thread's spans in an `ExportTraceServiceRequest` and
+//! posts it with Pingora's HTTP client. A slow or dead collector delays nothing but the export.
+//!
+//! Building the protocol crate's message types and encoding them cost about 5,000 instructions
+//! per span (allocations, and every nested length computed once per level); this costs a few
+//! hundred. The tests decode both encodings with the crate's own types.
 
 use super::{Span, Tracing};
 use crate::http_client::{exchange, Call, Target};
+use crate::shards::Shards;
 use async_trait::async_trait;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Status};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prost::encoding::{encode_key, encode_varint, WireType};
-use std::sync::mpsc::Receiver;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const EVERY: Duration = Duration::from_millis(500);
-const BATCH: usize = 512;
 const TIMEOUT: Duration = Duration::from_secs(5);
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// OTLP `SpanKind` and `StatusCode` values.
+const KIND_SERVER: u64 = 2;
+const KIND_CLIENT: u64 = 3;
+const STATUS_ERROR: u64 = 2;
 
-/// The exporter's side of the queue and its connection.
+/// The exporter's connection and state.
 pub struct Pipe {
-    rx: Receiver<Span>,
     url: String,
     json: bool,
     connector: pingora::connectors::http::Connector,
     target: Option<Target>,
+    spare: Vec<u8>,
     /// The last export failed (then only the recovery is logged, not every failure).
     failing: bool,
 }
 
 impl Pipe {
-    pub fn new(rx: Receiver<Span>, endpoint: &str, json: bool) -> Pipe {
+    pub fn new(endpoint: &str, json: bool) -> Pipe {
         Pipe {
-            rx,
             url: traces_url(endpoint),
             json,
             connector: pingora::connectors::http::Connector::new(None),
             target: None,
+            spare: Vec::new(),
             failing: false,
         }
     }
 
-    /// Posts what is queued, in batches.
-    pub async fn send_queued(&mut self, dropped: u64) {
+    /// Posts the buffered spans, one request per thread's buffer.
+    pub async fn send(&mut self, spans: &Shards) {
+        let dropped = spans.take_dropped();
         if dropped > 0 {
-            log::warn!("tracing: {dropped} spans dropped (the export queue was full)");
+            log::warn!("tracing: {dropped} spans dropped (the export buffers were full)");
         }
-        loop {
-            let batch: Vec<Span> = self.rx.try_iter().take(BATCH).collect();
-            if batch.is_empty() {
-                return;
-            }
-            let (body, content_type) = if self.json {
-                match serde_json::to_vec(&request(&batch)) {
-                    Ok(b) => (b, "application/json"),
-                    Err(e) => {
-                        log::warn!("tracing: cannot encode spans: {e}");
-                        continue;
-                    }
-                }
-            } else {
-                (protobuf(&batch), "application/x-protobuf")
-            };
+        let mut bodies = Vec::new();
+        let json = self.json;
+        spans.take(&mut self.spare, |encoded| {
+            bodies.push(envelope(encoded, json))
+        });
+        let content_type = if json {
+            "application/json"
+        } else {
+            "application/x-protobuf"
+        };
+        for body in bodies {
             match self.post(body, content_type).await {
                 Ok(()) if self.failing => {
                     self.failing = false;
@@ -77,7 +78,6 @@ impl Pipe {
                     }
                     self.failing = true;
                     self.target = None;
-                    return;
                 }
             }
         }
@@ -118,162 +118,94 @@ fn nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn attribute(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn proto_span(s: &Span) -> opentelemetry_proto::tonic::trace::v1::Span {
-    let mut attributes: Vec<KeyValue> = s
-        .attributes
-        .iter()
-        .map(|(k, v)| attribute(k, any_value::Value::StringValue(v.clone())))
-        .collect();
-    attributes.push(attribute(
-        "http.response.status_code",
-        any_value::Value::IntValue(i64::from(s.status)),
-    ));
-    let status = if s.status >= 500 {
-        Status {
-            message: format!("status {}", s.status),
-            code: status::StatusCode::Error as i32,
-        }
+/// Appends a finished span to a thread's buffer.
+pub fn encode(s: &Span, json: bool, out: &mut Vec<u8>) {
+    if json {
+        span_json(s, out);
+        out.push(b',');
     } else {
-        Status::default()
-    };
-    opentelemetry_proto::tonic::trace::v1::Span {
-        trace_id: s.trace_id.to_be_bytes().to_vec(),
-        span_id: s.span_id.to_be_bytes().to_vec(),
-        parent_span_id: if s.parent == 0 {
-            Vec::new()
-        } else {
-            s.parent.to_be_bytes().to_vec()
-        },
-        // Sampled.
-        flags: 1,
-        name: s.name.to_string(),
-        kind: if s.server {
-            span::SpanKind::Server
-        } else {
-            span::SpanKind::Client
-        } as i32,
-        start_time_unix_nano: nanos(s.start),
-        end_time_unix_nano: nanos(s.end),
-        attributes,
-        status: Some(status),
-        ..Default::default()
+        // The span's length comes first: its fields are made in a scratch buffer of the thread.
+        thread_local! {
+            static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+        }
+        SCRATCH.with(|scratch| {
+            let mut fields = scratch.borrow_mut();
+            fields.clear();
+            span_fields(s, &mut fields);
+            put_bytes(out, 2, &fields); // ScopeSpans.spans
+        });
     }
 }
 
-/// The batch as the protocol crate's message (serialised as OTLP/JSON).
-fn request(batch: &[Span]) -> ExportTraceServiceRequest {
-    let resource = Resource {
-        attributes: vec![
-            attribute(
-                "service.name",
-                any_value::Value::StringValue("clawgate".into()),
-            ),
-            attribute(
-                "service.version",
-                any_value::Value::StringValue(env!("CARGO_PKG_VERSION").into()),
-            ),
-        ],
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "clawgate".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans: batch.iter().map(proto_span).collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
+/// An `ExportTraceServiceRequest` holding one thread's encoded spans.
+fn envelope(spans: &[u8], json: bool) -> Vec<u8> {
+    if json {
+        let spans = spans.strip_suffix(b",").unwrap_or(spans);
+        let mut body = Vec::with_capacity(spans.len() + 300);
+        body.extend_from_slice(b"{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+        attribute_json(&mut body, "service.name", "clawgate");
+        body.push(b',');
+        attribute_json(&mut body, "service.version", VERSION);
+        body.extend_from_slice(
+            b"]},\"scopeSpans\":[{\"scope\":{\"name\":\"clawgate\",\"version\":",
+        );
+        crate::access_log::push_str(&mut body, VERSION);
+        body.extend_from_slice(b"},\"spans\":[");
+        body.extend_from_slice(spans);
+        body.extend_from_slice(b"]}]}]}");
+        return body;
     }
-}
-
-/// The batch as an OTLP `ExportTraceServiceRequest` in protobuf, written field by field with
-/// prost's encoding primitives. Building the protocol crate's message first and encoding it
-/// cost about 5,000 instructions per span (allocations, and every nested length computed once
-/// per level); this costs a few hundred. The test decodes it with the crate's own types.
-fn protobuf(batch: &[Span]) -> Vec<u8> {
-    let mut spans = Vec::with_capacity(batch.len() * 256);
-    let mut one = Vec::with_capacity(256);
-    let mut scratch = Vec::with_capacity(64);
-    for s in batch {
-        one.clear();
-        span_fields(s, &mut one, &mut scratch);
-        put_bytes(&mut spans, 2, &one); // ScopeSpans.spans
-    }
-    let version = env!("CARGO_PKG_VERSION").as_bytes();
-    let mut scope_spans = Vec::with_capacity(spans.len() + 64);
-    {
-        let mut scope = Vec::new();
-        put_bytes(&mut scope, 1, b"clawgate"); // InstrumentationScope.name
-        put_bytes(&mut scope, 2, version); // .version
-        put_bytes(&mut scope_spans, 1, &scope); // ScopeSpans.scope
-    }
-    scope_spans.extend_from_slice(&spans);
-    let mut resource_spans = Vec::with_capacity(scope_spans.len() + 128);
-    {
-        let mut resource = Vec::new();
-        put_string_attribute(&mut resource, 1, "service.name", b"clawgate", &mut scratch);
-        put_string_attribute(&mut resource, 1, "service.version", version, &mut scratch);
-        put_bytes(&mut resource_spans, 1, &resource); // ResourceSpans.resource
-    }
+    let mut scope_spans = Vec::with_capacity(spans.len() + 32);
+    let mut scope = Vec::new();
+    put_bytes(&mut scope, 1, b"clawgate"); // InstrumentationScope.name
+    put_bytes(&mut scope, 2, VERSION.as_bytes()); // .version
+    put_bytes(&mut scope_spans, 1, &scope); // ScopeSpans.scope
+    scope_spans.extend_from_slice(spans);
+    let mut resource = Vec::new();
+    put_string_attribute(&mut resource, 1, "service.name", "clawgate");
+    put_string_attribute(&mut resource, 1, "service.version", VERSION);
+    let mut resource_spans = Vec::with_capacity(scope_spans.len() + 96);
+    put_bytes(&mut resource_spans, 1, &resource); // ResourceSpans.resource
     put_bytes(&mut resource_spans, 2, &scope_spans); // ResourceSpans.scope_spans
     let mut body = Vec::with_capacity(resource_spans.len() + 8);
     put_bytes(&mut body, 1, &resource_spans); // ExportTraceServiceRequest.resource_spans
     body
 }
 
-/// The fields of one `Span` message.
-fn span_fields(s: &Span, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+/// The fields of one OTLP `Span` message.
+fn span_fields(s: &Span, out: &mut Vec<u8>) {
     put_bytes(out, 1, &s.trace_id.to_be_bytes());
     put_bytes(out, 2, &s.span_id.to_be_bytes());
     if s.parent != 0 {
         put_bytes(out, 4, &s.parent.to_be_bytes());
     }
     put_bytes(out, 5, s.name.as_bytes());
-    let kind = if s.server {
-        span::SpanKind::Server
-    } else {
-        span::SpanKind::Client
-    };
-    put_varint(out, 6, kind as u64);
+    put_varint(out, 6, if s.server { KIND_SERVER } else { KIND_CLIENT });
     encode_key(7, WireType::SixtyFourBit, out);
     out.extend_from_slice(&nanos(s.start).to_le_bytes());
     encode_key(8, WireType::SixtyFourBit, out);
     out.extend_from_slice(&nanos(s.end).to_le_bytes());
-    for (key, value) in &s.attributes {
-        put_string_attribute(out, 9, key, value.as_bytes(), scratch);
+    for (key, value) in s.attributes {
+        put_string_attribute(out, 9, key, value);
     }
-    // http.response.status_code, an int attribute: AnyValue { int_value = 3 }.
-    let mut any = [0u8; 16];
-    let used = {
-        let mut w: &mut [u8] = &mut any;
-        encode_key(3, WireType::Varint, &mut w);
-        encode_varint(u64::from(s.status), &mut w);
-        16 - w.len()
-    };
-    scratch.clear();
-    put_bytes(scratch, 1, b"http.response.status_code");
-    put_bytes(scratch, 2, &any[..used]);
-    put_bytes(out, 9, scratch);
+    // http.response.status_code: KeyValue { key, value: AnyValue { int_value = 3 } }.
+    let key = b"http.response.status_code";
+    let status = u64::from(s.status);
+    let any = 1 + encoded_len_varint(status);
+    encode_key(9, WireType::LengthDelimited, out);
+    encode_varint((2 + key.len() + 2 + any) as u64, out);
+    put_bytes(out, 1, key);
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(any as u64, out);
+    put_varint(out, 3, status);
+    // Status { message = 2, code = 3 }.
     if s.status >= 500 {
-        scratch.clear();
-        let message = format!("status {}", s.status);
-        put_bytes(scratch, 2, message.as_bytes());
-        put_varint(scratch, 3, status::StatusCode::Error as u64);
-        put_bytes(out, 15, scratch);
+        let mut digits = [0u8; 3];
+        let message = status_message(s.status, &mut digits);
+        encode_key(15, WireType::LengthDelimited, out);
+        encode_varint((2 + message.len() + 2) as u64, out);
+        put_bytes(out, 2, message);
+        put_varint(out, 3, STATUS_ERROR);
     } else {
         put_bytes(out, 15, &[]);
     }
@@ -281,16 +213,25 @@ fn span_fields(s: &Span, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
     out.extend_from_slice(&1u32.to_le_bytes()); // flags: sampled
 }
 
+/// `502` as text, for an error status's message.
+fn status_message(status: u16, digits: &mut [u8; 3]) -> &[u8] {
+    digits[0] = b'0' + (status / 100 % 10) as u8;
+    digits[1] = b'0' + (status / 10 % 10) as u8;
+    digits[2] = b'0' + (status % 10) as u8;
+    &digits[..]
+}
+
 /// A `KeyValue` with a string value, as field `tag` of the message in `out`.
-fn put_string_attribute(out: &mut Vec<u8>, tag: u32, key: &str, value: &[u8], kv: &mut Vec<u8>) {
-    kv.clear();
-    put_bytes(kv, 1, key.as_bytes());
-    // AnyValue { string_value = 1 }, as KeyValue.value = 2: its length is known.
-    encode_key(2, WireType::LengthDelimited, kv);
-    let inner = 1 + prost::encoding::encoded_len_varint(value.len() as u64) + value.len();
-    encode_varint(inner as u64, kv);
-    put_bytes(kv, 1, value);
-    put_bytes(out, tag, kv);
+fn put_string_attribute(out: &mut Vec<u8>, tag: u32, key: &str, value: &str) {
+    let (k, v) = (key.len(), value.len());
+    let any = 1 + encoded_len_varint(v as u64) + v; // AnyValue { string_value = 1 }
+    let kv = 1 + encoded_len_varint(k as u64) + k + 1 + encoded_len_varint(any as u64) + any;
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(kv as u64, out);
+    put_bytes(out, 1, key.as_bytes());
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(any as u64, out);
+    put_bytes(out, 1, value.as_bytes());
 }
 
 fn put_bytes(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
@@ -302,6 +243,60 @@ fn put_bytes(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
 fn put_varint(out: &mut Vec<u8>, tag: u32, value: u64) {
     encode_key(tag, WireType::Varint, out);
     encode_varint(value, out);
+}
+
+/// One span as OTLP/JSON: ids in hex, 64-bit numbers as strings.
+fn span_json(s: &Span, o: &mut Vec<u8>) {
+    use crate::access_log::{push_num, push_str};
+    o.extend_from_slice(b"{\"traceId\":\"");
+    push_hex(o, &s.trace_id.to_be_bytes());
+    o.extend_from_slice(b"\",\"spanId\":\"");
+    push_hex(o, &s.span_id.to_be_bytes());
+    o.push(b'"');
+    if s.parent != 0 {
+        o.extend_from_slice(b",\"parentSpanId\":\"");
+        push_hex(o, &s.parent.to_be_bytes());
+        o.push(b'"');
+    }
+    o.extend_from_slice(b",\"flags\":1,\"name\":");
+    push_str(o, s.name);
+    o.extend_from_slice(b",\"kind\":");
+    push_num(o, if s.server { KIND_SERVER } else { KIND_CLIENT });
+    o.extend_from_slice(b",\"startTimeUnixNano\":\"");
+    push_num(o, nanos(s.start));
+    o.extend_from_slice(b"\",\"endTimeUnixNano\":\"");
+    push_num(o, nanos(s.end));
+    o.extend_from_slice(b"\",\"attributes\":[");
+    for (key, value) in s.attributes {
+        attribute_json(o, key, value);
+        o.push(b',');
+    }
+    o.extend_from_slice(b"{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"");
+    push_num(o, s.status);
+    o.extend_from_slice(b"\"}}],\"status\":{");
+    if s.status >= 500 {
+        let mut digits = [0u8; 3];
+        o.extend_from_slice(b"\"code\":2,\"message\":\"");
+        o.extend_from_slice(status_message(s.status, &mut digits));
+        o.push(b'"');
+    }
+    o.extend_from_slice(b"}}");
+}
+
+fn attribute_json(o: &mut Vec<u8>, key: &str, value: &str) {
+    o.extend_from_slice(b"{\"key\":");
+    crate::access_log::push_str(o, key);
+    o.extend_from_slice(b",\"value\":{\"stringValue\":");
+    crate::access_log::push_str(o, value);
+    o.extend_from_slice(b"}}");
+}
+
+fn push_hex(o: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        o.push(HEX[usize::from(b >> 4)]);
+        o.push(HEX[usize::from(b & 15)]);
+    }
 }
 
 /// The background service that exports spans on a schedule.
@@ -326,6 +321,8 @@ impl BackgroundService for Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
 
     #[test]
     fn urls() {
@@ -338,48 +335,61 @@ mod tests {
     }
 
     #[test]
-    fn spans_encode_with_their_ids_and_attributes() {
+    fn both_encodings_are_the_protocols_message() {
         let now = SystemTime::now();
-        let span = Span {
+        let upstream = Span {
             trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
             span_id: 7,
-            parent: 0,
+            parent: 8,
             name: "upstream",
             server: false,
             start: now,
             end: now,
             status: 502,
-            attributes: vec![("http.route", "llm".into())],
+            attributes: &[("http.route", "llm \"quoted\"")],
         };
-        let child = Span {
-            parent: 7,
+        let request = Span {
             span_id: 8,
+            parent: 0,
             name: "clawgate request",
             server: true,
             status: 200,
-            attributes: vec![
-                ("url.path", "/a".into()),
-                ("clawgate.agent_id", "bot".into()),
-            ],
-            ..span
+            attributes: &[("url.path", "/a"), ("clawgate.agent_id", "bot")],
+            ..upstream
         };
-        let batch = vec![span, child];
-        let decoded =
-            <ExportTraceServiceRequest as prost::Message>::decode(protobuf(&batch).as_slice())
-                .unwrap();
+        let (mut proto, mut json) = (Vec::new(), Vec::new());
+        for s in [&upstream, &request] {
+            encode(s, false, &mut proto);
+            encode(s, true, &mut json);
+        }
+        let from_proto = ExportTraceServiceRequest::decode(envelope(&proto, false).as_slice())
+            .expect("protobuf");
+        let json = envelope(&json, true);
+        let from_json: ExportTraceServiceRequest = serde_json::from_slice(&json)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&json)));
+        assert_eq!(from_proto, from_json);
+
+        let rs = &from_proto.resource_spans[0];
+        let resource = rs.resource.as_ref().unwrap();
+        assert_eq!(resource.attributes[0].key, "service.name");
+        let spans = &rs.scope_spans[0].spans;
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].trace_id, upstream.trace_id.to_be_bytes());
+        assert_eq!(spans[0].parent_span_id, 8u64.to_be_bytes());
+        assert_eq!(spans[0].kind, 3);
+        assert_eq!(spans[0].status.as_ref().unwrap().code, 2);
+        assert_eq!(spans[0].status.as_ref().unwrap().message, "502");
+        assert_eq!(spans[0].start_time_unix_nano, nanos(now));
+        assert!(spans[1].parent_span_id.is_empty());
+        assert_eq!(spans[1].name, "clawgate request");
+        let keys: Vec<&str> = spans[1].attributes.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(
-            decoded,
-            request(&batch),
-            "the protobuf by hand is the crate's message"
+            keys,
+            ["url.path", "clawgate.agent_id", "http.response.status_code"]
         );
-        let json = serde_json::to_value(request(&batch)).unwrap();
-        let s = &json["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let s = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
         assert_eq!(s["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(s["spanId"], "0000000000000007");
-        assert_eq!(s["parentSpanId"], "");
-        assert_eq!(s["kind"], 3);
-        assert_eq!(s["status"]["code"], 2);
-        assert_eq!(s["attributes"][0]["key"], "http.route");
         assert_eq!(s["attributes"][1]["value"]["intValue"], "502");
     }
 }
