@@ -4,10 +4,17 @@
 # which answers the OTLP POSTs with 200). Two clawgate processes sharing one core; wrk and the
 # nginx backend on the other.
 #
+# The gateway started second is measurably slower on this machine (identical configurations
+# gave 0.976 started second, 1.010 started first), so half the rounds run with "off" started
+# first and half, after a restart, with "on" started first. OBSERVE=none compares two identical
+# gateways: the harness's own noise.
+#
 #   bash load-tests/bench-observe.sh              # defaults: DURATION=8 ROUNDS=3 CONNS=32
 #
 # Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh;
-# OBSERVE (default "metrics log tracing"): which of the three the "on" gateway has.
+# OBSERVE (default "metrics log tracing"): which of the three the "on" gateway has ("none":
+# nothing); SAMPLER (default 0.1): the tracing ratio; LOG_OUT=fifo: the access log goes to a FIFO
+# that nobody reads (the writer blocks; requests must not).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +33,6 @@ $2
 EOF
     URL[$1]+=/
 }
-start_claw off ""
 OBSERVE=${OBSERVE:-metrics log tracing}
 on="monitoring:"
 [[ $OBSERVE != *metrics* ]] || on+="
@@ -35,20 +41,43 @@ on="monitoring:"
     custom_metrics:
       - {name: agent_token_usage, type: counter, labels: [agent_id, model]}
       - {name: request_latency, type: histogram, labels: [route, method]}"
+LOG_FILE=$TMP/access.log
+if [[ ${LOG_OUT:-file} == fifo ]]; then
+    LOG_FILE=$TMP/access.fifo
+    mkfifo "$LOG_FILE"
+fi
 [[ $OBSERVE != *log* ]] || on+="
-  logging: {format: json, output: \"$TMP/access.log\"}"
+  logging: {format: json, output: \"$LOG_FILE\"}"
 [[ $OBSERVE != *tracing* ]] || on+="
   tracing: {enabled: true, sampler: \"${SAMPLER:-0.1}\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
-start_claw on "$on"
 
+# start_both FIRST SECOND: both gateways, in that order.
+start_both() {
+    local n
+    for n in "$1" "$2"; do
+        if [[ $n == on ]]; then start_claw on "$on"; else start_claw off ""; fi
+    done
+}
+start_both off on
+warm_up() {
+    local n
+    for n in off on; do
+        WRK_SECONDS=2 wrk_for "$n" "$TMP/warmup-$n.txt" "$CONNS"
+    done
+}
 log "warm-up"
-for n in off on; do
-    WRK_SECONDS=2 wrk_for "$n" "$TMP/warmup-$n.txt" "$CONNS"
-done
+warm_up
 HALF=$((CONNS / 2))
 declare -A RATIOS CPU P99
 log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
 for r in $(seq 1 "$ROUNDS"); do
+    if ((r == ROUNDS / 2 + 1)); then
+        log "restarting both gateways, \"on\" first this time"
+        stop_gateway on
+        stop_gateway off
+        start_both on off
+        warm_up
+    fi
     if ((r % 2)); then pair_run on off "$r"; else pair_run off on "$r"; fi
 done
 all=$(
@@ -56,7 +85,7 @@ all=$(
     for x in ${RATIOS[off/on]:-}; do awk -v x="$x" 'BEGIN {printf "%.3f\n", (x > 0 ? 1 / x : 0)}'; done
 )
 sleep 1
-lines=$(grep -c '"type":"access"' "$TMP/access.log" 2>/dev/null || true)
+lines=$( [[ -f $TMP/access.log ]] && grep -c '"type":"access"' "$TMP/access.log" || echo "none (${LOG_OUT:-file})")
 echo "===================================================================================="
 echo "On ($OBSERVE) vs off ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each)"
 echo "  throughput on/off, every round: $(echo "$all" | tr '\n' ' ')"

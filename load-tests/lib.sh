@@ -301,6 +301,18 @@ start_gateway() {
     wait_ready "clawgate ($name)" "http://127.0.0.1:$port$ready" "$!" "$TMP/$name.log"
 }
 
+# stop_gateway NAME: stops gateway NAME (SIGINT, then SIGKILL after 3 s) and waits for it.
+stop_gateway() {
+    local pid=${PID[$1]} i
+    kill -INT "$pid" 2>/dev/null || true
+    for i in $(seq 1 30); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
 # prepare_gateway_run: the common start of the clawgate-only benchmarks: settings checked, a
 # release build, the temp dir, the nginx backend.
 prepare_gateway_run() {
