@@ -4,10 +4,10 @@
 # which answers the OTLP POSTs with 200). Two clawgate processes sharing one core; wrk and the
 # nginx backend on the other.
 #
-# The gateway started second is measurably slower on this machine (identical configurations
-# gave 0.976 started second, 1.010 started first), so half the rounds run with "off" started
-# first and half, after a restart, with "on" started first. OBSERVE=none compares two identical
-# gateways: the harness's own noise.
+# A pair of processes is not a fair sample: two identical gateways gave medians from 0.976 to
+# 1.037 from one start to the next (the one started second was often slower). So both are
+# restarted every EVERY_RESTART rounds (default 2), the start order alternating, and the median
+# is over all rounds. OBSERVE=none compares two identical gateways: the harness's own noise.
 #
 #   bash load-tests/bench-observe.sh              # defaults: DURATION=8 ROUNDS=3 CONNS=32
 #
@@ -34,6 +34,8 @@ EOF
     URL[$1]+=/
 }
 OBSERVE=${OBSERVE:-metrics log tracing}
+EVERY_RESTART=${EVERY_RESTART:-2}
+require_positive EVERY_RESTART
 on="monitoring:"
 [[ $OBSERVE != *metrics* ]] || on+="
   metrics:
@@ -70,12 +72,14 @@ warm_up
 HALF=$((CONNS / 2))
 declare -A RATIOS CPU P99
 log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
+first=off
 for r in $(seq 1 "$ROUNDS"); do
-    if ((r == ROUNDS / 2 + 1)); then
-        log "restarting both gateways, \"on\" first this time"
+    if ((r > 1 && (r - 1) % EVERY_RESTART == 0)); then
+        if [[ $first == off ]]; then first=on; else first=off; fi
+        log "restarting both gateways, \"$first\" first this time"
         stop_gateway on
         stop_gateway off
-        start_both on off
+        if [[ $first == on ]]; then start_both on off; else start_both off on; fi
         warm_up
     fi
     if ((r % 2)); then pair_run on off "$r"; else pair_run off on "$r"; fi
