@@ -36,22 +36,12 @@ EOF
 OBSERVE=${OBSERVE:-metrics log tracing}
 EVERY_RESTART=${EVERY_RESTART:-2}
 require_positive EVERY_RESTART
-on="monitoring:"
-[[ $OBSERVE != *metrics* ]] || on+="
-  metrics:
-    enabled: true
-    custom_metrics:
-      - {name: agent_token_usage, type: counter, labels: [agent_id, model]}
-      - {name: request_latency, type: histogram, labels: [route, method]}"
 LOG_FILE=$TMP/access.log
 if [[ ${LOG_OUT:-file} == fifo ]]; then
     LOG_FILE=$TMP/access.fifo
     mkfifo "$LOG_FILE"
 fi
-[[ $OBSERVE != *log* ]] || on+="
-  logging: {format: json, output: \"$LOG_FILE\"}"
-[[ $OBSERVE != *tracing* ]] || on+="
-  tracing: {enabled: true, sampler: \"${SAMPLER:-0.1}\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
+on=$(observe_yaml "$OBSERVE" "$LOG_FILE")
 
 # start_both FIRST SECOND: both gateways, in that order.
 start_both() {

@@ -35,17 +35,7 @@ require_positive REQUESTS WARMUP
 prepare_gateway_run
 
 OBSERVE=${OBSERVE:-none}
-monitoring="monitoring:"
-[[ $OBSERVE != *metrics* ]] || monitoring+="
-  metrics:
-    enabled: true
-    custom_metrics:
-      - {name: agent_token_usage, type: counter, labels: [agent_id, model]}
-      - {name: request_latency, type: histogram, labels: [route, method]}"
-[[ $OBSERVE != *log* ]] || monitoring+="
-  logging: {format: json, output: \"$TMP/access.log\"}"
-[[ $OBSERVE != *tracing* ]] || monitoring+="
-  tracing: {enabled: true, sampler: \"${SAMPLER:-0.1}\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
+monitoring=$(observe_yaml "$OBSERVE" "$TMP/access.log")
 port=$(free_port)
 cat >"$TMP/cg.yaml" <<EOT
 gateway:

@@ -301,6 +301,24 @@ start_gateway() {
     wait_ready "clawgate ($name)" "http://127.0.0.1:$port$ready" "$!" "$TMP/$name.log"
 }
 
+# observe_yaml OBSERVE LOG_FILE: the `monitoring` section with what OBSERVE names (metrics,
+# log, tracing; "none" for nothing): the article's custom metrics, the JSON access log to
+# LOG_FILE, tracing at SAMPLER (default 0.1) exporting to the nginx backend.
+observe_yaml() {
+    local observe=$1 yaml="monitoring:"
+    [[ $observe != *metrics* ]] || yaml+="
+  metrics:
+    enabled: true
+    custom_metrics:
+      - {name: agent_token_usage, type: counter, labels: [agent_id, model]}
+      - {name: request_latency, type: histogram, labels: [route, method]}"
+    [[ $observe != *log* ]] || yaml+="
+  logging: {format: json, output: \"$2\"}"
+    [[ $observe != *tracing* ]] || yaml+="
+  tracing: {enabled: true, sampler: \"${SAMPLER:-0.1}\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
+    printf '%s' "$yaml"
+}
+
 # stop_gateway NAME: stops gateway NAME (SIGINT, then SIGKILL after 3 s) and waits for it.
 stop_gateway() {
     local pid=${PID[$1]} i

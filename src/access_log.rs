@@ -292,12 +292,6 @@ fn push_time(out: &mut Vec<u8>, t: SystemTime) {
 }
 
 impl Entry<'_> {
-    pub fn to_line(&self) -> Vec<u8> {
-        let mut o = Vec::with_capacity(512);
-        self.write_to(&mut o);
-        o
-    }
-
     /// Appends the line (with its newline) to `o`.
     pub fn write_to(&self, o: &mut Vec<u8>) {
         o.reserve(512);
@@ -417,7 +411,8 @@ mod tests {
             error: None,
             tokens: None,
         };
-        let line = e.to_line();
+        let mut line = Vec::new();
+        e.write_to(&mut line);
         assert_eq!(line.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
