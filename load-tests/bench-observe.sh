@@ -14,7 +14,8 @@
 # Environment: DURATION, ROUNDS, CONNS, PROXY_CPU, LOAD_CPU, KEEP_TMP, NO_BUILD as in bench.sh;
 # OBSERVE (default "metrics log tracing"): which of the three the "on" gateway has ("none":
 # nothing); SAMPLER (default 0.1): the tracing ratio; LOG_OUT=fifo: the access log goes to a FIFO
-# that nobody reads (the writer blocks; requests must not).
+# that nobody reads (the writer blocks; requests must not); LOG_OUT=null: to /dev/null (lines
+# formatted and written, without the file system's cost).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,10 +38,12 @@ OBSERVE=${OBSERVE:-metrics log tracing}
 EVERY_RESTART=${EVERY_RESTART:-2}
 require_positive EVERY_RESTART
 LOG_FILE=$TMP/access.log
-if [[ ${LOG_OUT:-file} == fifo ]]; then
-    LOG_FILE=$TMP/access.fifo
-    mkfifo "$LOG_FILE"
-fi
+case ${LOG_OUT:-file} in
+    fifo) LOG_FILE=$TMP/access.fifo && mkfifo "$LOG_FILE" ;;
+    null) LOG_FILE=/dev/null ;;
+    file) ;;
+    *) echo "LOG_OUT must be file, fifo or null" >&2 && exit 2 ;;
+esac
 on=$(observe_yaml "$OBSERVE" "$LOG_FILE")
 
 # start_both FIRST SECOND: both gateways, in that order.

@@ -7,6 +7,7 @@
 //! (`Authorization`, API keys, cookies, `?api_key=...`) cannot reach it.
 
 use crate::shards::Shards;
+use crate::text::{push_ip, push_ms, push_num, push_str};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -196,35 +197,6 @@ pub struct Entry<'a> {
     pub tokens: Option<&'a crate::usage::Usage>,
 }
 
-/// Appends a JSON string (escaped). Most strings need no escaping: they are checked with a
-/// branch-free pass (vectorised) and copied whole.
-pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let plain = !bytes.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
-        out.extend_from_slice(bytes);
-    } else {
-        for &b in bytes {
-            match b {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                0..=0x1f => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[(b >> 4) as usize]);
-                    out.push(HEX[(b & 15) as usize]);
-                }
-                _ => out.push(b),
-            }
-        }
-    }
-    out.push(b'"');
-}
-
 fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => push_str(out, s),
@@ -232,63 +204,33 @@ fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// Integers and milliseconds by hand: `core::fmt` (floats above all) was a visible share of a
-/// request's CPU time.
-pub fn push_num(out: &mut Vec<u8>, n: impl Into<u64>) {
-    let mut n: u64 = n.into();
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// Milliseconds with three decimals.
-fn push_ms(out: &mut Vec<u8>, ms: f64) {
-    let micros = (ms * 1000.0).round().max(0.0) as u64;
-    push_num(out, micros / 1000);
-    let frac = micros % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
-}
-
-/// `2026-11-27T00:33:19.296Z`; the part up to the seconds is made once per second per thread.
+/// `"2026-11-27T00:33:19.296Z"`; the part up to the seconds is made once per second per thread.
 fn push_time(out: &mut Vec<u8>, t: SystemTime) {
-    use std::cell::RefCell;
+    use std::cell::Cell;
     thread_local! {
-        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static CACHE: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
     }
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != secs {
-            let full = timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-            c.1 = full[..19].to_string();
-            c.0 = secs;
+    let (at, mut text) = CACHE.get();
+    if at != secs {
+        let full = timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        if let Some(head) = full.as_bytes().get(..19) {
+            text.copy_from_slice(head);
+            CACHE.set((secs, text));
         }
-        out.push(b'"');
-        out.extend_from_slice(c.1.as_bytes());
-        let ms = since.subsec_millis();
-        out.extend_from_slice(&[
-            b'.',
-            b'0' + (ms / 100) as u8,
-            b'0' + (ms / 10 % 10) as u8,
-            b'0' + (ms % 10) as u8,
-            b'Z',
-            b'"',
-        ]);
-    });
+    }
+    out.push(b'"');
+    out.extend_from_slice(&text);
+    let ms = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+        b'"',
+    ]);
 }
 
 impl Entry<'_> {
@@ -303,7 +245,7 @@ impl Entry<'_> {
         match self.client_ip {
             Some(ip) => {
                 o.push(b'"');
-                crate::upstream::push_ip(o, ip);
+                push_ip(o, ip);
                 o.push(b'"');
             }
             None => o.extend_from_slice(b"null"),
@@ -424,28 +366,36 @@ mod tests {
     }
 
     #[test]
-    fn numbers_by_hand() {
-        let mut o = Vec::new();
-        push_num(&mut o, 0u64);
-        o.push(b' ');
-        push_num(&mut o, u64::MAX);
-        o.push(b' ');
-        push_ms(&mut o, 1.2345);
-        o.push(b' ');
-        push_ms(&mut o, 1500.0);
-        o.push(b' ');
-        push_ms(&mut o, 0.0004);
-        assert_eq!(
-            String::from_utf8(o).unwrap(),
-            "0 18446744073709551615 1.235 1500.000 0.000"
-        );
-    }
-
-    #[test]
-    fn strings_are_escaped() {
-        let mut o = Vec::new();
-        push_str(&mut o, "a\"b\\c\u{1}d/é");
-        let back: String = serde_json::from_slice(&o).unwrap();
-        assert_eq!(back, "a\"b\\c\u{1}d/é");
+    fn extreme_values_still_make_json() {
+        let usage = crate::usage::Usage {
+            prompt: u64::MAX,
+            completion: u64::MAX,
+            model: Some("\u{1}".repeat(64)),
+        };
+        let nasty = "\u{1f}".repeat(300);
+        let e = Entry {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799),
+            request_id: &nasty,
+            client_ip: Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()),
+            agent_id: Some(&nasty),
+            route: &nasty,
+            method: &nasty,
+            path: &nasty,
+            status: u16::MAX,
+            duration_ms: 1e300,
+            upstream: Some(&nasty),
+            upstream_status: Some(u16::MAX),
+            upstream_ms: Some(f64::MAX),
+            bytes_in: u64::MAX,
+            bytes_out: u64::MAX,
+            limit: Some((&nasty, Some(u64::MAX))),
+            error: Some(&nasty),
+            tokens: Some(&usage),
+        };
+        let mut line = b"before".to_vec();
+        e.write_to(&mut line);
+        let v: serde_json::Value = serde_json::from_slice(&line[6..]).unwrap();
+        assert_eq!(v["path"].as_str(), Some(nasty.as_str()));
+        assert_eq!(v["bytes_out"], u64::MAX);
     }
 }

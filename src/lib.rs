@@ -17,6 +17,7 @@ pub mod router;
 pub mod server;
 pub mod shards;
 pub mod starter;
+pub mod text;
 pub mod trace;
 pub mod transforms;
 pub mod upstream;

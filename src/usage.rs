@@ -20,7 +20,7 @@ pub struct Usage {
 
 impl Usage {
     pub fn total(&self) -> u64 {
-        self.prompt + self.completion
+        self.prompt.saturating_add(self.completion)
     }
 
     /// Takes what a JSON object says (a whole response, or one SSE event).

@@ -149,7 +149,7 @@ fn envelope(spans: &[u8], json: bool) -> Vec<u8> {
         body.extend_from_slice(
             b"]},\"scopeSpans\":[{\"scope\":{\"name\":\"clawgate\",\"version\":",
         );
-        crate::access_log::push_str(&mut body, VERSION);
+        crate::text::push_str(&mut body, VERSION);
         body.extend_from_slice(b"},\"spans\":[");
         body.extend_from_slice(spans);
         body.extend_from_slice(b"]}]}]}");
@@ -247,7 +247,7 @@ fn put_varint(out: &mut Vec<u8>, tag: u32, value: u64) {
 
 /// One span as OTLP/JSON: ids in hex, 64-bit numbers as strings.
 fn span_json(s: &Span, o: &mut Vec<u8>) {
-    use crate::access_log::{push_num, push_str};
+    use crate::text::{push_hex, push_num, push_str};
     o.extend_from_slice(b"{\"traceId\":\"");
     push_hex(o, &s.trace_id.to_be_bytes());
     o.extend_from_slice(b"\",\"spanId\":\"");
@@ -285,18 +285,10 @@ fn span_json(s: &Span, o: &mut Vec<u8>) {
 
 fn attribute_json(o: &mut Vec<u8>, key: &str, value: &str) {
     o.extend_from_slice(b"{\"key\":");
-    crate::access_log::push_str(o, key);
+    crate::text::push_str(o, key);
     o.extend_from_slice(b",\"value\":{\"stringValue\":");
-    crate::access_log::push_str(o, value);
+    crate::text::push_str(o, value);
     o.extend_from_slice(b"}}");
-}
-
-fn push_hex(o: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        o.push(HEX[usize::from(b >> 4)]);
-        o.push(HEX[usize::from(b & 15)]);
-    }
 }
 
 /// The background service that exports spans on a schedule.

@@ -236,23 +236,17 @@ fn nonzero_u128() -> u128 {
 /// `00-<trace id>-<span id>-<flags>`, written by hand: `format!` of two wide hex numbers was
 /// most of the cost of an unsampled request's tracing.
 fn traceparent(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut b = [0u8; 55];
-    b[..3].copy_from_slice(b"00-");
-    for (i, byte) in trace_id.to_be_bytes().iter().enumerate() {
-        b[3 + 2 * i] = HEX[usize::from(byte >> 4)];
-        b[4 + 2 * i] = HEX[usize::from(byte & 15)];
-    }
-    b[35] = b'-';
-    for (i, byte) in span_id.to_be_bytes().iter().enumerate() {
-        b[36 + 2 * i] = HEX[usize::from(byte >> 4)];
-        b[37 + 2 * i] = HEX[usize::from(byte & 15)];
-    }
-    b[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
+    use crate::text::push_hex;
+    let mut b = Vec::with_capacity(55);
+    b.extend_from_slice(b"00-");
+    push_hex(&mut b, &trace_id.to_be_bytes());
+    b.push(b'-');
+    push_hex(&mut b, &span_id.to_be_bytes());
+    b.extend_from_slice(if sampled { b"-01" } else { b"-00" });
     // SAFETY: `b` holds only hex digits and '-', all visible ASCII, as a header value must
     // (checked in debug builds by http itself). Skipping the check saves a pass over the bytes
     // on every request.
-    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&b)) }
+    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from(b)) }
 }
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`: trace id, parent span id, sampled.
