@@ -1,0 +1,363 @@
+//! The in-process cache store: a TinyUFO (S3-FIFO with TinyLFU admission) bounded by bytes.
+//! Pingora's `MemCache` is for tests only (an unbounded `RwLock<HashMap>` that copies bodies).
+//!
+//! Entries are whole responses (head and body, shared by `Arc`/`Bytes`, so a hit copies
+//! nothing); a response is buffered while it is fetched and stored when complete, so requests
+//! waiting on the cache lock are served the finished entry.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
+use pingora::cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheKey, CacheMeta};
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorType, Result};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tinyufo::TinyUfo;
+
+/// Weights are counted in KiB (TinyUFO's weight is a u16: up to 64 MiB per entry).
+const UNIT: usize = 1024;
+/// Bytes an entry costs besides its body and head: the meta, the `Arc`, TinyUFO's node.
+const OVERHEAD: usize = 512;
+
+struct Entry {
+    key: HashBinary,
+    meta: Meta,
+    body: Bytes,
+}
+
+impl Entry {
+    /// What the entry costs in memory, in `UNIT`s.
+    fn weight(&self) -> u16 {
+        let head: usize = (self.meta.header.headers.iter())
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        let bytes = self.body.len() + head + OVERHEAD;
+        u16::try_from(bytes.div_ceil(UNIT)).unwrap_or(u16::MAX)
+    }
+}
+
+/// What of a `CacheMeta` is kept (it is not `Clone`; serialising it per hit would cost more
+/// than these few fields). Stale-serving windows are not used by clawgate.
+struct Meta {
+    fresh_until: SystemTime,
+    /// When the response was fetched or last revalidated: `Age` counts from here.
+    updated: SystemTime,
+    variance: Option<HashBinary>,
+    header: ResponseHeader,
+}
+
+impl Meta {
+    fn of(m: &CacheMeta) -> Meta {
+        Meta {
+            fresh_until: m.fresh_until(),
+            updated: m.epoch(),
+            variance: m.variance(),
+            header: m.response_header_copy(),
+        }
+    }
+
+    fn to_cache_meta(&self) -> CacheMeta {
+        let mut m = CacheMeta::new(self.fresh_until, self.updated, 0, 0, self.header.clone());
+        if let Some(v) = self.variance {
+            m.set_variance(v);
+        }
+        m
+    }
+
+    fn is_fresh(&self, now: SystemTime) -> bool {
+        self.fresh_until >= now
+    }
+}
+
+pub struct MemoryStore {
+    entries: TinyUfo<HashBinary, Arc<Entry>>,
+    max_object_size: usize,
+    /// Entries pushed out to make room (for the metrics).
+    pub evictions: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new(max_size: usize, max_object_size: usize) -> MemoryStore {
+        let units = (max_size / UNIT).max(1);
+        // TinyUFO sizes its tables from an item estimate: assume 8 KiB entries on average.
+        let estimated = (max_size / 8192).clamp(64, 4 << 20);
+        MemoryStore {
+            entries: TinyUfo::new(units, estimated),
+            max_object_size,
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, key: &HashBinary) -> Option<Arc<Entry>> {
+        // TinyUFO keys by a 64-bit hash of ours; the full key is compared so that a collision
+        // is a miss, never another request's answer.
+        self.entries.get(key).filter(|e| &e.key == key)
+    }
+
+    fn put(&self, entry: Entry) {
+        let key = entry.key;
+        let weight = entry.weight();
+        let evicted = self.entries.put(key, Arc::new(entry), weight);
+        let pushed_out = evicted.iter().filter(|kv| kv.data.key != key).count();
+        self.evictions
+            .fetch_add(pushed_out as u64, Ordering::Relaxed);
+    }
+
+    fn remove(&self, key: &HashBinary) -> bool {
+        match self.entries.remove(key) {
+            Some(e) if &e.key == key => true,
+            Some(other) => {
+                // Another key's entry under a colliding hash: put it back untouched.
+                let weight = other.weight();
+                self.entries.put(other.key, other, weight);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+fn storage_key(key: &CacheKey) -> HashBinary {
+    key.combined_bin()
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let k = storage_key(key);
+        let Some(entry) = self.get(&k) else {
+            return Ok(None);
+        };
+        // Past its freshness the entry is gone: the next request is a plain miss (and refills).
+        if !entry.meta.is_fresh(SystemTime::now()) {
+            self.remove(&k);
+            return Ok(None);
+        }
+        let hit = Hit {
+            body: entry.body.clone(),
+            done: false,
+            range: (0, entry.body.len()),
+        };
+        Ok(Some((entry.meta.to_cache_meta(), Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(Miss {
+            store: self,
+            key: storage_key(key),
+            meta: Meta::of(meta),
+            body: BytesMut::new(),
+            too_big: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let key: &CompactCacheKey = target.key();
+        Ok(if self.remove(&key.combined_bin()) {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let k = storage_key(key);
+        let Some(entry) = self.get(&k) else {
+            return Ok(false);
+        };
+        self.put(Entry {
+            key: k,
+            meta: Meta::of(meta),
+            body: entry.body.clone(),
+        });
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+struct Hit {
+    body: Bytes,
+    done: bool,
+    range: (usize, usize),
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.range.0..self.range.1)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        let end = end.map_or(len, |e| e.min(len));
+        if start > end {
+            return Error::e_explain(ErrorType::InternalError, "seek past the end of the body");
+        }
+        self.range = (start, end);
+        self.done = false;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+struct Miss {
+    store: &'static MemoryStore,
+    key: HashBinary,
+    meta: Meta,
+    body: BytesMut,
+    too_big: bool,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.too_big || self.body.len() + data.len() > self.store.max_object_size {
+            // Pingora checks `max_file_size` too; this keeps the buffer bounded regardless.
+            self.too_big = true;
+            self.body = BytesMut::new();
+            return Ok(());
+        }
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        if self.too_big {
+            return Ok(MissFinishType::Created(0));
+        }
+        let size = self.body.len();
+        self.store.put(Entry {
+            key: self.key,
+            meta: self.meta,
+            body: self.body.freeze(),
+        });
+        Ok(MissFinishType::Created(size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn meta(fresh: Duration) -> CacheMeta {
+        let now = SystemTime::now();
+        CacheMeta::new(now + fresh, now, 0, 0, ResponseHeader::build(200, None).unwrap())
+    }
+
+    fn store(max: usize) -> &'static MemoryStore {
+        Box::leak(Box::new(MemoryStore::new(max, 64 << 10)))
+    }
+
+    async fn fill(s: &'static MemoryStore, key: &CacheKey, body: &[u8], fresh: Duration) {
+        let span = pingora::cache::trace::Span::inactive().handle();
+        let mut m = s.get_miss_handler(key, &meta(fresh), &span).await.unwrap();
+        m.write_body(Bytes::copy_from_slice(body), true).await.unwrap();
+        m.finish().await.unwrap();
+    }
+
+    async fn read(s: &'static MemoryStore, key: &CacheKey) -> Option<Bytes> {
+        let (_, mut hit) = s.lookup(key, &pingora::cache::trace::Span::inactive().handle()).await.unwrap()?;
+        hit.read_body().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn stores_serves_expires_and_purges() {
+        let s = store(1 << 20);
+        let k = CacheKey::new("a", "");
+        assert!(read(s, &k).await.is_none());
+        fill(s, &k, b"hello", Duration::from_secs(60)).await;
+        assert_eq!(read(s, &k).await.as_deref(), Some(&b"hello"[..]));
+        assert!(read(s, &CacheKey::new("b", "")).await.is_none());
+
+        let purged = s
+            .purge(
+                PurgeTarget::Active(&k.to_compact()),
+                PurgeType::Invalidation,
+                &pingora::cache::trace::Span::inactive().handle(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(purged, PurgeOutcome::Purged(None));
+        assert!(read(s, &k).await.is_none());
+
+        let stale = CacheKey::new("stale", "");
+        fill(s, &stale, b"x", Duration::ZERO).await;
+        assert!(read(s, &stale).await.is_none(), "past its freshness");
+    }
+
+    #[tokio::test]
+    async fn too_big_is_not_stored_and_the_bound_holds() {
+        let s = store(256 << 10);
+        let big = CacheKey::new("big", "");
+        fill(s, &big, &vec![0u8; (64 << 10) + 1], Duration::from_secs(60)).await;
+        assert!(read(s, &big).await.is_none());
+        for i in 0..200 {
+            let k = CacheKey::new(format!("k{i}"), "");
+            fill(s, &k, &[1u8; 8 << 10], Duration::from_secs(60)).await;
+        }
+        let mut kept = 0;
+        for i in 0..200 {
+            if read(s, &CacheKey::new(format!("k{i}"), "")).await.is_some() {
+                kept += 1;
+            }
+        }
+        // 256 KiB holds at most 28 entries of 9 KiB.
+        assert!(kept > 0 && kept <= 28, "{kept}");
+        assert!(s.evictions.load(Ordering::Relaxed) > 0);
+    }
+}

@@ -1,0 +1,323 @@
+//! Response caching on pingora-cache: what a route caches, under which key, for how long, and
+//! the store that holds it. The proxy's cache hooks call into here.
+
+pub mod key;
+pub mod memory;
+
+use key::{KeyPart, Primary};
+use pingora::cache::cache_control::CacheControl;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::{CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason};
+use pingora::cache::{RespCacheable, VarianceBuilder};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use std::time::{Duration, SystemTime};
+
+/// Request bodies are read for the key only up to this size (Pingora's retry buffer).
+pub const MAX_KEYED_BODY: u64 = 64 << 10;
+
+/// A route's compiled `caching`.
+#[derive(Debug)]
+pub struct RouteCache {
+    /// The longest freshness; an upstream `max-age`/`s-maxage` that is shorter wins.
+    pub ttl: Duration,
+    /// One entry for every caller; otherwise each agent has its own.
+    pub shared: bool,
+    pub key: Vec<KeyPart>,
+}
+
+/// The gateway-wide settings of the store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_size: u64,
+    pub max_object_size: u64,
+    /// How long identical requests wait for the first one's response before going upstream.
+    pub lock_timeout: Duration,
+}
+
+/// The process's cache: built once at start (entries outlive configuration reloads), leaked
+/// because Pingora wants `&'static` storage and lock.
+pub struct Cache {
+    pub store: &'static memory::MemoryStore,
+    lock: &'static CacheKeyLockImpl,
+    max_object_size: usize,
+    lock_timeout: Duration,
+}
+
+impl Cache {
+    pub fn new(s: &Settings) -> &'static Cache {
+        let max_object_size = usize::try_from(s.max_object_size).unwrap_or(usize::MAX);
+        let store = Box::leak(Box::new(memory::MemoryStore::new(
+            usize::try_from(s.max_size).unwrap_or(usize::MAX),
+            max_object_size,
+        )));
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(s.lock_timeout));
+        Box::leak(Box::new(Cache {
+            store,
+            lock,
+            max_object_size,
+            lock_timeout: s.lock_timeout,
+        }))
+    }
+
+    /// Turns the cache on for this request.
+    pub fn enable(&'static self, session: &mut Session) {
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(self.lock_timeout);
+        session.cache.enable(
+            self.store,
+            None,
+            None,
+            Some(self.lock),
+            Some(overrides),
+        );
+        session.cache.set_max_file_size_bytes(self.max_object_size);
+    }
+}
+
+/// Methods whose responses may be cached: a HEAD is passed through (its response has no body
+/// to store) and the rest change things.
+pub fn cacheable_method(m: &http::Method) -> bool {
+    m == http::Method::GET || m == http::Method::POST
+}
+
+/// The request's key. `target` is the path and query the backend receives; `body` what of the
+/// body counts (see `key::body_part`).
+pub fn request_key(
+    route: &str,
+    req: &RequestHeader,
+    target: &http::Uri,
+    agent: Option<&str>,
+    rc: &RouteCache,
+    body: Option<&[u8]>,
+) -> CacheKey {
+    let mut p = Primary::default();
+    p.part(b"clawgate/1")
+        .part(route.as_bytes())
+        .part(req.method.as_str().as_bytes())
+        .part(target.path().as_bytes())
+        .part(key::sorted_query(target.query()).as_bytes());
+    if rc.shared {
+        p.absent();
+    } else {
+        // Anonymous callers (routes without auth) share one namespace, apart from every agent.
+        p.opt(agent.map(str::as_bytes));
+    }
+    for part in &rc.key {
+        if let KeyPart::Header(name) = part {
+            let mut values = req.headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                p.absent();
+            } else {
+                let joined: Vec<&[u8]> = values.map(|v| v.as_bytes()).collect();
+                p.part(&joined.join(&b","[..]));
+            }
+        }
+    }
+    p.opt(body);
+    p.into_key(if rc.shared { "" } else { agent.unwrap_or("") })
+}
+
+/// `X-Cache` for a response of a caching route.
+pub fn status(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Expired
+        | CachePhase::Stale
+        | CachePhase::StaleUpdating
+        | CachePhase::Revalidated
+        | CachePhase::RevalidatedNoCache(_) => "EXPIRED",
+        _ => "BYPASS",
+    }
+}
+
+/// The client asks for a fresh answer (`Cache-Control: no-cache` or `Pragma: no-cache`).
+pub fn client_wants_fresh(req: &RequestHeader) -> bool {
+    let says = |name: http::header::HeaderName| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| contains_token(s, "no-cache")))
+    };
+    says(http::header::CACHE_CONTROL) || says(http::header::PRAGMA)
+}
+
+/// The client forbids storing (`Cache-Control: no-store`): its request bypasses the cache.
+pub fn client_forbids_store(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| contains_token(s, "no-store")))
+}
+
+fn contains_token(list: &str, token: &str) -> bool {
+    list.split(',').any(|d| {
+        let d = d.trim();
+        let name = d.split('=').next().unwrap_or(d).trim();
+        name.eq_ignore_ascii_case(token)
+    })
+}
+
+/// Whether and for how long a response is stored: 2xx (not 206) only; never `no-store`,
+/// `private`, `no-cache`, `Set-Cookie`, `Vary: *` or an event stream; fresh for the route's
+/// `ttl`, or the upstream's `s-maxage`/`max-age` when shorter.
+pub fn response_cacheable(resp: &ResponseHeader, rc: &RouteCache) -> RespCacheable {
+    use RespCacheable::Uncacheable;
+    let status = resp.status.as_u16();
+    if !(200..300).contains(&status) || status == 206 {
+        return Uncacheable(NoCacheReason::Custom("status"));
+    }
+    let h = &resp.headers;
+    if h.contains_key(http::header::SET_COOKIE) {
+        return Uncacheable(NoCacheReason::Custom("set-cookie"));
+    }
+    if h.get_all(http::header::VARY)
+        .iter()
+        .any(|v| v.to_str().map_or(true, |s| s.split(',').any(|p| p.trim() == "*")))
+    {
+        return Uncacheable(NoCacheReason::Custom("vary"));
+    }
+    let event_stream = h
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+    if event_stream {
+        return Uncacheable(NoCacheReason::Custom("event-stream"));
+    }
+    let mut ttl = rc.ttl;
+    if let Some(cc) = CacheControl::from_resp_headers(resp) {
+        if cc.no_store() || cc.private() || cc.no_cache() {
+            return Uncacheable(NoCacheReason::OriginNotCache);
+        }
+        // s-maxage is for shared caches like this one; a value that does not parse is stale.
+        let secs = match (cc.s_maxage(), cc.max_age()) {
+            (Ok(Some(s)), _) => Some(s),
+            (Ok(None), Ok(m)) => m,
+            _ => Some(0),
+        };
+        match secs {
+            Some(0) => return Uncacheable(NoCacheReason::OriginNotCache),
+            Some(s) => ttl = ttl.min(Duration::from_secs(s.into())),
+            None => {}
+        }
+    }
+    let now = SystemTime::now();
+    RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, 0, 0, resp.clone()))
+}
+
+/// The variance of a stored response that names request headers in `Vary`.
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<pingora::cache::key::HashBinary> {
+    let mut names: Vec<String> = meta
+        .headers()
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut v = VarianceBuilder::new();
+    let values: Vec<(String, Vec<u8>)> = names
+        .into_iter()
+        .map(|n| {
+            let value = req
+                .headers
+                .get_all(n.as_str())
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b","[..]);
+            (n, value)
+        })
+        .collect();
+    for (n, value) in &values {
+        v.add_value(n, value);
+    }
+    v.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::cache::key::CacheHashKey;
+
+    fn rc(shared: bool) -> RouteCache {
+        RouteCache {
+            ttl: Duration::from_secs(300),
+            shared,
+            key: Vec::new(),
+        }
+    }
+
+    fn resp(headers: &[(&str, &str)], status: u16) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn fresh_secs(r: RespCacheable) -> Option<u64> {
+        match r {
+            RespCacheable::Cacheable(m) => Some(m.fresh_sec()),
+            RespCacheable::Uncacheable(_) => None,
+        }
+    }
+
+    #[test]
+    fn rules() {
+        let r = rc(false);
+        assert_eq!(fresh_secs(response_cacheable(&resp(&[], 200), &r)), Some(300));
+        let short = resp(&[("cache-control", "public, max-age=20")], 200);
+        assert_eq!(fresh_secs(response_cacheable(&short, &r)), Some(20));
+        let s = resp(&[("cache-control", "max-age=20, s-maxage=10")], 200);
+        assert_eq!(fresh_secs(response_cacheable(&s, &r)), Some(10));
+        let long = resp(&[("cache-control", "max-age=86400")], 200);
+        assert_eq!(fresh_secs(response_cacheable(&long, &r)), Some(300));
+        for no in [
+            resp(&[("cache-control", "no-store")], 200),
+            resp(&[("cache-control", "private, max-age=60")], 200),
+            resp(&[("cache-control", "no-cache")], 200),
+            resp(&[("cache-control", "max-age=0")], 200),
+            resp(&[("set-cookie", "a=b")], 200),
+            resp(&[("vary", "Accept, *")], 200),
+            resp(&[("content-type", "text/event-stream")], 200),
+            resp(&[], 500),
+            resp(&[], 404),
+            resp(&[], 206),
+        ] {
+            assert_eq!(fresh_secs(response_cacheable(&no, &r)), None, "{no:?}");
+        }
+    }
+
+    #[test]
+    fn keys_separate_agents_unless_shared() {
+        let req = RequestHeader::build("GET", b"/x?b=2&a=1", None).unwrap();
+        let uri: http::Uri = "/x?b=2&a=1".parse().unwrap();
+        let sorted: http::Uri = "/x?a=1&b=2".parse().unwrap();
+        let k = |agent: Option<&str>, shared: bool, uri: &http::Uri| {
+            request_key("r", &req, uri, agent, &rc(shared), None).combined()
+        };
+        assert_ne!(k(Some("a"), false, &uri), k(Some("b"), false, &uri));
+        assert_ne!(k(Some("a"), false, &uri), k(None, false, &uri));
+        assert_eq!(k(Some("a"), true, &uri), k(Some("b"), true, &uri));
+        assert_eq!(k(Some("a"), false, &uri), k(Some("a"), false, &sorted));
+    }
+
+    #[test]
+    fn client_directives() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert!(!client_wants_fresh(&req));
+        req.insert_header("cache-control", "max-age=0, No-Cache").unwrap();
+        assert!(client_wants_fresh(&req));
+        assert!(!client_forbids_store(&req));
+        req.insert_header("cache-control", "no-store").unwrap();
+        assert!(client_forbids_store(&req));
+    }
+}
