@@ -195,6 +195,8 @@ pub struct Entry<'a> {
     pub limit: Option<(&'a str, Option<u64>)>,
     pub error: Option<&'a str>,
     pub tokens: Option<&'a crate::usage::Usage>,
+    /// `X-Cache` on caching routes.
+    pub cache: Option<&'a str>,
 }
 
 fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -278,7 +280,9 @@ impl Entry<'_> {
         push_num(o, self.bytes_in);
         o.extend_from_slice(b",\"bytes_out\":");
         push_num(o, self.bytes_out);
-        o.extend_from_slice(b",\"cache\":null,\"tokens\":");
+        o.extend_from_slice(b",\"cache\":");
+        push_opt_str(o, self.cache);
+        o.extend_from_slice(b",\"tokens\":");
         match self.tokens {
             Some(u) => {
                 o.extend_from_slice(b"{\"prompt\":");
@@ -352,6 +356,7 @@ mod tests {
             limit: Some(("passed", Some(9))),
             error: None,
             tokens: None,
+            cache: Some("HIT"),
         };
         let mut line = Vec::new();
         e.write_to(&mut line);
@@ -363,6 +368,7 @@ mod tests {
         assert_eq!(v["limit"]["remaining"], 9);
         assert_eq!(v["client_ip"], "10.0.0.1");
         assert_eq!(v["tokens"], serde_json::Value::Null);
+        assert_eq!(v["cache"], "HIT");
     }
 
     #[test]
@@ -391,6 +397,7 @@ mod tests {
             limit: Some((&nasty, Some(u64::MAX))),
             error: Some(&nasty),
             tokens: Some(&usage),
+            cache: None,
         };
         let mut line = b"before".to_vec();
         e.write_to(&mut line);

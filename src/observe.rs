@@ -22,6 +22,8 @@ pub struct Seen<'a> {
     pub limit: Option<u64>,
     /// LLM token usage read from the response.
     pub tokens: Option<&'a crate::usage::Usage>,
+    /// `X-Cache`, on caching routes.
+    pub cache: Option<&'static str>,
 }
 
 /// The status the client got: the response written, else what the error became.
@@ -68,6 +70,11 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, se
             u.total(),
         );
     }
+    match seen.cache {
+        Some("HIT") => m.cache_hits.with_label_values(&[seen.route]).inc(),
+        Some("MISS" | "EXPIRED") => m.cache_misses.with_label_values(&[seen.route]).inc(),
+        _ => {}
+    }
     if let Some(kind) = e.and_then(upstream_error_kind) {
         m.upstream_errors
             .with_label_values(&[seen.route, kind])
@@ -108,6 +115,7 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         limit,
         error,
         tokens: seen.tokens,
+        cache: seen.cache,
     };
     log.write_with(|buf| line.write_to(buf));
 }

@@ -9,6 +9,10 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
+use pingora::cache::key::HashBinary;
+use pingora::cache::{
+    CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
@@ -39,11 +43,14 @@ impl Drop for InFlight {
 pub struct Gateway {
     config: ArcSwap<Config>,
     started: Instant,
+    /// The response cache, when a route caches (built once: entries outlive reloads).
+    cache: Option<&'static crate::cache::Cache>,
 }
 
 impl Gateway {
     pub fn new(config: Arc<Config>) -> Self {
         Gateway {
+            cache: config.cache.as_ref().map(crate::cache::Cache::new),
             config: ArcSwap::new(config),
             started: Instant::now(),
         }
@@ -84,6 +91,14 @@ pub struct Ctx {
     /// The spans of a sampled request (boxed: most requests are not sampled).
     trace: Option<Box<crate::trace::Sampled>>,
     body_bytes: u64,
+    /// What of the request body goes into the cache key (read ahead on caching routes).
+    cache_body: Option<Bytes>,
+    /// The request may not use the cache (a body too large to key, `Cache-Control: no-store`).
+    cache_bypass: bool,
+    /// The lookup missed (what `X-Cache` says even if the response then turns out uncacheable).
+    cache_missed: bool,
+    /// `X-Cache` as answered, for the log and the metrics.
+    cache_status: Option<&'static str>,
     _in_flight: InFlight,
 }
 
@@ -110,6 +125,7 @@ impl Ctx {
             bytes_out: self.bytes_out,
             limit: self.limit.map(|l| l.remaining),
             tokens: self.tokens.as_deref(),
+            cache: self.cache_status,
         }
     }
 
@@ -208,6 +224,10 @@ impl ProxyHttp for Gateway {
             traceparent: None,
             trace: None,
             body_bytes: 0,
+            cache_body: None,
+            cache_bypass: false,
+            cache_missed: false,
+            cache_status: None,
             _in_flight: InFlight::new(),
         }
     }
@@ -246,6 +266,9 @@ impl ProxyHttp for Gateway {
                 if let Some(fwd) = ctx.forward() {
                     upstream::set_forwarding_headers(session, &fwd);
                 }
+                if self.cache.is_some() && ctx.route().is_some_and(|r| r.cache.is_some()) {
+                    Box::pin(self.prepare_cache_key(session, ctx)).await?;
+                }
                 Ok(false)
             }
             Ok(Admit::Health) => {
@@ -281,6 +304,73 @@ impl ProxyHttp for Gateway {
             .route()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         upstream::peer_for(route).await
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if let (Some(cache), Some(_)) = (self.cache, ctx.route().and_then(|r| r.cache.as_ref())) {
+            if !ctx.cache_bypass {
+                cache.enable(session);
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let route = ctx
+            .route()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let rc = route
+            .cache
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let req = session.req_header();
+        Ok(crate::cache::request_key(
+            &route.label,
+            req,
+            ctx.forward.as_deref().unwrap_or(&req.uri),
+            ctx.identity.as_ref().map(|i| &*i.agent.id),
+            rc,
+            ctx.cache_body.as_deref(),
+        ))
+    }
+
+    fn cache_miss(&self, session: &mut Session, ctx: &mut Ctx) {
+        ctx.cache_missed = true;
+        session.cache.cache_miss();
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        _meta: &CacheMeta,
+        _hit: &mut HitHandler,
+        _is_fresh: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        // `Cache-Control: no-cache` from the client: fetch again (and store the new answer).
+        Ok(crate::cache::client_wants_fresh(session.req_header())
+            .then_some(ForcedFreshness::ForceExpired))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        Ok(match ctx.route().and_then(|r| r.cache.as_ref()) {
+            Some(rc) => crate::cache::response_cacheable(resp, rc),
+            None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
+        })
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        crate::cache::variance(meta, req)
     }
 
     async fn upstream_request_filter(
@@ -348,7 +438,13 @@ impl ProxyHttp for Gateway {
                 &ctx.config.routes[route].label,
             );
         }
-        if ctx.config.track_tokens && resp.status.is_success() {
+        if ctx.route().is_some_and(|r| r.cache.is_some()) {
+            let status = crate::cache::status(session.cache.phase(), ctx.cache_missed);
+            resp.insert_header("x-cache", status)?;
+            ctx.cache_status = Some(status);
+        }
+        // A cached answer consumed no tokens.
+        if ctx.config.track_tokens && resp.status.is_success() && ctx.cache_status != Some("HIT") {
             ctx.usage = resp
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -586,6 +682,43 @@ fn subject_of<'a>(session: &Session, ctx: &'a Ctx) -> (Subject<'a>, Option<crate
 }
 
 impl Gateway {
+    /// On a caching route: whether the request may use the cache, and the part of its body that
+    /// goes into the key (read ahead, up to 64 KiB).
+    async fn prepare_cache_key(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        if !crate::cache::cacheable_method(&req.method)
+            || crate::cache::client_forbids_store(req)
+            || session.is_upgrade_req()
+        {
+            ctx.cache_bypass = true;
+            return Ok(());
+        }
+        if req.method != http::Method::POST {
+            return Ok(());
+        }
+        let Some(body) = crate::cache::read_body_for_key(session).await? else {
+            ctx.cache_bypass = true;
+            return Ok(());
+        };
+        // Pre-read chunks never reach request_body_filter: account for them here.
+        ctx.body_bytes += body.len() as u64;
+        if ctx.body_bytes > ctx.config.max_body_size {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body larger than max_body_size",
+            );
+        }
+        if ctx.config.track_tokens {
+            ctx.request_body = Some(vec![body.clone()]);
+        }
+        let parts = ctx
+            .route()
+            .and_then(|r| r.cache.as_ref())
+            .map_or(&[][..], |rc| &rc.key[..]);
+        ctx.cache_body = Some(Bytes::from(crate::cache::key::body_part(&body, parts)));
+        Ok(())
+    }
+
     /// `GET {monitoring.metrics.endpoint}`: Prometheus text.
     async fn metrics(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
         let id = request_id::as_str(&ctx.request_id);

@@ -139,7 +139,12 @@ mod tests {
             KeyPart::parse("request_headers.X-Agent-ID").unwrap(),
             KeyPart::Header(HeaderName::from_static("x-agent-id"))
         );
-        for bad in ["query", "request_body.", "request_body.a..b", "request_headers.a b"] {
+        for bad in [
+            "query",
+            "request_body.",
+            "request_body.a..b",
+            "request_headers.a b",
+        ] {
             assert!(KeyPart::parse(bad).is_err(), "{bad}");
         }
     }
@@ -157,7 +162,10 @@ mod tests {
         absent.absent();
         let mut empty = Primary::default();
         empty.part(b"");
-        assert_ne!(absent.into_key("").combined(), empty.into_key("").combined());
+        assert_ne!(
+            absent.into_key("").combined(),
+            empty.into_key("").combined()
+        );
     }
 
     #[test]

@@ -296,7 +296,13 @@ mod tests {
 
     fn meta(fresh: Duration) -> CacheMeta {
         let now = SystemTime::now();
-        CacheMeta::new(now + fresh, now, 0, 0, ResponseHeader::build(200, None).unwrap())
+        CacheMeta::new(
+            now + fresh,
+            now,
+            0,
+            0,
+            ResponseHeader::build(200, None).unwrap(),
+        )
     }
 
     fn store(max: usize) -> &'static MemoryStore {
@@ -306,12 +312,17 @@ mod tests {
     async fn fill(s: &'static MemoryStore, key: &CacheKey, body: &[u8], fresh: Duration) {
         let span = pingora::cache::trace::Span::inactive().handle();
         let mut m = s.get_miss_handler(key, &meta(fresh), &span).await.unwrap();
-        m.write_body(Bytes::copy_from_slice(body), true).await.unwrap();
+        m.write_body(Bytes::copy_from_slice(body), true)
+            .await
+            .unwrap();
         m.finish().await.unwrap();
     }
 
     async fn read(s: &'static MemoryStore, key: &CacheKey) -> Option<Bytes> {
-        let (_, mut hit) = s.lookup(key, &pingora::cache::trace::Span::inactive().handle()).await.unwrap()?;
+        let (_, mut hit) = s
+            .lookup(key, &pingora::cache::trace::Span::inactive().handle())
+            .await
+            .unwrap()?;
         hit.read_body().await.unwrap()
     }
 

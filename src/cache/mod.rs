@@ -64,13 +64,9 @@ impl Cache {
     pub fn enable(&'static self, session: &mut Session) {
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(self.lock_timeout);
-        session.cache.enable(
-            self.store,
-            None,
-            None,
-            Some(self.lock),
-            Some(overrides),
-        );
+        session
+            .cache
+            .enable(self.store, None, None, Some(self.lock), Some(overrides));
         session.cache.set_max_file_size_bytes(self.max_object_size);
     }
 }
@@ -118,9 +114,35 @@ pub fn request_key(
     p.into_key(if rc.shared { "" } else { agent.unwrap_or("") })
 }
 
-/// `X-Cache` for a response of a caching route.
-pub fn status(phase: CachePhase) -> &'static str {
+/// Reads a request body whose key needs it (`Content-Length` of at most `MAX_KEYED_BODY`), kept
+/// in Pingora's retry buffer so that a miss still sends it upstream. `None`: the body's length
+/// is unknown or too large, so the request skips the cache and its body streams untouched.
+pub async fn read_body_for_key(session: &mut Session) -> pingora::Result<Option<bytes::Bytes>> {
+    let req = session.req_header();
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Ok(None);
+    }
+    let length = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match length {
+        None if session.is_body_empty() => return Ok(Some(bytes::Bytes::new())),
+        Some(0) => return Ok(Some(bytes::Bytes::new())),
+        Some(n) if n <= MAX_KEYED_BODY => {}
+        _ => return Ok(None),
+    }
+    session.enable_retry_buffering();
+    while session.read_request_body().await?.is_some() {}
+    Ok(session.get_retry_buffer())
+}
+
+/// `X-Cache` for a response of a caching route; `missed`: the lookup found nothing (the
+/// response may since have turned out uncacheable, which disables the cache).
+pub fn status(phase: CachePhase, missed: bool) -> &'static str {
     match phase {
+        CachePhase::Disabled(_) if missed => "MISS",
         CachePhase::Hit => "HIT",
         CachePhase::Miss => "MISS",
         CachePhase::Expired
@@ -172,10 +194,10 @@ pub fn response_cacheable(resp: &ResponseHeader, rc: &RouteCache) -> RespCacheab
     if h.contains_key(http::header::SET_COOKIE) {
         return Uncacheable(NoCacheReason::Custom("set-cookie"));
     }
-    if h.get_all(http::header::VARY)
-        .iter()
-        .any(|v| v.to_str().map_or(true, |s| s.split(',').any(|p| p.trim() == "*")))
-    {
+    if h.get_all(http::header::VARY).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |s| s.split(',').any(|p| p.trim() == "*"))
+    }) {
         return Uncacheable(NoCacheReason::Custom("vary"));
     }
     let event_stream = h
@@ -273,7 +295,10 @@ mod tests {
     #[test]
     fn rules() {
         let r = rc(false);
-        assert_eq!(fresh_secs(response_cacheable(&resp(&[], 200), &r)), Some(300));
+        assert_eq!(
+            fresh_secs(response_cacheable(&resp(&[], 200), &r)),
+            Some(300)
+        );
         let short = resp(&[("cache-control", "public, max-age=20")], 200);
         assert_eq!(fresh_secs(response_cacheable(&short, &r)), Some(20));
         let s = resp(&[("cache-control", "max-age=20, s-maxage=10")], 200);
@@ -314,7 +339,8 @@ mod tests {
     fn client_directives() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         assert!(!client_wants_fresh(&req));
-        req.insert_header("cache-control", "max-age=0, No-Cache").unwrap();
+        req.insert_header("cache-control", "max-age=0, No-Cache")
+            .unwrap();
         assert!(client_wants_fresh(&req));
         assert!(!client_forbids_store(&req));
         req.insert_header("cache-control", "no-store").unwrap();

@@ -59,6 +59,8 @@ pub struct Config {
     pub log_output: Option<String>,
     /// The gateway's own log level (`monitoring.logging.level`, default info).
     pub log_level: log::LevelFilter,
+    /// The cache store's settings, when a route caches.
+    pub cache: Option<crate::cache::Settings>,
     /// Features the file turns on that this build does not provide yet; `start` refuses them.
     pub pending_features: Vec<String>,
 }
@@ -87,6 +89,8 @@ pub struct Route {
     /// Gateway-wide transforms, then the route's.
     pub request_transforms: Vec<Transform>,
     pub response_transforms: Vec<Transform>,
+    /// `caching`, when the route caches.
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +270,11 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         if c.strategy == Some(schema::CacheStrategy::Semantic) {
             pend("semantic caching");
         }
+        if c.store.as_deref().is_some_and(|s| s.starts_with("redis")) {
+            pend("a Redis cache store (caching.store)");
+        }
     }
+    let cache_settings = cache_settings(file.caching.as_ref())?;
     for (name, b) in &file.backends {
         match (&b.url, &b.urls) {
             (Some(_), Some(_)) => {
@@ -295,11 +303,6 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     }
 
     let mut routes = Vec::new();
-    let global_cache_enabled = file
-        .caching
-        .as_ref()
-        .and_then(|c| c.enabled)
-        .is_some_and(|f| f.0);
     for (i, r) in file.routes.iter().enumerate() {
         let rel = r.path.0.clone();
         if !rel.starts_with('/') {
@@ -334,10 +337,12 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             own.map_or(&[][..], |t| &t.response[..]),
             &at!("routes", i, "transforms", "response")[..],
         )?);
-        if let Some(c) = &r.caching {
-            if c.enabled.map_or(global_cache_enabled, |f| f.0) {
-                pend("response caching");
-            }
+        let cache = route_cache(file.caching.as_ref(), r.caching.as_ref(), i)?;
+        if r.caching
+            .as_ref()
+            .is_some_and(|c| c.strategy == Some(schema::CacheStrategy::Semantic))
+        {
+            pend("semantic caching");
         }
 
         let target_url = if let Some(w) = &r.backend_weights {
@@ -424,6 +429,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             rate_limit: r.rate_limit.map(Limit::from_rate),
             request_transforms,
             response_transforms,
+            cache,
         });
     }
     // Stable sort: among equally specific routes the first written wins.
@@ -471,6 +477,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     }
     let track_tokens = access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
     let metrics = metrics.map(|m| Arc::new(m.with_routes(routes.len())));
+    let any_cache = routes.iter().any(|r| r.cache.is_some());
     Ok(Config {
         source,
         name: text(&file.name).unwrap_or_else(|| "clawgate".into()),
@@ -518,6 +525,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         log_output: monitoring
             .and_then(|m| m.logging.as_ref())
             .and_then(|l| text(&l.output)),
+        cache: any_cache.then_some(cache_settings),
         pending_features: pending,
     })
 }
@@ -651,4 +659,104 @@ fn check_key(path: &str) -> Result<(), String> {
 
 fn read_file(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(Path::new(path)).map_err(|e| format!("{path}: {}", super::io_reason(&e)))
+}
+
+/// A route's `caching` over the gateway-wide one, field by field; `None` when it does not cache.
+fn route_cache(
+    global: Option<&schema::Caching>,
+    own: Option<&schema::Caching>,
+    i: usize,
+) -> Result<Option<crate::cache::RouteCache>, Problem> {
+    let pick = |f: fn(&schema::Caching) -> bool| own.is_some_and(f);
+    let enabled = own
+        .and_then(|c| c.enabled)
+        .or_else(|| global.and_then(|c| c.enabled))
+        .is_some_and(|f| f.0);
+    if !enabled {
+        return Ok(None);
+    }
+    let (key_list, key_at) = if pick(|c| c.cache_key.is_some()) {
+        (
+            own.and_then(|c| c.cache_key.as_ref()),
+            at!("routes", i, "caching", "cache_key"),
+        )
+    } else {
+        (
+            global.and_then(|c| c.cache_key.as_ref()),
+            at!("caching", "cache_key"),
+        )
+    };
+    let mut key = Vec::new();
+    for (j, part) in key_list.into_iter().flatten().enumerate() {
+        let mut at = key_at.clone();
+        at.push(crate::config::locate::IntoSeg::into_seg(j));
+        key.push(crate::cache::key::KeyPart::parse(part).map_err(|m| Problem::new(at, m))?);
+    }
+    let ttl = own
+        .and_then(|c| c.ttl)
+        .or_else(|| global.and_then(|c| c.ttl))
+        .map_or(Duration::from_secs(300), |d| d.0);
+    if ttl.is_zero() {
+        let at = if pick(|c| c.ttl.is_some()) {
+            at!("routes", i, "caching", "ttl")
+        } else {
+            at!("caching", "ttl")
+        };
+        return Err(Problem::new(at, "must be longer than 0"));
+    }
+    for (field, set) in [
+        ("store", pick(|c| c.store.is_some())),
+        ("max_size", pick(|c| c.max_size.is_some())),
+        ("max_object_size", pick(|c| c.max_object_size.is_some())),
+        ("lock_timeout", pick(|c| c.lock_timeout.is_some())),
+    ] {
+        if set {
+            return Err(Problem::new(
+                at!("routes", i, "caching", field),
+                "is a setting of the gateway-wide caching section, not of a route",
+            ));
+        }
+    }
+    Ok(Some(crate::cache::RouteCache {
+        ttl,
+        shared: own
+            .and_then(|c| c.shared)
+            .or_else(|| global.and_then(|c| c.shared))
+            .is_some_and(|f| f.0),
+        key,
+    }))
+}
+
+/// The gateway-wide store settings (defaults: 256 MiB, objects up to 4 MiB, 10 s lock wait).
+fn cache_settings(c: Option<&schema::Caching>) -> Result<crate::cache::Settings, Problem> {
+    let max_size = c.and_then(|c| c.max_size).map_or(256 << 20, |s| s.0);
+    let max_object_size = c.and_then(|c| c.max_object_size).map_or(4 << 20, |s| s.0);
+    if max_size == 0 {
+        return Err(Problem::new(
+            at!("caching", "max_size"),
+            "must be larger than 0",
+        ));
+    }
+    // The memory store weighs entries in KiB in a u16.
+    if max_object_size == 0 || max_object_size > 64 << 20 {
+        return Err(Problem::new(
+            at!("caching", "max_object_size"),
+            "must be between 1 byte and 64MB",
+        ));
+    }
+    if let Some(store) = c.and_then(|c| c.store.as_deref()) {
+        if store != "memory" && !store.starts_with("redis://") && !store.starts_with("rediss://") {
+            return Err(Problem::new(
+                at!("caching", "store"),
+                format!("{store:?} is not a store; use memory or a redis:// URL"),
+            ));
+        }
+    }
+    Ok(crate::cache::Settings {
+        max_size,
+        max_object_size: max_object_size.min(max_size),
+        lock_timeout: c
+            .and_then(|c| c.lock_timeout)
+            .map_or(Duration::from_secs(10), |d| d.0),
+    })
 }

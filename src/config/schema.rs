@@ -232,6 +232,8 @@ pub struct Caching {
     pub store: Option<Text>,
     pub max_size: Option<Size>,
     pub max_object_size: Option<Size>,
+    /// How long identical concurrent misses wait for the first one's response.
+    pub lock_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,8 @@
 //! - `GET /chunked?chunks=N&interval_ms=M`: a chunked body of N parts, M ms apart
 //! - `POST /v1/chat/completions`: JSON with `usage`, or SSE with a final usage chunk when `stream: true`
 //! - `GET /ws`: WebSocket echo
+//! - `ANY /cache/...?delay_ms=&cc=&cookie=&vary=&status=`: a numbered answer (`serial` counts
+//!   them) with the `Cache-Control`, `Set-Cookie`, `Vary` and status asked for, after a delay
 //! - `GET /__stats`: request counters; `POST /__stats/reset` clears them
 
 use axum::body::{Body, Bytes};
@@ -32,6 +34,8 @@ pub struct Stats {
     /// TCP connections accepted (to see that a proxy pools and reuses them).
     pub connections: AtomicU64,
     by_path: Mutex<BTreeMap<String, u64>>,
+    /// Answers of `/cache/...` so far.
+    serial: AtomicU64,
     last: Mutex<Option<Value>>,
 }
 
@@ -82,6 +86,7 @@ pub fn app(stats: Shared) -> Router {
         .route("/chunked", get(chunked))
         .route("/v1/chat/completions", post(chat))
         .route("/ws", get(ws))
+        .route("/cache/{*rest}", any(cacheable))
         .route(
             "/__stats",
             get(|State(s): State<Shared>| async move { Json(s.json()) }),
@@ -142,6 +147,40 @@ async fn echo(
         *l = Some(v.clone());
     }
     Json(v)
+}
+
+async fn cacheable(
+    State(stats): State<Shared>,
+    method: Method,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let delay = param(&q, "delay_ms", 0);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay.min(60_000))).await;
+    }
+    let serial = stats.serial.fetch_add(1, Ordering::Relaxed) + 1;
+    let code = StatusCode::from_u16(param(&q, "status", 200) as u16).unwrap_or(StatusCode::OK);
+    let mut r = Response::builder()
+        .status(code)
+        .header("content-type", "application/json");
+    if let Some(cc) = q.get("cc") {
+        r = r.header("cache-control", cc.as_str());
+    }
+    if q.contains_key("cookie") {
+        r = r.header("set-cookie", "session=abc; Path=/");
+    }
+    if let Some(v) = q.get("vary") {
+        r = r.header("vary", v.as_str());
+    }
+    let answer = json!({
+        "serial": serial,
+        "method": method.as_str(),
+        "path": uri.path(),
+        "body_len": body.len(),
+    });
+    r.body(Body::from(answer.to_string())).unwrap_or_default()
 }
 
 async fn status(Path(code): Path<u16>) -> Response {
