@@ -109,17 +109,22 @@ fn check_of_a_missing_file_and_bad_usage() {
 #[test]
 fn start_refuses_features_this_build_lacks() {
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "caching: {strategy: semantic}\nroutes:\n  - path: /x\n    backend_url: http://127.0.0.1:1\n    caching: {enabled: true}\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .args(["start", "--config"])
-        .arg(conf_dir().join("openclaw-api-gateway.yaml"))
-        .env("JWT_SECRET", SECRET)
+        .arg(&config)
         .current_dir(dir.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("caching") && err.contains("refusing to start"),
+        err.contains("semantic caching") && err.contains("refusing to start"),
         "{err}"
     );
 }
