@@ -12,6 +12,7 @@ pub mod observe;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod redis_link;
 pub mod request_id;
 pub mod respond;
 pub mod router;
