@@ -48,9 +48,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>) -> Self {
+    pub fn new(config: Arc<Config>, cache: Option<&'static crate::cache::Cache>) -> Self {
         Gateway {
-            cache: config.cache.as_ref().map(crate::cache::Cache::new),
+            cache,
             config: ArcSwap::new(config),
             started: Instant::now(),
         }

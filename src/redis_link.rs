@@ -115,7 +115,12 @@ impl Link {
         match answer {
             Ok(v) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    log::info!("{} {} answers again; {}", self.role, self.shown, self.recovered);
+                    log::info!(
+                        "{} {} answers again; {}",
+                        self.role,
+                        self.shown,
+                        self.recovered
+                    );
                 }
                 Some(v)
             }
@@ -125,7 +130,12 @@ impl Link {
                 self.skip_until_ms.store(skip, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     let e = redact_in(&e);
-                    log::warn!("{} {} failed ({e}); {}", self.role, self.shown, self.meanwhile);
+                    log::warn!(
+                        "{} {} failed ({e}); {}",
+                        self.role,
+                        self.shown,
+                        self.meanwhile
+                    );
                 }
                 None
             }
@@ -137,7 +147,13 @@ impl Link {
 fn redact_in(message: &str) -> String {
     message
         .split_whitespace()
-        .map(|w| if w.contains("://") { redact(w) } else { w.to_string() })
+        .map(|w| {
+            if w.contains("://") {
+                redact(w)
+            } else {
+                w.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

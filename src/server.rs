@@ -63,9 +63,13 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     server.bootstrap();
 
     let config = Arc::new(config);
+    let cache = match &config.cache {
+        Some(settings) => Some(crate::cache::Cache::new(settings)?),
+        None => None,
+    };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(config.clone()),
+        Gateway::new(config.clone(), cache),
         "clawgate",
     );
     for addr in &config.listen {
@@ -89,11 +93,13 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
             crate::trace::Exporter(t.clone()),
         ));
     }
-    if config.quotas.store.is_some() {
+    let redis_cache = cache.and_then(|c| c.redis);
+    if config.quotas.store.is_some() || redis_cache.is_some() {
         server.add_service(background_service(
-            "limits-store",
+            "redis-stores",
             StoreWarmUp {
                 config: config.clone(),
+                cache: redis_cache,
             },
         ));
     }
@@ -196,6 +202,7 @@ fn start_jwks(server: &mut Server, jwt: Arc<crate::auth::jwt::Jwt>) {
 
 struct StoreWarmUp {
     config: Arc<Config>,
+    cache: Option<&'static crate::cache::redis::RedisCache>,
 }
 
 #[async_trait]
@@ -203,6 +210,9 @@ impl BackgroundService for StoreWarmUp {
     async fn start(&self, _shutdown: ShutdownWatch) {
         if let Some(store) = &self.config.quotas.store {
             store.warm_up().await;
+        }
+        if let Some(cache) = self.cache {
+            cache.link.warm_up().await;
         }
     }
 }

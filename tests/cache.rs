@@ -352,3 +352,58 @@ fn cache_settings_are_checked() {
     assert_ne!(code, Some(0));
     assert!(text.contains("caching.max_object_size"), "{text}");
 }
+
+#[tokio::test]
+async fn instances_share_entries_through_redis_and_answer_without_it() {
+    let backend = mock_backend::spawn();
+    let mut redis = Redis::start();
+    let yaml = format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+agents:
+  "agent-a": {{api_key: "key-a"}}
+caching: {{ttl: "30s", store: "{}", store_timeout: "100ms"}}
+routes:
+  - path: "/*"
+    backend_url: "{{backend}}"
+    auth_required: true
+    caching: {{enabled: true}}
+"#,
+        redis.url()
+    );
+    let one = Gateway::start(&yaml, &backend.url());
+    let two = Gateway::start(&yaml, &backend.url());
+
+    let a = get(&one, "/cache/r", "key-a").await;
+    assert_eq!(a.x_cache, "MISS");
+    let b = get(&two, "/cache/r", "key-a").await;
+    assert_eq!(b.x_cache, "HIT", "stored by the other instance");
+    assert_eq!(b.body, a.body);
+    assert_eq!(backend.stats.count("/cache/r"), 1);
+    let keys = redis.command(&["DBSIZE"]).unwrap_or_default();
+    assert_eq!(keys, ":1", "one value per entry");
+
+    // Redis gone: answers still come (from the backend), quickly, never a 5xx.
+    redis.stop();
+    for i in 0..6 {
+        let started = std::time::Instant::now();
+        let r = get(&two, &format!("/cache/down{}", i % 2), "key-a").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    assert!(backend.stats.count("/cache/down0") >= 1);
+
+    // Back: entries are shared again.
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut shared = false;
+    for _ in 0..20 {
+        let _ = get(&one, "/cache/back", "key-a").await;
+        if get(&two, "/cache/back", "key-a").await.x_cache == "HIT" {
+            shared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(shared, "the shared cache is used again after Redis returns");
+}

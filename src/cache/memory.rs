@@ -5,21 +5,21 @@
 //! nothing); a response is buffered while it is fetched and stored when complete, so requests
 //! waiting on the cache lock are served the finished entry.
 
+use super::handlers::{BodyHit, Buffered};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora::cache::storage::{
-    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
-    PurgeType, Storage,
+    HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
 };
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
-use pingora::{Error, ErrorType, Result};
+use pingora::Result;
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tinyufo::TinyUfo;
 
 /// Weights are counted in KiB (TinyUFO's weight is a u16: up to 64 MiB per entry).
@@ -31,6 +31,8 @@ struct Entry {
     key: HashBinary,
     meta: Meta,
     body: Bytes,
+    /// Served until then (the freshness, or less for a near tier in front of Redis).
+    keep_until: SystemTime,
 }
 
 impl Entry {
@@ -70,10 +72,6 @@ impl Meta {
             m.set_variance(v);
         }
         m
-    }
-
-    fn is_fresh(&self, now: SystemTime) -> bool {
-        self.fresh_until >= now
     }
 }
 
@@ -125,8 +123,56 @@ impl MemoryStore {
     }
 }
 
-fn storage_key(key: &CacheKey) -> HashBinary {
+/// The storage key: the request key's hash with its variance.
+pub fn storage_key(key: &CacheKey) -> HashBinary {
     key.combined_bin()
+}
+
+impl MemoryStore {
+    /// A stored answer still to be served.
+    pub fn find(&self, k: &HashBinary) -> Option<(CacheMeta, Bytes)> {
+        let entry = self.get(k)?;
+        // Past its freshness the entry is gone: the next request is a plain miss (and refills).
+        if entry.keep_until < SystemTime::now() {
+            self.remove(k);
+            return None;
+        }
+        Some((entry.meta.to_cache_meta(), entry.body.clone()))
+    }
+
+    /// Stores an answer; `hold` caps how long it is served from here.
+    pub fn insert(&self, k: HashBinary, meta: &CacheMeta, body: Bytes, hold: Option<Duration>) {
+        let fresh_until = meta.fresh_until();
+        let keep_until = hold.map_or(fresh_until, |h| fresh_until.min(SystemTime::now() + h));
+        self.put(Entry {
+            key: k,
+            meta: Meta::of(meta),
+            body,
+            keep_until,
+        });
+    }
+
+    /// Replaces an entry's meta (after a revalidation); false when it is not here.
+    pub fn replace_meta(&self, k: &HashBinary, meta: &CacheMeta) -> bool {
+        let Some(entry) = self.get(k) else {
+            return false;
+        };
+        self.put(Entry {
+            key: *k,
+            meta: Meta::of(meta),
+            body: entry.body.clone(),
+            keep_until: meta.fresh_until(),
+        });
+        true
+    }
+
+    pub fn purge_key(&self, k: &HashBinary) -> bool {
+        self.remove(k)
+    }
+
+    pub fn max_object_size(&self) -> usize {
+        self.max_object_size
+    }
 }
 
 #[async_trait]
@@ -136,21 +182,9 @@ impl Storage for MemoryStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let k = storage_key(key);
-        let Some(entry) = self.get(&k) else {
-            return Ok(None);
-        };
-        // Past its freshness the entry is gone: the next request is a plain miss (and refills).
-        if !entry.meta.is_fresh(SystemTime::now()) {
-            self.remove(&k);
-            return Ok(None);
-        }
-        let hit = Hit {
-            body: entry.body.clone(),
-            done: false,
-            range: (0, entry.body.len()),
-        };
-        Ok(Some((entry.meta.to_cache_meta(), Box::new(hit))))
+        Ok(self
+            .find(&storage_key(key))
+            .map(|(meta, body)| (meta, Box::new(BodyHit::new(body)) as HitHandler)))
     }
 
     async fn get_miss_handler(
@@ -159,13 +193,15 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        Ok(Box::new(Miss {
-            store: self,
-            key: storage_key(key),
-            meta: Meta::of(meta),
-            body: BytesMut::new(),
-            too_big: false,
-        }))
+        let k = storage_key(key);
+        let meta = meta_copy(meta);
+        Ok(Box::new(Buffered::new(
+            self.max_object_size,
+            Box::new(move |body| {
+                self.insert(k, &meta, body, None);
+                Box::pin(async {})
+            }),
+        )))
     }
 
     async fn purge(
@@ -188,16 +224,7 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let k = storage_key(key);
-        let Some(entry) = self.get(&k) else {
-            return Ok(false);
-        };
-        self.put(Entry {
-            key: k,
-            meta: Meta::of(meta),
-            body: entry.body.clone(),
-        });
-        Ok(true)
+        Ok(self.replace_meta(&storage_key(key), meta))
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
@@ -205,88 +232,9 @@ impl Storage for MemoryStore {
     }
 }
 
-struct Hit {
-    body: Bytes,
-    done: bool,
-    range: (usize, usize),
-}
-
-#[async_trait]
-impl HandleHit for Hit {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        if self.done {
-            return Ok(None);
-        }
-        self.done = true;
-        Ok(Some(self.body.slice(self.range.0..self.range.1)))
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _storage: &'static (dyn Storage + Sync),
-        _key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn can_seek(&self) -> bool {
-        true
-    }
-
-    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        let len = self.body.len();
-        let end = end.map_or(len, |e| e.min(len));
-        if start > end {
-            return Error::e_explain(ErrorType::InternalError, "seek past the end of the body");
-        }
-        self.range = (start, end);
-        self.done = false;
-        Ok(())
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
-    }
-}
-
-struct Miss {
-    store: &'static MemoryStore,
-    key: HashBinary,
-    meta: Meta,
-    body: BytesMut,
-    too_big: bool,
-}
-
-#[async_trait]
-impl HandleMiss for Miss {
-    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        if self.too_big || self.body.len() + data.len() > self.store.max_object_size {
-            // Pingora checks `max_file_size` too; this keeps the buffer bounded regardless.
-            self.too_big = true;
-            self.body = BytesMut::new();
-            return Ok(());
-        }
-        self.body.extend_from_slice(&data);
-        Ok(())
-    }
-
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        if self.too_big {
-            return Ok(MissFinishType::Created(0));
-        }
-        let size = self.body.len();
-        self.store.put(Entry {
-            key: self.key,
-            meta: self.meta,
-            body: self.body.freeze(),
-        });
-        Ok(MissFinishType::Created(size))
-    }
+/// A copy of a `CacheMeta` (which is not `Clone`) with what clawgate uses of it.
+pub fn meta_copy(m: &CacheMeta) -> CacheMeta {
+    Meta::of(m).to_cache_meta()
 }
 
 #[cfg(test)]

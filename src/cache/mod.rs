@@ -1,13 +1,17 @@
 //! Response caching on pingora-cache: what a route caches, under which key, for how long, and
 //! the store that holds it. The proxy's cache hooks call into here.
 
+pub mod handlers;
 pub mod key;
 pub mod memory;
+pub mod redis;
 
 use key::{KeyPart, Primary};
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
-use pingora::cache::{CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason};
+use pingora::cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason, Storage,
+};
 use pingora::cache::{RespCacheable, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -29,6 +33,10 @@ pub struct RouteCache {
 /// The gateway-wide settings of the store.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `redis://...`: entries shared through Redis (with a memory tier of `max_size` in front);
+    /// `None`: in memory only.
+    pub redis: Option<String>,
+    pub store_timeout: Duration,
     pub max_size: u64,
     pub max_object_size: u64,
     /// How long identical requests wait for the first one's response before going upstream.
@@ -38,26 +46,42 @@ pub struct Settings {
 /// The process's cache: built once at start (entries outlive configuration reloads), leaked
 /// because Pingora wants `&'static` storage and lock.
 pub struct Cache {
-    pub store: &'static memory::MemoryStore,
+    pub storage: &'static (dyn Storage + Sync),
+    /// The shared store, to connect ahead of the first request.
+    pub redis: Option<&'static redis::RedisCache>,
     lock: &'static CacheKeyLockImpl,
     max_object_size: usize,
     lock_timeout: Duration,
 }
 
 impl Cache {
-    pub fn new(s: &Settings) -> &'static Cache {
+    pub fn new(s: &Settings) -> Result<&'static Cache, String> {
         let max_object_size = usize::try_from(s.max_object_size).unwrap_or(usize::MAX);
-        let store = Box::leak(Box::new(memory::MemoryStore::new(
-            usize::try_from(s.max_size).unwrap_or(usize::MAX),
-            max_object_size,
-        )));
+        let max_size = usize::try_from(s.max_size).unwrap_or(usize::MAX);
+        let (storage, redis): (&'static (dyn Storage + Sync), _) =
+            match &s.redis {
+                None => (
+                    Box::leak(Box::new(memory::MemoryStore::new(
+                        max_size,
+                        max_object_size,
+                    ))),
+                    None,
+                ),
+                Some(url) => {
+                    let r: &'static redis::RedisCache = Box::leak(Box::new(
+                        redis::RedisCache::new(url, s.store_timeout, max_size, max_object_size)?,
+                    ));
+                    (r, Some(r))
+                }
+            };
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(s.lock_timeout));
-        Box::leak(Box::new(Cache {
-            store,
+        Ok(Box::leak(Box::new(Cache {
+            storage,
+            redis,
             lock,
             max_object_size,
             lock_timeout: s.lock_timeout,
-        }))
+        })))
     }
 
     /// Turns the cache on for this request.
@@ -66,7 +90,7 @@ impl Cache {
         overrides.wait_timeout = Some(self.lock_timeout);
         session
             .cache
-            .enable(self.store, None, None, Some(self.lock), Some(overrides));
+            .enable(self.storage, None, None, Some(self.lock), Some(overrides));
         session.cache.set_max_file_size_bytes(self.max_object_size);
     }
 }

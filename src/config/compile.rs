@@ -270,9 +270,6 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         if c.strategy == Some(schema::CacheStrategy::Semantic) {
             pend("semantic caching");
         }
-        if c.store.as_deref().is_some_and(|s| s.starts_with("redis")) {
-            pend("a Redis cache store (caching.store)");
-        }
     }
     let cache_settings = cache_settings(file.caching.as_ref())?;
     for (name, b) in &file.backends {
@@ -709,6 +706,7 @@ fn route_cache(
         ("max_size", pick(|c| c.max_size.is_some())),
         ("max_object_size", pick(|c| c.max_object_size.is_some())),
         ("lock_timeout", pick(|c| c.lock_timeout.is_some())),
+        ("store_timeout", pick(|c| c.store_timeout.is_some())),
     ] {
         if set {
             return Err(Problem::new(
@@ -744,15 +742,29 @@ fn cache_settings(c: Option<&schema::Caching>) -> Result<crate::cache::Settings,
             "must be between 1 byte and 64MB",
         ));
     }
-    if let Some(store) = c.and_then(|c| c.store.as_deref()) {
-        if store != "memory" && !store.starts_with("redis://") && !store.starts_with("rediss://") {
+    let store = c
+        .and_then(|c| c.store.as_deref())
+        .filter(|s| *s != "memory");
+    if let Some(url) = store {
+        let shown = crate::redis_link::redact(url);
+        if !url.starts_with("redis://") && !url.starts_with("rediss://") {
             return Err(Problem::new(
                 at!("caching", "store"),
-                format!("{store:?} is not a store; use memory or a redis:// URL"),
+                format!("{shown:?} is not a store; use memory or a redis:// URL"),
             ));
         }
+        redis::Client::open(url).map_err(|e| {
+            Problem::new(
+                at!("caching", "store"),
+                format!("{shown} is not a Redis URL ({:?})", e.kind()),
+            )
+        })?;
     }
     Ok(crate::cache::Settings {
+        redis: store.map(str::to_string),
+        store_timeout: c
+            .and_then(|c| c.store_timeout)
+            .map_or(Duration::from_millis(100), |d| d.0),
         max_size,
         max_object_size: max_object_size.min(max_size),
         lock_timeout: c

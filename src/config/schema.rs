@@ -234,6 +234,8 @@ pub struct Caching {
     pub max_object_size: Option<Size>,
     /// How long identical concurrent misses wait for the first one's response.
     pub lock_timeout: Option<Dur>,
+    /// Bound on each call to a Redis store; a slower answer is a miss.
+    pub store_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
