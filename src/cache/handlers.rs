@@ -110,8 +110,15 @@ impl HandleMiss for Buffered {
             return Ok(MissFinishType::Created(0));
         }
         let size = self.body.len();
+        // The buffer grew by doubling: a stored entry keeps exactly its bytes (the memory
+        // bound counts bodies, not the buffers they were read into).
+        let body = if self.body.capacity() > size + size / 16 {
+            Bytes::copy_from_slice(&self.body)
+        } else {
+            std::mem::take(&mut self.body).freeze()
+        };
         if let Some(store) = self.store.take() {
-            store(std::mem::take(&mut self.body).freeze()).await;
+            store(body).await;
         }
         Ok(MissFinishType::Created(size))
     }

@@ -24,8 +24,9 @@ use tinyufo::TinyUfo;
 
 /// Weights are counted in KiB (TinyUFO's weight is a u16: up to 64 MiB per entry).
 const UNIT: usize = 1024;
-/// Bytes an entry costs besides its body and head: the meta, the `Arc`, TinyUFO's node.
-const OVERHEAD: usize = 512;
+/// Bytes an entry costs besides its body and its header text: the header map, the meta, the
+/// `Arc`, TinyUFO's node (measured with load-tests/bench-cache.sh: about 1.5 KB).
+const OVERHEAD: usize = 1536;
 
 struct Entry {
     key: HashBinary,
@@ -62,7 +63,7 @@ impl Meta {
             fresh_until: m.fresh_until(),
             updated: m.epoch(),
             variance: m.variance(),
-            header: m.response_header_copy(),
+            header: owned_header(m.response_header()),
         }
     }
 
@@ -230,6 +231,24 @@ impl Storage for MemoryStore {
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// A copy of a response head that shares no memory with the one it was parsed from (Pingora's
+/// header values are slices of the connection's read buffer: a plain clone kept each entry's
+/// whole read buffer alive, about 6 KB per entry, measured) and keeps no map of the names'
+/// original case (HTTP header names are case-insensitive; the map doubled the head's size).
+fn owned_header(h: &ResponseHeader) -> ResponseHeader {
+    let Ok(mut out) = ResponseHeader::build_no_case(h.status, Some(h.headers.len())) else {
+        return h.clone();
+    };
+    out.set_version(h.version);
+    for (name, value) in &h.headers {
+        let value =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        // Appending to a map without a case map cannot fail.
+        let _ = out.append_header(name.clone(), value);
+    }
+    out
 }
 
 /// A copy of a `CacheMeta` (which is not `Clone`) with what clawgate uses of it.
