@@ -76,6 +76,35 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Act on the response cache of the running gateway.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Purge every entry of a route, or the entry of one URL (asks the running gateway over
+    /// its listener from this host, which caching.admin_networks allows by default).
+    Purge {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A route's label (its name, else its path as written).
+        #[arg(
+            long,
+            value_name = "LABEL",
+            required_unless_present = "url",
+            conflicts_with = "url"
+        )]
+        route: Option<String>,
+        /// A path and query whose GET entry goes.
+        #[arg(long, value_name = "PATH")]
+        url: Option<String>,
+        /// With --url: the agent whose entry goes (else the shared or anonymous one).
+        #[arg(long, value_name = "ID", requires = "url")]
+        agent: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +205,26 @@ fn run(command: Command) -> CmdResult {
             Ok(0)
         }
         Command::Keys { action } => keys(action),
+        Command::Cache {
+            action:
+                CacheAction::Purge {
+                    config,
+                    route,
+                    url,
+                    agent,
+                },
+        } => {
+            let cfg = load(&config.config)?;
+            let target = match (route, url) {
+                (Some(r), _) => clawgate::cache::purge::Target::Route(r),
+                (None, Some(u)) => clawgate::cache::purge::Target::Url(u, agent),
+                (None, None) => return Err((EXIT_USAGE, "give --route or --url".into())),
+            };
+            let (code, body) =
+                clawgate::cache::purge::ask(&cfg, &target).map_err(|m| (EXIT_RUNTIME, m))?;
+            println!("{body}");
+            Ok(if code == 200 { 0 } else { EXIT_RUNTIME })
+        }
     }
 }
 

@@ -95,6 +95,8 @@ pub struct Ctx {
     cache_body: Option<Bytes>,
     /// The request may not use the cache (a body too large to key, `Cache-Control: no-store`).
     cache_bypass: bool,
+    /// A `PURGE` of this URL's cached answer, by an admin.
+    purge: bool,
     /// The lookup missed (what `X-Cache` says even if the response then turns out uncacheable).
     cache_missed: bool,
     /// `X-Cache` as answered, for the log and the metrics.
@@ -147,6 +149,8 @@ enum Admit {
     Health,
     Token,
     Metrics,
+    /// `{base_path}/cache`: purges.
+    CacheAdmin,
     /// A JWT names a key id we do not know: fetch the JWKS, then decide again.
     FetchKey(String),
     /// Everything but the rate limits, which the shared store decides.
@@ -226,6 +230,7 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             cache_body: None,
             cache_bypass: false,
+            purge: false,
             cache_missed: false,
             cache_status: None,
             _in_flight: InFlight::new(),
@@ -283,6 +288,10 @@ impl ProxyHttp for Gateway {
                 Box::pin(self.metrics(session, ctx)).await?;
                 Ok(true)
             }
+            Ok(Admit::CacheAdmin) => {
+                Box::pin(self.cache_admin(session, ctx)).await?;
+                Ok(true)
+            }
             Ok(Admit::FetchKey(_) | Admit::SharedLimits) => {
                 Err(Error::new(ErrorType::InternalError))
             }
@@ -324,14 +333,30 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         let req = session.req_header();
+        // A purge names the GET entry of its URL, of the agent in `X-Purge-Agent` (or the
+        // route's shared or anonymous entry).
+        let (method, agent) = if ctx.purge {
+            let agent = req
+                .headers
+                .get("x-purge-agent")
+                .and_then(|v| v.to_str().ok());
+            (&http::Method::GET, agent)
+        } else {
+            (&req.method, ctx.identity.as_ref().map(|i| &*i.agent.id))
+        };
         Ok(crate::cache::request_key(
             &route.label,
-            req,
+            method,
+            &req.headers,
             ctx.forward.as_deref().unwrap_or(&req.uri),
-            ctx.identity.as_ref().map(|i| &*i.agent.id),
+            agent,
             rc,
             ctx.cache_body.as_deref(),
         ))
+    }
+
+    fn is_purge(&self, _session: &Session, ctx: &Ctx) -> bool {
+        ctx.purge
     }
 
     fn cache_miss(&self, session: &mut Session, ctx: &mut Ctx) {
@@ -600,12 +625,28 @@ impl Gateway {
             return Ok(Admit::Token);
         }
 
+        if cfg.cache.is_some() && *path == *cfg.cache_path {
+            ctx.built_in = Some("cache");
+            return Ok(Admit::CacheAdmin);
+        }
+
         let Some(index) = cfg.route_index(&path) else {
             ctx.built_in = Some("unmatched");
             return Err(Refusal::new(404, "no route matches this path", false));
         };
         let route = &cfg.routes[index];
         ctx.route = Some(index);
+        if req.method.as_str() == "PURGE" {
+            if route.cache.is_none() {
+                return Err(Refusal::new(405, "this route does not cache", false));
+            }
+            authorise_admin(session, cfg)?;
+            ctx.purge = true;
+            let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
+                .map_err(|_| Refusal::new(400, "the request path cannot be forwarded", false))?;
+            ctx.forward = forward.map(Box::new);
+            return Ok(Admit::Proxy);
+        }
         if let Some(access) = &route.access {
             let identity = match cfg.auth.authenticate(&req.headers, access.strategy) {
                 Ok(identity) => identity,
@@ -682,9 +723,54 @@ fn subject_of<'a>(session: &Session, ctx: &'a Ctx) -> (Subject<'a>, Option<crate
 }
 
 impl Gateway {
+    /// `DELETE {base_path}/cache` with `{"route": label}` or `{"url": "/path?query", "agent":
+    /// id}` (an admin's request): every entry of a route, or one entry.
+    async fn cache_admin(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let id = request_id::as_str(&ctx.request_id).to_string();
+        let config = ctx.config.clone();
+        if session.req_header().method != http::Method::DELETE {
+            let body = respond::error_body(405, "the cache endpoint answers DELETE", &id);
+            return respond::write_json(session, 405, body, &id, &[("allow", "DELETE")]).await;
+        }
+        if let Err(Refusal(code, message, close, headers)) = authorise_admin(session, &config) {
+            let extra: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            return respond::json_error(session, code, message, &id, close, &extra).await;
+        }
+        let Some(cache) = self.cache else {
+            return respond::json_error(
+                session,
+                404,
+                "no route matches this path",
+                &id,
+                false,
+                &[],
+            )
+            .await;
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > crate::cache::MAX_KEYED_BODY {
+                return respond::json_error(session, 413, "request body too large", &id, true, &[])
+                    .await;
+            }
+        }
+        let (code, answer) = match crate::cache::purge::Request::parse(&body) {
+            Err(message) => (400, respond::error_body(400, &message, &id)),
+            Ok(req) => {
+                let headers = &session.req_header().headers;
+                crate::cache::purge::run(cache, &config, req, headers, &id).await
+            }
+        };
+        respond::write_json(session, code, answer, &id, &[]).await
+    }
+
     /// On a caching route: whether the request may use the cache, and the part of its body that
     /// goes into the key (read ahead, up to 64 KiB).
     async fn prepare_cache_key(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if ctx.purge {
+            return Ok(());
+        }
         let req = session.req_header();
         if !crate::cache::cacheable_method(&req.method)
             || crate::cache::client_forbids_store(req)
@@ -810,6 +896,30 @@ impl Gateway {
             }
         };
         respond::write_json(session, 200, Bytes::from(body.to_string()), id, &[]).await
+    }
+}
+
+/// Purges are for agents with the `admin` scope, or clients in `caching.admin_networks`.
+fn authorise_admin(session: &Session, cfg: &Config) -> Result<(), Refusal> {
+    let nets = cfg
+        .cache
+        .as_ref()
+        .map_or(&[][..], |c| &c.admin_networks[..]);
+    if upstream::client_ip(session).is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
+        return Ok(());
+    }
+    match cfg
+        .auth
+        .authenticate(&session.req_header().headers, Strategy::Any)
+    {
+        Ok(identity) if identity.agent.admin => Ok(()),
+        Ok(_) => Err(Refusal::new(403, "purging needs the admin scope", false)),
+        Err(Failure::Missing) => Err(Refusal::new(
+            403,
+            "purging needs the admin scope or an admin network",
+            false,
+        )),
+        Err(f) => Err(Refusal::unauthorized(cfg, Strategy::Any, &f)),
     }
 }
 

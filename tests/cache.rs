@@ -407,3 +407,153 @@ routes:
     }
     assert!(shared, "the shared cache is used again after Redis returns");
 }
+
+#[tokio::test]
+async fn purges_need_an_admin_and_remove_entries() {
+    let backend = mock_backend::spawn();
+    // Loopback is not an admin network here: only the admin scope may purge.
+    let yaml = YAML
+        .replace(
+            "\"agent-b\": {api_key: \"key-b\"}",
+            "\"agent-b\": {api_key: \"key-b\"}\n  \"ops\": {api_key: \"key-ops\", scopes: [\"admin\"]}",
+        )
+        .replace(
+            "  ttl: \"2s\"",
+            "  ttl: \"60s\"\n  admin_networks: [\"192.0.2.0/24\"]",
+        );
+    let g = Gateway::start(&yaml, &backend.url());
+    let purge = |key: &str, agent: Option<&str>| {
+        let mut rb = client()
+            .request(
+                reqwest::Method::from_bytes(b"PURGE").expect("method"),
+                g.url("/cache/p1"),
+            )
+            .header("x-api-key", key);
+        if let Some(a) = agent {
+            rb = rb.header("x-purge-agent", a);
+        }
+        rb
+    };
+    assert_eq!(get(&g, "/cache/p1", "key-a").await.x_cache, "MISS");
+    assert_eq!(get(&g, "/cache/p1", "key-a").await.x_cache, "HIT");
+
+    let refused = purge("key-a", Some("agent-a")).send().await.expect("purge");
+    assert_eq!(refused.status(), 403);
+    let v: Value = refused.json().await.expect("json");
+    assert_json_error(&v, 403, "forbidden");
+    assert_eq!(
+        get(&g, "/cache/p1", "key-a").await.x_cache,
+        "HIT",
+        "still cached"
+    );
+
+    // Another agent's entry is not this one.
+    let other = purge("key-ops", Some("agent-b"))
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(other.status(), 404);
+    let done = purge("key-ops", Some("agent-a"))
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(done.status(), 200);
+    assert_eq!(get(&g, "/cache/p1", "key-a").await.x_cache, "MISS");
+
+    // DELETE {base_path}/cache: one URL, then a whole route.
+    let delete = |key: &str, body: Value| {
+        client()
+            .delete(g.url("/cache"))
+            .header("x-api-key", key)
+            .json(&body)
+    };
+    assert_eq!(get(&g, "/cache/p2?x=1", "key-a").await.x_cache, "MISS");
+    let r = delete(
+        "key-ops",
+        json!({"url": "/cache/p2?x=1", "agent": "agent-a"}),
+    )
+    .send()
+    .await
+    .expect("delete");
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&g, "/cache/p2?x=1", "key-a").await.x_cache, "MISS");
+    assert_eq!(get(&g, "/cache/p2?x=1", "key-a").await.x_cache, "HIT");
+    assert_eq!(get(&g, "/cache/p3", "key-b").await.x_cache, "MISS");
+    assert_eq!(
+        delete("key-b", json!({"route": "/*"}))
+            .send()
+            .await
+            .expect("delete")
+            .status(),
+        403
+    );
+    let r = delete("key-ops", json!({"route": "/*"}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&g, "/cache/p2?x=1", "key-a").await.x_cache, "MISS");
+    assert_eq!(get(&g, "/cache/p3", "key-b").await.x_cache, "MISS");
+    assert_eq!(get(&g, "/shared/cache/s", "key-a").await.x_cache, "MISS");
+    assert_eq!(
+        get(&g, "/shared/cache/s", "key-a").await.x_cache,
+        "HIT",
+        "other routes keep theirs"
+    );
+    let bad = delete("key-ops", json!({"what": 1}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(bad.status(), 400);
+    let r = delete("key-ops", json!({"route": "/nope/*"}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn the_cli_purges_a_route_from_this_host() {
+    let backend = mock_backend::spawn();
+    let mut redis = Redis::start();
+    let yaml = format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+caching: {{ttl: "60s", store: "{}"}}
+routes:
+  - {{path: "/*", backend_url: "{{backend}}", caching: {{enabled: true}}}}
+"#,
+        redis.url()
+    );
+    let g = Gateway::start(&yaml, &backend.url());
+    let anon = |path: &str| send(client().get(g.url(path)));
+    assert_eq!(anon("/cache/c1").await.x_cache, "MISS");
+    assert_eq!(anon("/cache/c2").await.x_cache, "MISS");
+    assert_eq!(redis.command(&["DBSIZE"]).as_deref(), Some(":2"));
+    let out = clawgate(&[
+        "cache",
+        "purge",
+        "--config",
+        g.config_str(),
+        "--route",
+        "/*",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"purged\":\"route\""));
+    assert_eq!(redis.command(&["DBSIZE"]).as_deref(), Some(":0"));
+    assert_eq!(anon("/cache/c1").await.x_cache, "MISS");
+    let out = clawgate(&[
+        "cache",
+        "purge",
+        "--config",
+        g.config_str(),
+        "--url",
+        "/cache/zzz",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "nothing cached there");
+    redis.stop();
+}

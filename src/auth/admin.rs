@@ -55,7 +55,7 @@ pub struct NewKey<'a> {
 pub fn add(cfg: &Config, new: NewKey) -> Result<String, String> {
     let path = store_path(cfg)?;
     AgentInfo::new(new.agent, Vec::new()).map_err(|m| format!("--agent: {m}"))?;
-    for s in &new.scopes {
+    for s in new.scopes.iter().filter(|s| *s != super::ADMIN_SCOPE) {
         crate::router::Pattern::new(s).map_err(|m| format!("--scope: {m}"))?;
     }
     if let Some(r) = new.rate_limit {

@@ -35,7 +35,9 @@ pub fn compile(file: &File) -> Result<Auth, Problem> {
     let mut seen_keys: HashMap<[u8; 32], &str> = HashMap::new();
     for (name, a) in &file.agents {
         for (i, s) in a.scopes.iter().enumerate() {
-            Pattern::new(s).map_err(|m| Problem::new(at!("agents", name, "scopes", i), m))?;
+            if s.0 != super::ADMIN_SCOPE {
+                Pattern::new(s).map_err(|m| Problem::new(at!("agents", name, "scopes", i), m))?;
+            }
         }
         let info = AgentInfo::new(name, a.scopes.iter().map(|s| s.0.clone()).collect())
             .map_err(|m| Problem::new(at!("agents", name), m))?;
@@ -94,7 +96,7 @@ pub fn compile(file: &File) -> Result<Auth, Problem> {
         Some(path) => {
             let registry = agents.clone();
             let agent_of = Box::new(move |id: &str, scopes: &[String]| {
-                for s in scopes {
+                for s in scopes.iter().filter(|s| *s != super::ADMIN_SCOPE) {
                     Pattern::new(s).map_err(|m| format!("scopes: {m}"))?;
                 }
                 match registry.get(id) {

@@ -23,7 +23,12 @@ pub struct AgentInfo {
     pub header: HeaderValue,
     /// `None`: unrestricted. `Some`: the full path must match one (an empty list matches none).
     pub scopes: Option<Vec<Pattern>>,
+    /// The `admin` scope: may purge the cache.
+    pub admin: bool,
 }
+
+/// The scope that grants the gateway's administrative requests (cache purges), not a path.
+pub const ADMIN_SCOPE: &str = "admin";
 
 impl AgentInfo {
     /// Scopes that are not paths (OAuth scopes such as `openid` in a JWT) grant no path, but
@@ -33,12 +38,16 @@ impl AgentInfo {
             return Err("an agent id must be 1 to 256 visible ASCII characters".into());
         }
         let header = HeaderValue::from_str(id).map_err(|_| "not a valid agent id".to_string())?;
-        let scopes = (!scopes.is_empty())
-            .then(|| scopes.iter().filter_map(|s| Pattern::new(s).ok()).collect());
+        let admin = scopes.iter().any(|s| s == ADMIN_SCOPE);
+        let paths: Vec<&String> = scopes.iter().filter(|s| *s != ADMIN_SCOPE).collect();
+        // `admin` alone restricts no path: an admin agent calls what its route access allows.
+        let scopes = (!paths.is_empty())
+            .then(|| paths.iter().filter_map(|s| Pattern::new(s).ok()).collect());
         Ok(AgentInfo {
             id: id.into(),
             header,
             scopes,
+            admin,
         })
     }
 

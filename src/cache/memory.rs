@@ -6,6 +6,7 @@
 //! waiting on the cache lock are served the finished entry.
 
 use super::handlers::{BodyHit, Buffered};
+use super::purge::Watermarks;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
@@ -78,18 +79,20 @@ impl Meta {
 
 pub struct MemoryStore {
     entries: TinyUfo<HashBinary, Arc<Entry>>,
+    marks: Arc<Watermarks>,
     max_object_size: usize,
     /// Entries pushed out to make room (for the metrics).
     pub evictions: AtomicU64,
 }
 
 impl MemoryStore {
-    pub fn new(max_size: usize, max_object_size: usize) -> MemoryStore {
+    pub fn new(max_size: usize, max_object_size: usize, marks: Arc<Watermarks>) -> MemoryStore {
         let units = (max_size / UNIT).max(1);
         // TinyUFO sizes its tables from an item estimate: assume 8 KiB entries on average.
         let estimated = (max_size / 8192).clamp(64, 4 << 20);
         MemoryStore {
             entries: TinyUfo::new(units, estimated),
+            marks,
             max_object_size,
             evictions: AtomicU64::new(0),
         }
@@ -130,11 +133,12 @@ pub fn storage_key(key: &CacheKey) -> HashBinary {
 }
 
 impl MemoryStore {
-    /// A stored answer still to be served.
-    pub fn find(&self, k: &HashBinary) -> Option<(CacheMeta, Bytes)> {
+    /// A stored answer of route `tag` still to be served.
+    pub fn find(&self, k: &HashBinary, tag: &str) -> Option<(CacheMeta, Bytes)> {
         let entry = self.get(k)?;
-        // Past its freshness the entry is gone: the next request is a plain miss (and refills).
-        if entry.keep_until < SystemTime::now() {
+        // Past its freshness (or its route's purge) the entry is gone: the next request is a
+        // plain miss (and refills).
+        if entry.keep_until < SystemTime::now() || self.marks.hides(tag, entry.meta.updated) {
             self.remove(k);
             return None;
         }
@@ -184,7 +188,7 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         Ok(self
-            .find(&storage_key(key))
+            .find(&storage_key(key), &key.user_tag)
             .map(|(meta, body)| (meta, Box::new(BodyHit::new(body)) as HitHandler)))
     }
 
@@ -273,7 +277,7 @@ mod tests {
     }
 
     fn store(max: usize) -> &'static MemoryStore {
-        Box::leak(Box::new(MemoryStore::new(max, 64 << 10)))
+        Box::leak(Box::new(MemoryStore::new(max, 64 << 10, Arc::default())))
     }
 
     async fn fill(s: &'static MemoryStore, key: &CacheKey, body: &[u8], fresh: Duration) {

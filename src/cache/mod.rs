@@ -4,6 +4,7 @@
 pub mod handlers;
 pub mod key;
 pub mod memory;
+pub mod purge;
 pub mod redis;
 
 use key::{KeyPart, Primary};
@@ -15,6 +16,7 @@ use pingora::cache::{
 use pingora::cache::{RespCacheable, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Request bodies are read for the key only up to this size (Pingora's retry buffer).
@@ -28,6 +30,8 @@ pub struct RouteCache {
     /// One entry for every caller; otherwise each agent has its own.
     pub shared: bool,
     pub key: Vec<KeyPart>,
+    /// The route's entries' tag (`purge::route_tag` of its label).
+    pub tag: String,
 }
 
 /// The gateway-wide settings of the store.
@@ -41,6 +45,8 @@ pub struct Settings {
     pub max_object_size: u64,
     /// How long identical requests wait for the first one's response before going upstream.
     pub lock_timeout: Duration,
+    /// Clients that may purge without the `admin` scope.
+    pub admin_networks: Vec<crate::client_addr::Cidr>,
 }
 
 /// The process's cache: built once at start (entries outlive configuration reloads), leaked
@@ -49,6 +55,7 @@ pub struct Cache {
     pub storage: &'static (dyn Storage + Sync),
     /// The shared store, to connect ahead of the first request.
     pub redis: Option<&'static redis::RedisCache>,
+    marks: Arc<purge::Watermarks>,
     lock: &'static CacheKeyLockImpl,
     max_object_size: usize,
     lock_timeout: Duration,
@@ -58,26 +65,29 @@ impl Cache {
     pub fn new(s: &Settings) -> Result<&'static Cache, String> {
         let max_object_size = usize::try_from(s.max_object_size).unwrap_or(usize::MAX);
         let max_size = usize::try_from(s.max_size).unwrap_or(usize::MAX);
-        let (storage, redis): (&'static (dyn Storage + Sync), _) =
-            match &s.redis {
-                None => (
-                    Box::leak(Box::new(memory::MemoryStore::new(
-                        max_size,
-                        max_object_size,
-                    ))),
-                    None,
-                ),
-                Some(url) => {
-                    let r: &'static redis::RedisCache = Box::leak(Box::new(
-                        redis::RedisCache::new(url, s.store_timeout, max_size, max_object_size)?,
-                    ));
-                    (r, Some(r))
-                }
-            };
+        let marks = Arc::new(purge::Watermarks::default());
+        let (storage, redis): (&'static (dyn Storage + Sync), _) = match &s.redis {
+            None => {
+                let m = memory::MemoryStore::new(max_size, max_object_size, marks.clone());
+                (Box::leak(Box::new(m)), None)
+            }
+            Some(url) => {
+                let r = redis::RedisCache::new(
+                    url,
+                    s.store_timeout,
+                    max_size,
+                    max_object_size,
+                    marks.clone(),
+                )?;
+                let r: &'static redis::RedisCache = Box::leak(Box::new(r));
+                (r, Some(r))
+            }
+        };
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(s.lock_timeout));
         Ok(Box::leak(Box::new(Cache {
             storage,
             redis,
+            marks,
             lock,
             max_object_size,
             lock_timeout: s.lock_timeout,
@@ -93,6 +103,27 @@ impl Cache {
             .enable(self.storage, None, None, Some(self.lock), Some(overrides));
         session.cache.set_max_file_size_bytes(self.max_object_size);
     }
+
+    /// Removes one entry; whether it was there.
+    pub async fn purge_one(&'static self, key: &CacheKey) -> bool {
+        let span = pingora::cache::trace::Span::inactive().handle();
+        let compact = key.to_compact();
+        let target = pingora::cache::PurgeTarget::Active(&compact);
+        matches!(
+            self.storage
+                .purge(target, pingora::cache::PurgeType::Invalidation, &span)
+                .await,
+            Ok(pingora::cache::PurgeOutcome::Purged(_))
+        )
+    }
+
+    /// Stops serving every entry of a route stored until now (and deletes them from Redis).
+    pub async fn purge_route(&'static self, rc: &RouteCache) {
+        self.marks.purge(&rc.tag);
+        if let Some(r) = self.redis {
+            r.purge_route(&rc.tag).await;
+        }
+    }
 }
 
 /// Methods whose responses may be cached: a HEAD is passed through (its response has no body
@@ -101,11 +132,12 @@ pub fn cacheable_method(m: &http::Method) -> bool {
     m == http::Method::GET || m == http::Method::POST
 }
 
-/// The request's key. `target` is the path and query the backend receives; `body` what of the
+/// A request's key. `target` is the path and query the backend receives; `body` what of the
 /// body counts (see `key::body_part`).
 pub fn request_key(
     route: &str,
-    req: &RequestHeader,
+    method: &http::Method,
+    headers: &http::HeaderMap,
     target: &http::Uri,
     agent: Option<&str>,
     rc: &RouteCache,
@@ -114,7 +146,7 @@ pub fn request_key(
     let mut p = Primary::default();
     p.part(b"clawgate/1")
         .part(route.as_bytes())
-        .part(req.method.as_str().as_bytes())
+        .part(method.as_str().as_bytes())
         .part(target.path().as_bytes())
         .part(key::sorted_query(target.query()).as_bytes());
     if rc.shared {
@@ -125,7 +157,7 @@ pub fn request_key(
     }
     for part in &rc.key {
         if let KeyPart::Header(name) = part {
-            let mut values = req.headers.get_all(name).iter().peekable();
+            let mut values = headers.get_all(name).iter().peekable();
             if values.peek().is_none() {
                 p.absent();
             } else {
@@ -135,7 +167,7 @@ pub fn request_key(
         }
     }
     p.opt(body);
-    p.into_key(if rc.shared { "" } else { agent.unwrap_or("") })
+    p.into_key(&rc.tag)
 }
 
 /// Reads a request body whose key needs it (`Content-Length` of at most `MAX_KEYED_BODY`), kept
@@ -298,6 +330,7 @@ mod tests {
             ttl: Duration::from_secs(300),
             shared,
             key: Vec::new(),
+            tag: purge::route_tag("r"),
         }
     }
 
@@ -351,7 +384,16 @@ mod tests {
         let uri: http::Uri = "/x?b=2&a=1".parse().unwrap();
         let sorted: http::Uri = "/x?a=1&b=2".parse().unwrap();
         let k = |agent: Option<&str>, shared: bool, uri: &http::Uri| {
-            request_key("r", &req, uri, agent, &rc(shared), None).combined()
+            request_key(
+                "r",
+                &req.method,
+                &req.headers,
+                uri,
+                agent,
+                &rc(shared),
+                None,
+            )
+            .combined()
         };
         assert_ne!(k(Some("a"), false, &uri), k(Some("b"), false, &uri));
         assert_ne!(k(Some("a"), false, &uri), k(None, false, &uri));

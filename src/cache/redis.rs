@@ -7,6 +7,7 @@
 
 use super::handlers::{BodyHit, Buffered};
 use super::memory::{meta_copy, storage_key, MemoryStore};
+use super::purge::Watermarks;
 use crate::redis_link::Link;
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -18,6 +19,7 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::Result;
 use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How long the memory tier serves an entry before asking Redis again.
@@ -28,6 +30,7 @@ pub struct RedisCache {
     pub link: Link,
     near: MemoryStore,
     max_object_size: usize,
+    marks: Arc<Watermarks>,
 }
 
 impl RedisCache {
@@ -36,6 +39,7 @@ impl RedisCache {
         timeout: Duration,
         near_size: usize,
         max_object_size: usize,
+        marks: Arc<Watermarks>,
     ) -> Result<RedisCache, String> {
         Ok(RedisCache {
             link: Link::new(
@@ -45,13 +49,14 @@ impl RedisCache {
                 "requests are answered by the backends until it answers",
                 "the shared cache is used again",
             )?,
-            near: MemoryStore::new(near_size, max_object_size),
+            near: MemoryStore::new(near_size, max_object_size, marks.clone()),
             max_object_size,
+            marks,
         })
     }
 
-    async fn get(&self, k: &HashBinary) -> Option<(CacheMeta, Bytes)> {
-        let name = redis_key(k);
+    async fn get(&self, k: &HashBinary, tag: &str) -> Option<(CacheMeta, Bytes)> {
+        let name = redis_key(tag, k);
         let blob: Option<Vec<u8>> = self
             .link
             .run(
@@ -59,10 +64,11 @@ impl RedisCache {
             )
             .await?;
         let (meta, body) = decode(&blob?)?;
-        meta.is_fresh(SystemTime::now()).then_some((meta, body))
+        let live = meta.is_fresh(SystemTime::now()) && !self.marks.hides(tag, meta.updated());
+        live.then_some((meta, body))
     }
 
-    async fn set(&self, k: &HashBinary, meta: &CacheMeta, body: &Bytes) {
+    async fn set(&self, k: &HashBinary, tag: &str, meta: &CacheMeta, body: &Bytes) {
         let Some(blob) = encode(meta, body) else {
             return;
         };
@@ -73,7 +79,7 @@ impl RedisCache {
         if ttl_ms == 0 {
             return;
         }
-        let name = redis_key(k);
+        let name = redis_key(tag, k);
         self.link
             .run(|mut conn| async move {
                 redis::cmd("SET")
@@ -87,8 +93,8 @@ impl RedisCache {
             .await;
     }
 
-    async fn delete(&self, k: &HashBinary) -> bool {
-        let name = redis_key(k);
+    async fn delete(&self, k: &HashBinary, tag: &str) -> bool {
+        let name = redis_key(tag, k);
         let removed: Option<u64> = self
             .link
             .run(
@@ -97,11 +103,52 @@ impl RedisCache {
             .await;
         removed.unwrap_or(0) > 0
     }
+
+    /// Deletes every entry of a route (by the route tag in the key names); how many went.
+    pub async fn purge_route(&self, tag: &str) -> Option<u64> {
+        let pattern = format!("clawgate:cache:{tag}:*");
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let pattern = pattern.clone();
+            let (next, names): (u64, Vec<String>) = self
+                .link
+                .run(|mut conn| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            if !names.is_empty() {
+                let n: u64 = self
+                    .link
+                    .run(|mut conn| async move {
+                        redis::cmd("UNLINK")
+                            .arg(&names)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Some(removed);
+            }
+            cursor = next;
+        }
+    }
 }
 
-fn redis_key(k: &HashBinary) -> String {
-    let mut s = String::with_capacity(15 + 32);
+fn redis_key(tag: &str, k: &HashBinary) -> String {
+    let mut s = String::with_capacity(32 + tag.len() + 32);
     s.push_str("clawgate:cache:");
+    s.push_str(tag);
+    s.push(':');
     let mut hex = Vec::with_capacity(32);
     crate::text::push_hex(&mut hex, k);
     s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
@@ -143,11 +190,11 @@ impl Storage for RedisCache {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let k = storage_key(key);
-        let found = match self.near.find(&k) {
+        let (k, tag) = (storage_key(key), key.user_tag.as_str());
+        let found = match self.near.find(&k, tag) {
             Some(hit) => Some(hit),
             None => {
-                let far = self.get(&k).await;
+                let far = self.get(&k, tag).await;
                 if let Some((meta, body)) = &far {
                     self.near.insert(k, meta, body.clone(), Some(NEAR_HOLD));
                 }
@@ -163,14 +210,14 @@ impl Storage for RedisCache {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let k = storage_key(key);
+        let (k, tag) = (storage_key(key), key.user_tag.clone());
         let meta = meta_copy(meta);
         Ok(Box::new(Buffered::new(
             self.max_object_size,
             Box::new(move |body| {
                 Box::pin(async move {
                     self.near.insert(k, &meta, body.clone(), Some(NEAR_HOLD));
-                    self.set(&k, &meta, &body).await;
+                    self.set(&k, &tag, &meta, &body).await;
                 })
             }),
         )))
@@ -182,9 +229,10 @@ impl Storage for RedisCache {
         _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let k = target.key().combined_bin();
+        let compact = target.key();
+        let k = compact.combined_bin();
         let near = self.near.purge_key(&k);
-        let far = self.delete(&k).await;
+        let far = self.delete(&k, &compact.user_tag).await;
         Ok(if near || far {
             PurgeOutcome::Purged(None)
         } else {
@@ -198,16 +246,16 @@ impl Storage for RedisCache {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let k = storage_key(key);
-        let body = match self.near.find(&k) {
+        let (k, tag) = (storage_key(key), key.user_tag.as_str());
+        let body = match self.near.find(&k, tag) {
             Some((_, body)) => Some(body),
-            None => self.get(&k).await.map(|(_, body)| body),
+            None => self.get(&k, tag).await.map(|(_, body)| body),
         };
         let Some(body) = body else {
             return Ok(false);
         };
         self.near.insert(k, meta, body.clone(), Some(NEAR_HOLD));
-        self.set(&k, meta, &body).await;
+        self.set(&k, tag, meta, &body).await;
         Ok(true)
     }
 
@@ -241,8 +289,8 @@ mod tests {
     #[test]
     fn keys_are_hex() {
         assert_eq!(
-            redis_key(&[0xab; 16]),
-            format!("clawgate:cache:{}", "ab".repeat(16))
+            redis_key("00ff", &[0xab; 16]),
+            format!("clawgate:cache:00ff:{}", "ab".repeat(16))
         );
     }
 }

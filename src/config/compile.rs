@@ -55,6 +55,8 @@ pub struct Config {
     pub tracing: Option<Arc<crate::trace::Tracing>>,
     /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
     pub token_path: String,
+    /// `DELETE {base_path}/cache`: purges (when a route caches).
+    pub cache_path: String,
     pub keys_store: Option<String>,
     pub log_output: Option<String>,
     /// The gateway's own log level (`monitoring.logging.level`, default info).
@@ -334,7 +336,8 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             own.map_or(&[][..], |t| &t.response[..]),
             &at!("routes", i, "transforms", "response")[..],
         )?);
-        let cache = route_cache(file.caching.as_ref(), r.caching.as_ref(), i)?;
+        let label = text(&r.name).unwrap_or_else(|| rel.clone());
+        let cache = route_cache(file.caching.as_ref(), r.caching.as_ref(), i, &label)?;
         if r.caching
             .as_ref()
             .is_some_and(|c| c.strategy == Some(schema::CacheStrategy::Semantic))
@@ -414,7 +417,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             }
         }
         routes.push(Route {
-            label: text(&r.name).unwrap_or(rel),
+            label,
             pattern,
             strip,
             target,
@@ -481,6 +484,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         version: text(&file.version).unwrap_or_else(|| "1.0".into()),
         health_path: format!("{base_path}/health"),
         token_path: format!("{base_path}/auth/token"),
+        cache_path: format!("{base_path}/cache"),
         auth: Arc::new(auth),
         quotas,
         metrics,
@@ -663,6 +667,7 @@ fn route_cache(
     global: Option<&schema::Caching>,
     own: Option<&schema::Caching>,
     i: usize,
+    label: &str,
 ) -> Result<Option<crate::cache::RouteCache>, Problem> {
     let pick = |f: fn(&schema::Caching) -> bool| own.is_some_and(f);
     let enabled = own
@@ -707,6 +712,7 @@ fn route_cache(
         ("max_object_size", pick(|c| c.max_object_size.is_some())),
         ("lock_timeout", pick(|c| c.lock_timeout.is_some())),
         ("store_timeout", pick(|c| c.store_timeout.is_some())),
+        ("admin_networks", pick(|c| c.admin_networks.is_some())),
     ] {
         if set {
             return Err(Problem::new(
@@ -722,6 +728,7 @@ fn route_cache(
             .or_else(|| global.and_then(|c| c.shared))
             .is_some_and(|f| f.0),
         key,
+        tag: crate::cache::purge::route_tag(label),
     }))
 }
 
@@ -760,7 +767,27 @@ fn cache_settings(c: Option<&schema::Caching>) -> Result<crate::cache::Settings,
             )
         })?;
     }
+    let mut admin_networks = Vec::new();
+    match c.and_then(|c| c.admin_networks.as_ref()) {
+        Some(list) => {
+            for (i, n) in list.iter().enumerate() {
+                admin_networks.push(
+                    crate::client_addr::Cidr::parse(n)
+                        .map_err(|m| Problem::new(at!("caching", "admin_networks", i), m))?,
+                );
+            }
+        }
+        None => {
+            for n in ["127.0.0.0/8", "::1/128"] {
+                admin_networks.push(
+                    crate::client_addr::Cidr::parse(n)
+                        .map_err(|m| Problem::new(at!("caching", "admin_networks"), m))?,
+                );
+            }
+        }
+    }
     Ok(crate::cache::Settings {
+        admin_networks,
         redis: store.map(str::to_string),
         store_timeout: c
             .and_then(|c| c.store_timeout)

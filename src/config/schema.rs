@@ -236,6 +236,8 @@ pub struct Caching {
     pub lock_timeout: Option<Dur>,
     /// Bound on each call to a Redis store; a slower answer is a miss.
     pub store_timeout: Option<Dur>,
+    /// Clients that may purge without the `admin` scope (default: loopback only).
+    pub admin_networks: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
