@@ -36,6 +36,10 @@ pub struct Metrics {
     pub agent_requests: IntCounterVec,
     pub cache_hits: IntCounterVec,
     pub cache_misses: IntCounterVec,
+    pub cache_bypasses: IntCounterVec,
+    /// Bytes of answers held in memory (the memory store, or the Redis store's memory tier).
+    pub cache_bytes: IntGauge,
+    pub cache_evictions: prometheus::IntCounter,
     pub upstream_errors: IntCounterVec,
     pub active: IntGauge,
     pub reloads: IntCounterVec,
@@ -231,6 +235,27 @@ impl Metrics {
             "Cacheable requests that went to the backend.",
             &["route"],
         )?;
+        let cache_bypasses = counter(
+            "cache_bypasses_total",
+            "Requests of caching routes that could not use the cache (method, no-store, body).",
+            &["route"],
+        )?;
+        let cache_bytes = IntGauge::new(
+            name("cache_stored_bytes"),
+            "Bytes of cached answers held in memory.",
+        )
+        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        registry
+            .register(Box::new(cache_bytes.clone()))
+            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        let cache_evictions = prometheus::IntCounter::new(
+            name("cache_evictions_total"),
+            "Cached answers pushed out of memory to make room.",
+        )
+        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        registry
+            .register(Box::new(cache_evictions.clone()))
+            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
         let upstream_errors = counter(
             "upstream_errors_total",
             "Backend failures: connect, timeout, or a broken response.",
@@ -337,6 +362,9 @@ impl Metrics {
             agent_requests,
             cache_hits,
             cache_misses,
+            cache_bypasses,
+            cache_bytes,
+            cache_evictions,
             upstream_errors,
             active,
             reloads,

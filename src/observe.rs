@@ -73,6 +73,7 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, se
     match seen.cache {
         Some("HIT") => m.cache_hits.with_label_values(&[seen.route]).inc(),
         Some("MISS" | "EXPIRED") => m.cache_misses.with_label_values(&[seen.route]).inc(),
+        Some("BYPASS") => m.cache_bypasses.with_label_values(&[seen.route]).inc(),
         _ => {}
     }
     if let Some(kind) = e.and_then(upstream_error_kind) {

@@ -818,6 +818,12 @@ impl Gateway {
         }
         m.active
             .set(crate::proxy::IN_FLIGHT.load(Ordering::Relaxed) as i64);
+        if let Some(cache) = self.cache {
+            let (bytes, evictions) = cache.stats();
+            m.cache_bytes.set(bytes);
+            let seen = m.cache_evictions.get();
+            m.cache_evictions.inc_by(evictions.saturating_sub(seen));
+        }
         let body = Bytes::from(m.render());
         respond::write_body(session, 200, "text/plain; version=0.0.4", body, id, &[]).await
     }

@@ -139,6 +139,17 @@ async fn get_hit_within_ttl_miss_after_and_agents_apart() {
         metrics.contains("openclaw_gateway_cache_misses_total{route=\"/*\"} 5"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("openclaw_gateway_cache_bypasses_total{route=\"/*\"} 0")
+            || !metrics.contains("openclaw_gateway_cache_bypasses_total{route=\"/*\"}"),
+        "no bypass yet"
+    );
+    let stored = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("openclaw_gateway_cache_stored_bytes "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(stored > 0, "{metrics}");
     let log = wait_for_log(&g, 12).await;
     let caches: Vec<&str> = log.iter().filter_map(|l| l["cache"].as_str()).collect();
     assert_eq!(

@@ -18,7 +18,7 @@ use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
 use pingora::Result;
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tinyufo::TinyUfo;
@@ -38,13 +38,17 @@ struct Entry {
 }
 
 impl Entry {
-    /// What the entry costs in memory, in `UNIT`s.
-    fn weight(&self) -> u16 {
+    /// What the entry costs in memory.
+    fn size(&self) -> usize {
         let head: usize = (self.meta.header.headers.iter())
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
-        let bytes = self.body.len() + head + OVERHEAD;
-        u16::try_from(bytes.div_ceil(UNIT)).unwrap_or(u16::MAX)
+        self.body.len() + head + OVERHEAD
+    }
+
+    /// The same in `UNIT`s.
+    fn weight(&self) -> u16 {
+        u16::try_from(self.size().div_ceil(UNIT)).unwrap_or(u16::MAX)
     }
 }
 
@@ -83,6 +87,8 @@ pub struct MemoryStore {
     max_object_size: usize,
     /// Entries pushed out to make room (for the metrics).
     pub evictions: AtomicU64,
+    /// Bytes of the entries held (bodies, heads, overhead), for the metrics.
+    pub bytes: AtomicI64,
 }
 
 impl MemoryStore {
@@ -95,6 +101,7 @@ impl MemoryStore {
             marks,
             max_object_size,
             evictions: AtomicU64::new(0),
+            bytes: AtomicI64::new(0),
         }
     }
 
@@ -107,15 +114,27 @@ impl MemoryStore {
     fn put(&self, entry: Entry) {
         let key = entry.key;
         let weight = entry.weight();
+        let mut change = entry.size() as i64;
+        if let Some(old) = self.get(&key) {
+            change -= old.size() as i64;
+        }
         let evicted = self.entries.put(key, Arc::new(entry), weight);
-        let pushed_out = evicted.iter().filter(|kv| kv.data.key != key).count();
-        self.evictions
-            .fetch_add(pushed_out as u64, Ordering::Relaxed);
+        let mut pushed_out = 0;
+        for kv in &evicted {
+            // The new entry itself comes back when TinyLFU prefers what it would evict.
+            change -= kv.data.size() as i64;
+            pushed_out += u64::from(kv.data.key != key);
+        }
+        self.bytes.fetch_add(change, Ordering::Relaxed);
+        self.evictions.fetch_add(pushed_out, Ordering::Relaxed);
     }
 
     fn remove(&self, key: &HashBinary) -> bool {
         match self.entries.remove(key) {
-            Some(e) if &e.key == key => true,
+            Some(e) if &e.key == key => {
+                self.bytes.fetch_sub(e.size() as i64, Ordering::Relaxed);
+                true
+            }
             Some(other) => {
                 // Another key's entry under a colliding hash: put it back untouched.
                 let weight = other.weight();
@@ -338,8 +357,10 @@ mod tests {
                 kept += 1;
             }
         }
-        // 256 KiB holds at most 28 entries of 9 KiB.
-        assert!(kept > 0 && kept <= 28, "{kept}");
+        // 256 KiB holds at most 25 entries of 10 KiB.
+        assert!(kept > 0 && kept <= 25, "{kept}");
         assert!(s.evictions.load(Ordering::Relaxed) > 0);
+        let bytes = s.bytes.load(Ordering::Relaxed);
+        assert!(bytes > 0 && bytes <= 256 << 10, "{bytes}");
     }
 }

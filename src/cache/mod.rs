@@ -16,6 +16,7 @@ use pingora::cache::{
 use pingora::cache::{RespCacheable, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -102,6 +103,18 @@ impl Cache {
             .cache
             .enable(self.storage, None, None, Some(self.lock), Some(overrides));
         session.cache.set_max_file_size_bytes(self.max_object_size);
+    }
+
+    /// Bytes held in memory and evictions so far (the memory store, or Redis' memory tier).
+    pub fn stats(&self) -> (i64, u64) {
+        if let Some(r) = self.redis {
+            return r.near();
+        }
+        let memory = self.storage.as_any().downcast_ref::<memory::MemoryStore>();
+        memory.map_or((0, 0), |m| {
+            let bytes = m.bytes.load(Ordering::Relaxed);
+            (bytes, m.evictions.load(Ordering::Relaxed))
+        })
     }
 
     /// Removes one entry; whether it was there.

@@ -104,6 +104,15 @@ impl RedisCache {
         removed.unwrap_or(0) > 0
     }
 
+    /// Bytes held and evictions of the memory tier.
+    pub fn near(&self) -> (i64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.near.bytes.load(Ordering::Relaxed),
+            self.near.evictions.load(Ordering::Relaxed),
+        )
+    }
+
     /// Deletes every entry of a route (by the route tag in the key names); how many went.
     pub async fn purge_route(&self, tag: &str) -> Option<u64> {
         let pattern = format!("clawgate:cache:{tag}:*");
