@@ -568,3 +568,28 @@ routes:
     assert_eq!(out.status.code(), Some(1), "nothing cached there");
     redis.stop();
 }
+
+#[tokio::test]
+async fn waiters_go_upstream_themselves_after_the_lock_timeout() {
+    let backend = mock_backend::spawn();
+    let yaml = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+caching: {lock_timeout: "200ms"}
+routes:
+  - {path: "/*", backend_url: "{backend}", caching: {enabled: true, shared: true}}
+"#;
+    let g = Gateway::start(yaml, &backend.url());
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let url = g.url("/cache/slowest?delay_ms=1000");
+        tasks.push(tokio::spawn(async move { send(client().get(url)).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task").status, 200);
+    }
+    // The waiters gave up after 200 ms and asked the backend themselves (with a 10 s lock
+    // timeout the backend would see one request).
+    assert!(backend.stats.count("/cache/slowest") > 1);
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}
