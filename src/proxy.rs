@@ -669,7 +669,7 @@ impl Gateway {
                 return Ok(Admit::SharedLimits);
             }
             let (subject, key_limit) = subject_of(session, ctx);
-            let route_limit = route.rate_limit.map(|l| (index, l));
+            let route_limit = route.rate_limit.map(|l| (route.label.as_str(), l));
             match cfg.quotas.take(subject, key_limit, route_limit) {
                 Ok(standing) => ctx.limit = standing,
                 Err(e) => return Err(self.refuse_limited(ctx, Refused::Limit(e))),
@@ -834,9 +834,7 @@ impl Gateway {
         let Some(route) = ctx.route() else {
             return Ok(Admit::Proxy);
         };
-        let route_limit = route
-            .rate_limit
-            .map(|l| (ctx.route.unwrap_or(0), route.label.as_str(), l));
+        let route_limit = route.rate_limit.map(|l| (route.label.as_str(), l));
         let (subject, key_limit) = subject_of(session, ctx);
         match config
             .quotas

@@ -191,7 +191,8 @@ impl Buckets {
 pub struct Quotas {
     /// `gateway.rate_limit`: the whole gateway, checked before authentication.
     pub ceiling: Option<Limit>,
-    ceiling_bucket: Bucket,
+    /// Shared with the configurations that replace this one by reloads.
+    pub ceiling_bucket: Arc<Bucket>,
     /// `agents.<id>.rate_limit`, then `per_agent_quota`, then `per_agent`, by agent id.
     registry: HashMap<String, Limit>,
     fallback: HashMap<String, Limit>,
@@ -235,7 +236,7 @@ impl Quotas {
     ) -> Quotas {
         Quotas {
             ceiling,
-            ceiling_bucket: Bucket::default(),
+            ceiling_bucket: Arc::default(),
             registry,
             fallback,
             default,
@@ -255,12 +256,10 @@ impl Quotas {
         &self,
         subject: Subject<'_>,
         key_limit: Option<Limit>,
-        route: Option<(usize, &str, Limit)>,
+        route: Option<(&str, Limit)>,
     ) -> Result<Option<Standing>, Refused> {
         let Some(store) = &self.store else {
-            return self
-                .take(subject, key_limit, route.map(|(i, _, l)| (i, l)))
-                .map_err(Refused::Limit);
+            return self.take(subject, key_limit, route).map_err(Refused::Limit);
         };
         // One hash tag per subject: its buckets share a Redis Cluster slot (one script call).
         let tag = match subject {
@@ -272,7 +271,7 @@ impl Quotas {
         if let Some(l) = self.agent_limit(subject, key_limit) {
             buckets.push((format!("{tag}:agent"), l));
         }
-        if let Some((_, label, l)) = route {
+        if let Some((label, l)) = route {
             buckets.push((format!("{tag}:route:{label}"), l));
         }
         if buckets.is_empty() {
@@ -282,9 +281,7 @@ impl Quotas {
             Ok(standing) => Ok(standing),
             Err(Some(exceeded)) => Err(Refused::Limit(exceeded)),
             Err(None) => match self.on_store_error {
-                OnStoreError::Local => self
-                    .take(subject, key_limit, route.map(|(i, _, l)| (i, l)))
-                    .map_err(Refused::Limit),
+                OnStoreError::Local => self.take(subject, key_limit, route).map_err(Refused::Limit),
                 OnStoreError::Allow => Ok(None),
                 OnStoreError::Deny => Err(Refused::StoreDown),
             },
@@ -328,12 +325,14 @@ impl Quotas {
         &self,
         subject: Subject,
         key_limit: Option<Limit>,
-        route: Option<(usize, Limit)>,
+        route: Option<(&str, Limit)>,
     ) -> Result<Option<Standing>, Exceeded> {
+        // Buckets are keyed by the route's label, not its index, so that they outlive a reload
+        // that adds or reorders routes.
         let agent = self
             .agent_limit(subject, key_limit)
-            .map(|l| (self.buckets.get((0usize, subject)), l));
-        let route = route.map(|(i, l)| (self.buckets.get((i + 1, subject)), l));
+            .map(|l| (self.buckets.get((None::<&str>, subject)), l));
+        let route = route.map(|(label, l)| (self.buckets.get((Some(label), subject)), l));
         let mut checks: [Option<(&Bucket, &Limit)>; 2] = [None, None];
         if let Some((b, l)) = &agent {
             checks[0] = Some((b, l));
