@@ -13,6 +13,7 @@ pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod redis_link;
+pub mod reload;
 pub mod request_id;
 pub mod respond;
 pub mod router;

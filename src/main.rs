@@ -60,6 +60,9 @@ enum Command {
     Status(ConfigArg),
     /// Stop the gateway gracefully: finish in-flight requests, then exit.
     Stop(ConfigArg),
+    /// Check the configuration, then have the running gateway load it (SIGHUP) without
+    /// dropping a request.
+    Reload(ConfigArg),
     /// Mint a JWT for an agent with the configured key (for testing and bootstrapping).
     Token {
         #[command(flatten)]
@@ -198,6 +201,7 @@ fn run(command: Command) -> CmdResult {
         }
         Command::Status(c) => status(&load(&c.config)?),
         Command::Stop(c) => stop(&load(&c.config)?),
+        Command::Reload(c) => reload(&load(&c.config)?),
         Command::Token { config, agent, ttl } => {
             let cfg = load(&config.config)?;
             let token = admin::token(&cfg, &agent, ttl.as_deref()).map_err(|m| (EXIT_USAGE, m))?;
@@ -453,6 +457,32 @@ fn status(cfg: &config::Config) -> CmdResult {
         }
         _ => println!("  health:    not probed (TLS listener)"),
     }
+    Ok(0)
+}
+
+fn reload(cfg: &config::Config) -> CmdResult {
+    if !cfg.pending_features.is_empty() {
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "{}: this build does not provide {} yet",
+                cfg.source.display(),
+                cfg.pending_features.join(", ")
+            ),
+        ));
+    }
+    let Some(pid) = process::running_pid(&cfg.pid_file) else {
+        return Err((
+            EXIT_NOT_RUNNING,
+            format!("clawgate is not running (pid file {})", cfg.pid_file),
+        ));
+    };
+    process::signal(pid, libc::SIGHUP)
+        .map_err(|e| (EXIT_RUNTIME, format!("cannot signal pid {pid}: {e}")))?;
+    println!(
+        "clawgate (pid {pid}) is reloading {}; its log says what changed",
+        cfg.source.display()
+    );
     Ok(0)
 }
 

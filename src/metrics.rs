@@ -87,12 +87,14 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+#[derive(Clone)]
 enum CustomKind {
     Counter(IntCounterVec),
     Histogram(HistogramVec),
     Gauge(GaugeVec),
 }
 
+#[derive(Clone)]
 struct Custom {
     /// The article's token counter: counts tokens, not requests.
     tokens: bool,
@@ -373,6 +375,32 @@ impl Metrics {
             routes: Box::default(),
             anonymous: Default::default(),
         })
+    }
+
+    /// The same series (one registry, the counts so far) for a reloaded configuration of `n`
+    /// routes: only the per-route handles, found by route index, start afresh.
+    pub fn for_reload(&self, n: usize) -> Metrics {
+        Metrics {
+            registry: self.registry.clone(),
+            requests: self.requests.clone(),
+            duration: self.duration.clone(),
+            upstream_duration: self.upstream_duration.clone(),
+            rate_limited: self.rate_limited.clone(),
+            agent_requests: self.agent_requests.clone(),
+            cache_hits: self.cache_hits.clone(),
+            cache_misses: self.cache_misses.clone(),
+            cache_bypasses: self.cache_bypasses.clone(),
+            cache_bytes: self.cache_bytes.clone(),
+            cache_evictions: self.cache_evictions.clone(),
+            upstream_errors: self.upstream_errors.clone(),
+            active: self.active.clone(),
+            reloads: self.reloads.clone(),
+            custom: self.custom.clone(),
+            models: Mutex::new(self.models.lock().map(|m| m.clone()).unwrap_or_default()),
+            routes: Box::default(),
+            anonymous: Default::default(),
+        }
+        .with_routes(n)
     }
 
     /// Room for the series of `n` configured routes.

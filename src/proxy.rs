@@ -41,17 +41,18 @@ impl Drop for InFlight {
 }
 
 pub struct Gateway {
-    config: ArcSwap<Config>,
+    /// The running configuration; a reload swaps it (`reload.rs`).
+    config: Arc<ArcSwap<Config>>,
     started: Instant,
     /// The response cache, when a route caches (built once: entries outlive reloads).
     cache: Option<&'static crate::cache::Cache>,
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, cache: Option<&'static crate::cache::Cache>) -> Self {
+    pub fn new(config: Arc<ArcSwap<Config>>, cache: Option<&'static crate::cache::Cache>) -> Self {
         Gateway {
             cache,
-            config: ArcSwap::new(config),
+            config,
             started: Instant::now(),
         }
     }

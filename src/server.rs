@@ -67,9 +67,16 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         Some(settings) => Some(crate::cache::Cache::new(settings)?),
         None => None,
     };
+    let current = Arc::new(arc_swap::ArcSwap::new(config.clone()));
+    server.add_service(background_service(
+        "reload",
+        crate::reload::Reloader {
+            current: current.clone(),
+        },
+    ));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(config.clone(), cache),
+        Gateway::new(current, cache),
         "clawgate",
     );
     for addr in &config.listen {

@@ -184,6 +184,11 @@ impl Jwt {
         self.signer.is_some()
     }
 
+    /// Voids every cached verification (a reload may have changed the agents they name).
+    pub fn forget_verified(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Verifies a token: from the cache when it was verified before and has not expired.
     pub fn verify(&self, token: &str, agent_of: &AgentFor) -> Result<Arc<Verified>, Refused> {
         if let Some(cache) = &self.cache {

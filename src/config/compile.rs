@@ -63,8 +63,58 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// The cache store's settings, when a route caches.
     pub cache: Option<crate::cache::Settings>,
+    /// What a reload compares to tell which sections changed.
+    pub sections: Sections,
     /// Features the file turns on that this build does not provide yet; `start` refuses them.
     pub pending_features: Vec<String>,
+}
+
+/// Renderings of the sections whose runtime parts live as long as the process. Compared by a
+/// reload, never shown (they may hold secrets).
+#[derive(Default, PartialEq)]
+pub struct Sections {
+    pub sockets: String,
+    pub metrics: String,
+    pub logging: String,
+    pub tracing: String,
+    pub jwt: String,
+    pub limits_store: String,
+    pub cache_store: String,
+}
+
+impl std::fmt::Debug for Sections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sections")
+    }
+}
+
+fn sections(file: &File) -> Sections {
+    let g = &file.gateway;
+    let m = file.monitoring.as_ref();
+    let rl = file.rate_limiting.as_ref();
+    let c = file.caching.as_ref();
+    Sections {
+        sockets: format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?}",
+            g.listen, g.tls, g.threads, g.pid_file, g.upgrade_sock, g.error_log
+        ),
+        metrics: format!("{:?}", m.map(|m| &m.metrics)),
+        logging: format!("{:?}", m.map(|m| &m.logging)),
+        tracing: format!("{:?}", m.map(|m| &m.tracing)),
+        jwt: format!("{:?}", file.auth.as_ref().map(|a| &a.jwt)),
+        limits_store: format!("{:?}", rl.map(|r| (&r.store, &r.store_timeout))),
+        cache_store: format!(
+            "{:?}",
+            c.map(|c| (
+                &c.store,
+                &c.max_size,
+                &c.max_object_size,
+                &c.lock_timeout,
+                &c.store_timeout,
+                &c.admin_networks
+            ))
+        ),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -527,6 +577,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             .and_then(|m| m.logging.as_ref())
             .and_then(|l| text(&l.output)),
         cache: any_cache.then_some(cache_settings),
+        sections: sections(&file),
         pending_features: pending,
     })
 }
@@ -565,7 +616,7 @@ fn compile_quotas(file: &File) -> Result<Quotas, Problem> {
         if let Some(url) = &rl.store {
             let store = crate::limits::redis::RedisStore::new(url, timeout)
                 .map_err(|m| Problem::new(at!("rate_limiting", "store"), m))?;
-            quotas.store = Some(store);
+            quotas.store = Some(Arc::new(store));
         }
         quotas.on_store_error = rl.on_store_error.unwrap_or(schema::OnStoreError::Local);
     }

@@ -200,7 +200,8 @@ pub struct Quotas {
     /// Agent and route buckets (shared by reloads in a later release); with a Redis store,
     /// the fallback when it fails (`on_store_error: local`).
     pub buckets: Arc<Buckets>,
-    pub store: Option<RedisStore>,
+    /// Shared with the configurations that replace this one by reloads (one connection).
+    pub store: Option<Arc<RedisStore>>,
     pub on_store_error: OnStoreError,
 }
 

@@ -1,0 +1,146 @@
+//! Configuration reload without a new process (SIGHUP, `clawgate reload`): the file is read,
+//! checked and compiled again, then swapped in at once; requests in flight finish with the
+//! configuration they started with. A file that does not load is refused and the running
+//! configuration keeps serving.
+//!
+//! What lives as long as the process is taken over from the running configuration: the metric
+//! series and their counts, the access log and its writer, tracing, the rate-limit buckets and
+//! the Redis connection, the JWT keys fetched from a JWKS (when `auth.jwt` is unchanged), and
+//! the response cache (built once at start). Changes to the sections those come from, and to
+//! listeners, TLS, threads, pid file and sockets, are reported as needing `clawgate upgrade`.
+
+use crate::config::Config;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+
+/// Takes over from `old` what outlives a configuration; the changes that need an upgrade.
+pub fn carry_over(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut later = Vec::new();
+    let (was, is) = (&old.sections, &new.sections);
+    if was.sockets != is.sockets {
+        later.push("listeners, TLS, threads, pid file and sockets");
+    }
+    new.listen = old.listen.clone();
+    new.tls = old.tls.clone();
+    new.threads = old.threads;
+    new.pid_file = old.pid_file.clone();
+    new.upgrade_sock = old.upgrade_sock.clone();
+    new.error_log = old.error_log.clone();
+
+    if was.metrics != is.metrics {
+        later.push("monitoring.metrics");
+    }
+    new.metrics = (old.metrics.as_ref()).map(|m| Arc::new(m.for_reload(new.routes.len())));
+    new.metrics_path = old.metrics_path.clone();
+    new.metrics_listen = old.metrics_listen.clone();
+
+    if was.logging != is.logging {
+        later.push("monitoring.logging");
+    }
+    new.access_log = old.access_log.clone();
+    new.log_output = old.log_output.clone();
+    new.log_level = old.log_level;
+
+    if was.tracing != is.tracing {
+        later.push("monitoring.tracing");
+    }
+    new.tracing = old.tracing.clone();
+
+    if was.cache_store != is.cache_store || (old.cache.is_none() && new.cache.is_some()) {
+        later.push("the cache store (caching.store, sizes, timeouts, admin networks)");
+    }
+    new.cache = old.cache.clone();
+
+    new.quotas.buckets = old.quotas.buckets.clone();
+    new.quotas.ceiling_bucket = old.quotas.ceiling_bucket.clone();
+    if was.limits_store == is.limits_store {
+        new.quotas.store = old.quotas.store.clone();
+    }
+
+    if was.jwt == is.jwt {
+        if let (Some(jwt), Some(auth)) = (&old.auth.jwt, Arc::get_mut(&mut new.auth)) {
+            // The same keys (and those a JWKS brought); the agents may have changed.
+            jwt.forget_verified();
+            auth.jwt = Some(jwt.clone());
+        }
+    } else if old.auth.jwt.as_ref().is_some_and(|j| j.jwks.is_some()) {
+        later.push("auth.jwt's scheduled JWKS refresh (unknown key ids are still fetched)");
+    }
+    later
+}
+
+/// Reads and swaps in the configuration on SIGHUP (a Pingora background service).
+pub struct Reloader {
+    pub current: Arc<ArcSwap<Config>>,
+}
+
+impl Reloader {
+    /// One reload; what happened, as a log message.
+    pub fn reload(&self) -> Result<String, String> {
+        let old = self.current.load_full();
+        let mut new = crate::config::load(&old.source).map_err(|e| e.to_string())?;
+        if !new.pending_features.is_empty() {
+            return Err(format!(
+                "this build does not provide {} yet",
+                new.pending_features.join(", ")
+            ));
+        }
+        let later = carry_over(&old, &mut new);
+        let routes = new.routes.len();
+        self.current.store(Arc::new(new));
+        let mut message = format!("configuration reloaded: {routes} routes");
+        if !later.is_empty() {
+            message.push_str(&format!(
+                "; changes to {} take effect after `clawgate upgrade`",
+                later.join(", ")
+            ));
+        }
+        Ok(message)
+    }
+
+    fn on_signal(&self) {
+        let result = self.reload();
+        let config = self.current.load();
+        let (outcome, level, message) = match &result {
+            Ok(m) => ("success", "info", m.clone()),
+            Err(e) => (
+                "failure",
+                "error",
+                format!("reload refused, still serving the running configuration: {e}"),
+            ),
+        };
+        match level {
+            "info" => log::info!("{message}"),
+            _ => log::error!("{message}"),
+        }
+        if let Some(m) = &config.metrics {
+            m.reloads.with_label_values(&[outcome]).inc();
+        }
+        if let Some(log) = &config.access_log {
+            log.write(&crate::access_log::event(level, &message));
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP; reload is unavailable: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = hangups.recv() => self.on_signal(),
+            }
+        }
+    }
+}
