@@ -5,7 +5,7 @@ use clawgate::auth::admin;
 use clawgate::{config, process, server, starter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -63,6 +63,9 @@ enum Command {
     /// Check the configuration, then have the running gateway load it (SIGHUP) without
     /// dropping a request.
     Reload(ConfigArg),
+    /// Replace the running gateway with a new process of this binary: the new one takes the
+    /// listening sockets over, the old one finishes its requests and exits.
+    Upgrade(ConfigArg),
     /// Mint a JWT for an agent with the configured key (for testing and bootstrapping).
     Token {
         #[command(flatten)]
@@ -202,6 +205,7 @@ fn run(command: Command) -> CmdResult {
         Command::Status(c) => status(&load(&c.config)?),
         Command::Stop(c) => stop(&load(&c.config)?),
         Command::Reload(c) => reload(&load(&c.config)?),
+        Command::Upgrade(c) => upgrade(&c.config, &load(&c.config)?),
         Command::Token { config, agent, ttl } => {
             let cfg = load(&config.config)?;
             let token = admin::token(&cfg, &agent, ttl.as_deref()).map_err(|m| (EXIT_USAGE, m))?;
@@ -458,6 +462,91 @@ fn status(cfg: &config::Config) -> CmdResult {
         _ => println!("  health:    not probed (TLS listener)"),
     }
     Ok(0)
+}
+
+/// How long connections to the old process get to finish their keep-alive exchanges before
+/// the handover.
+const HANDOVER_NOTICE: Duration = Duration::from_millis(300);
+
+fn upgrade(path: &Path, cfg: &config::Config) -> CmdResult {
+    if !cfg.pending_features.is_empty() {
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "{}: this build does not provide {} yet",
+                cfg.source.display(),
+                cfg.pending_features.join(", ")
+            ),
+        ));
+    }
+    let Some(old) = process::running_pid(&cfg.pid_file) else {
+        return Err((
+            EXIT_NOT_RUNNING,
+            format!("clawgate is not running (pid file {})", cfg.pid_file),
+        ));
+    };
+    let log = process::daemon_log_path(cfg.error_log.as_deref(), &cfg.pid_file);
+    // The new process binds the upgrade socket and waits there for the listeners: a socket file
+    // that exists after this removal is the new process waiting.
+    let sock = Path::new(&cfg.upgrade_sock);
+    let _ = std::fs::remove_file(sock);
+    let new = process::spawn_detached(path, true, &log).map_err(|e| (EXIT_RUNTIME, e))?;
+    let new_pid = new.id();
+    let started = Instant::now();
+    let mut handed = false;
+    let serving = process::wait_serving(new, &cfg.pid_file, &cfg.listen, &log, || {
+        if handed {
+            return Ok(());
+        }
+        if sock.exists() {
+            // First every connection to the old process is made to close after its response
+            // (keep-alive connections would otherwise be cut under a request at the
+            // handover); then Pingora's handoff: on SIGQUIT the old process sends its listening
+            // sockets over the upgrade socket, stops accepting and drains.
+            let signal = |sig| {
+                process::signal(old, sig)
+                    .map_err(|e| format!("cannot signal the running gateway (pid {old}): {e}"))
+            };
+            signal(libc::SIGUSR2)?;
+            std::thread::sleep(HANDOVER_NOTICE);
+            signal(libc::SIGQUIT)?;
+            handed = true;
+        } else if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "the new process (pid {new_pid}) did not wait for the sockets within 10s"
+            ));
+        }
+        Ok(())
+    });
+    if let Err(e) = serving {
+        if !handed {
+            let _ = process::signal(new_pid as i32, libc::SIGKILL);
+        }
+        let still = if handed {
+            "the running gateway was asked to hand over"
+        } else {
+            "the running gateway keeps serving"
+        };
+        return Err((
+            EXIT_RUNTIME,
+            format!("upgrade failed: {e}; {still} (pid {old}); see {log}"),
+        ));
+    }
+    let limit = cfg.grace_period + cfg.shutdown_timeout + Duration::from_secs(5);
+    if process::wait_gone(old, limit) {
+        println!(
+            "clawgate upgraded: pid {new_pid} serves, pid {old} finished its requests and exited"
+        );
+        Ok(0)
+    } else {
+        Err((
+            EXIT_RUNTIME,
+            format!(
+                "pid {new_pid} serves, but the old pid {old} did not exit within {}s",
+                limit.as_secs()
+            ),
+        ))
+    }
 }
 
 fn reload(cfg: &config::Config) -> CmdResult {

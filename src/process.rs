@@ -112,6 +112,41 @@ pub fn spawn_daemon(
     listen: &[String],
     log: &str,
 ) -> Result<u32, String> {
+    let detached = spawn_detached(config_path, upgrade, log)?;
+    wait_serving(detached, pid_file, listen, log, || Ok(()))
+}
+
+/// A detached gateway process, and where its part of the log starts.
+pub struct Detached {
+    child: std::process::Child,
+    log_start: u64,
+}
+
+impl Detached {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited, and then why (its last `clawgate:` log line).
+    pub fn exited(&mut self, log: &str) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let tail = std::fs::read(log)
+            .map(|b| {
+                String::from_utf8_lossy(&b[(self.log_start as usize).min(b.len())..]).into_owned()
+            })
+            .unwrap_or_default();
+        Some(
+            tail.lines()
+                .rev()
+                .find(|l| l.starts_with("clawgate:"))
+                .map(|l| l.trim_start_matches("clawgate:").trim().to_string())
+                .unwrap_or_else(|| format!("it exited with {status}; see {log}")),
+        )
+    }
+}
+
+/// Starts `start --foreground [--upgrade]` in its own session with stderr to `log`.
+pub fn spawn_detached(config_path: &Path, upgrade: bool, log: &str) -> Result<Detached, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the clawgate binary: {e}"))?;
     let log_file = std::fs::OpenOptions::new()
@@ -138,26 +173,28 @@ pub fn spawn_daemon(
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the daemon: {e}"))?;
-    let pid = child.id();
+    Ok(Detached { child, log_start })
+}
+
+/// Waits until `d` serves (its pid in the pid file, every listener accepting), calling `tick`
+/// meanwhile (an upgrade signals the old process from there); at most 30 s.
+pub fn wait_serving(
+    mut d: Detached,
+    pid_file: &str,
+    listen: &[String],
+    log: &str,
+    mut tick: impl FnMut() -> Result<(), String>,
+) -> Result<u32, String> {
+    let pid = d.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let tail = std::fs::read(log)
-                .map(|b| {
-                    String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..]).into_owned()
-                })
-                .unwrap_or_default();
-            let reason = tail
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("clawgate:"))
-                .map(|l| l.trim_start_matches("clawgate:").trim().to_string())
-                .unwrap_or_else(|| format!("it exited with {status}; see {log}"));
+        if let Some(reason) = d.exited(log) {
             return Err(reason);
         }
+        tick()?;
         let serving = read_pid(pid_file) == Some(pid as i32)
             && listen
                 .iter()

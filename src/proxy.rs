@@ -18,12 +18,17 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Requests in progress, so that a graceful stop can end as soon as they are done.
 pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Set (SIGUSR2, sent by `clawgate upgrade`) shortly before this process hands its sockets
+/// over: every response then closes its connection, so that no client holds a keep-alive
+/// connection that the shutdown could close under a request it is sending.
+pub static HANDING_OVER: AtomicBool = AtomicBool::new(false);
 
 pub struct InFlight;
 
@@ -239,6 +244,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if HANDING_OVER.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
         let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
         if let Some(t) = &ctx.config.tracing {

@@ -72,7 +72,8 @@ pub fn carry_over(old: &Config, new: &mut Config) -> Vec<&'static str> {
     later
 }
 
-/// Reads and swaps in the configuration on SIGHUP (a Pingora background service).
+/// Reads and swaps in the configuration on SIGHUP, and prepares a handover on SIGUSR2 (a
+/// Pingora background service).
 pub struct Reloader {
     pub current: Arc<ArcSwap<Config>>,
 }
@@ -129,10 +130,13 @@ impl Reloader {
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot listen for SIGHUP; reload is unavailable: {e}");
+        let (mut hangups, mut handover) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined2()),
+        ) {
+            (Ok(h), Ok(u)) => (h, u),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("cannot listen for SIGHUP and SIGUSR2; reload is unavailable: {e}");
                 return;
             }
         };
@@ -140,6 +144,10 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = hangups.recv() => self.on_signal(),
+                Some(()) = handover.recv() => {
+                    log::info!("handing over to a new process: connections close after their response");
+                    crate::proxy::HANDING_OVER.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
     }
