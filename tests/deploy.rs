@@ -132,3 +132,23 @@ monitoring:
         "used but not exported: {missing:?} (exported: {exported:?})"
     );
 }
+
+/// The systemd unit passes `systemd-analyze verify` without a warning (with the binary path
+/// pointed at the one just built: verify checks that the commands exist).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(deploy("systemd/clawgate.service")).expect("unit");
+    assert!(unit.contains("ExecReload=/usr/local/bin/clawgate reload"));
+    assert!(unit.contains("Type=forking") && unit.contains("PIDFile=/run/clawgate/clawgate.pid"));
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("clawgate.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/clawgate", BIN)).expect("write");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", path.to_str().expect("path")])
+        .output()
+        .expect("systemd-analyze is installed by scripts/setup.sh");
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.trim().is_empty(), "warnings: {said}");
+}
