@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing clawgate needs on Debian: cmake (pingora's zlib-ng build),
 # curl (the TLS/HTTP2 test and the quickstart), redis-server (the shared rate-limit tests start
-# their own instances on free ports), promtool (checks deploy/prometheus). Extra Debian packages may be named as arguments
+# their own instances on free ports), promtool (checks deploy/prometheus), systemd-analyze
+# (checks deploy/systemd), kubernetes-validate (checks deploy/kubernetes; PyPI, in
+# $CLAWGATE_TOOLS, default ~/.cache/clawgate-tools). Extra Debian packages may be named as arguments
 # (the benchmark adds nginx-light and wrk). Does nothing when everything is already there.
 set -euo pipefail
 
@@ -12,6 +14,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -32,6 +35,15 @@ if ! command -v promtool >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# Python tools from PyPI, in a virtual environment of their own: kubernetes-validate checks the
+# Kubernetes manifests against the API schemas (offline).
+tools=${CLAWGATE_TOOLS:-$HOME/.cache/clawgate-tools}
+if [ ! -x "$tools/bin/kubernetes-validate" ]; then
+  echo "setup: installing kubernetes-validate into $tools" >&2
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q --disable-pip-version-check kubernetes-validate
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

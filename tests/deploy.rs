@@ -152,3 +152,98 @@ fn the_systemd_unit_verifies() {
     assert!(out.status.success(), "{said}");
     assert!(said.trim().is_empty(), "warnings: {said}");
 }
+
+/// The Kubernetes manifests pass the API schemas (kubernetes-validate, strict), hold what the
+/// deployment needs, and their configuration passes `clawgate check`.
+#[test]
+fn the_kubernetes_manifests_validate() {
+    let dir = deploy("kubernetes");
+    let tools = std::env::var("CLAWGATE_TOOLS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/clawgate-tools",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let files = [
+        "namespace.yaml",
+        "secret.yaml",
+        "configmap.yaml",
+        "redis.yaml",
+        "deployment.yaml",
+        "service.yaml",
+        "pdb.yaml",
+        "hpa.yaml",
+    ];
+    let out = Command::new(format!("{tools}/bin/kubernetes-validate"))
+        .arg("--strict")
+        .args(files)
+        .current_dir(&dir)
+        .output()
+        .expect("kubernetes-validate is installed by scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).expect("read");
+    for f in files {
+        assert!(kustomization.contains(f), "{f} is in kustomization.yaml");
+    }
+
+    let doc = |name: &str| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(name)).expect("read"))
+            .expect("yaml")
+    };
+    let d = doc("deployment.yaml");
+    assert!(d["spec"]["replicas"].as_u64() >= Some(3));
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/api/v1/health");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/api/v1/health");
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], "clawgate-secrets");
+    assert!(doc("pdb.yaml")["spec"]["minAvailable"].as_u64() >= Some(2));
+    let hpa = doc("hpa.yaml");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "clawgate");
+    assert!(hpa["spec"]["minReplicas"].as_u64() >= Some(3));
+
+    // The configuration in the ConfigMap is one clawgate accepts (with the Secret's variables).
+    let config = doc("configmap.yaml")["data"]["clawgate.yaml"]
+        .as_str()
+        .expect("clawgate.yaml in the ConfigMap")
+        .to_string();
+    let secret = doc("secret.yaml");
+    let tmp = tempfile::tempdir().expect("dir");
+    let path = tmp.path().join("clawgate.yaml");
+    std::fs::write(&path, config).expect("write");
+    let mut check = Command::new(BIN);
+    check.args(["check", "--config", path.to_str().expect("path")]);
+    if let Some(vars) = secret["stringData"].as_mapping() {
+        for (k, v) in vars {
+            check.env(k.as_str().expect("name"), v.as_str().expect("value"));
+        }
+    }
+    let out = check.output().expect("clawgate check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The container recipe: a multi-stage build whose final image runs the binary as a non-root
+/// user in the foreground (no container runtime here to build it).
+#[test]
+fn the_container_recipe_is_multi_stage_and_non_root() {
+    let text = std::fs::read_to_string(deploy("container/Dockerfile")).expect("Dockerfile");
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "{froms:?}");
+    assert!(froms[0].ends_with(" AS build"));
+    assert!(text.contains("COPY --from=build /src/target/release/clawgate /usr/local/bin/clawgate"));
+    let user = text
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .expect("a USER line");
+    assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
+    assert!(text
+        .contains(r#"CMD ["start", "--foreground", "--config", "/etc/clawgate/clawgate.yaml"]"#));
+}
