@@ -469,22 +469,7 @@ fn status(cfg: &config::Config) -> CmdResult {
 const HANDOVER_NOTICE: Duration = Duration::from_millis(300);
 
 fn upgrade(path: &Path, cfg: &config::Config) -> CmdResult {
-    if !cfg.pending_features.is_empty() {
-        return Err((
-            EXIT_USAGE,
-            format!(
-                "{}: this build does not provide {} yet",
-                cfg.source.display(),
-                cfg.pending_features.join(", ")
-            ),
-        ));
-    }
-    let Some(old) = process::running_pid(&cfg.pid_file) else {
-        return Err((
-            EXIT_NOT_RUNNING,
-            format!("clawgate is not running (pid file {})", cfg.pid_file),
-        ));
-    };
+    let old = running_for_change(cfg)?;
     let log = process::daemon_log_path(cfg.error_log.as_deref(), &cfg.pid_file);
     // The new process binds the upgrade socket and waits there for the listeners: a socket file
     // that exists after this removal is the new process waiting.
@@ -549,7 +534,8 @@ fn upgrade(path: &Path, cfg: &config::Config) -> CmdResult {
     }
 }
 
-fn reload(cfg: &config::Config) -> CmdResult {
+/// The running gateway's pid, for a configuration it can take (reload or upgrade).
+fn running_for_change(cfg: &config::Config) -> Result<i32, (u8, String)> {
     if !cfg.pending_features.is_empty() {
         return Err((
             EXIT_USAGE,
@@ -560,12 +546,16 @@ fn reload(cfg: &config::Config) -> CmdResult {
             ),
         ));
     }
-    let Some(pid) = process::running_pid(&cfg.pid_file) else {
-        return Err((
+    process::running_pid(&cfg.pid_file).ok_or_else(|| {
+        (
             EXIT_NOT_RUNNING,
             format!("clawgate is not running (pid file {})", cfg.pid_file),
-        ));
-    };
+        )
+    })
+}
+
+fn reload(cfg: &config::Config) -> CmdResult {
+    let pid = running_for_change(cfg)?;
     process::signal(pid, libc::SIGHUP)
         .map_err(|e| (EXIT_RUNTIME, format!("cannot signal pid {pid}: {e}")))?;
     println!(

@@ -123,14 +123,7 @@ async fn get_hit_within_ttl_miss_after_and_agents_apart() {
     assert_eq!((plain.status, plain.x_cache.as_str()), (200, ""));
 
     // The log line and the metrics say what the cache did.
-    let metrics = client()
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&g).await;
     assert!(
         metrics.contains("openclaw_gateway_cache_hits_total{route=\"/*\"} 3"),
         "{metrics}"

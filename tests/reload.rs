@@ -110,14 +110,7 @@ async fn a_reload_adds_routes_without_a_failed_request_and_keeps_buckets_and_cac
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(backend.stats.count("/cached/cache/c"), 1);
 
-    let metrics = client()
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&g).await;
     assert!(
         metrics.contains("openclaw_gateway_config_reloads_total{result=\"success\"} 1"),
         "{metrics}"
@@ -154,14 +147,7 @@ async fn an_invalid_file_is_refused_and_the_old_routes_keep_answering() {
     }
     assert!(stderr.lock().expect("log").contains("routes[0].path"));
     assert_eq!(status(&g.url("/a/x"), None).await, 200);
-    let metrics = client()
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&g).await;
     assert!(
         metrics.contains("openclaw_gateway_config_reloads_total{result=\"failure\"} 1"),
         "{metrics}"

@@ -292,3 +292,15 @@ pub fn capture_stderr(g: &mut Gateway) -> std::sync::Arc<std::sync::Mutex<String
     }
     out
 }
+
+/// The gateway's Prometheus text (`GET /metrics`).
+pub async fn metrics_text(g: &Gateway) -> String {
+    client()
+        .get(g.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
