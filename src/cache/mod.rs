@@ -225,29 +225,14 @@ pub fn status(phase: CachePhase, missed: bool) -> &'static str {
 
 /// The client asks for a fresh answer (`Cache-Control: no-cache` or `Pragma: no-cache`).
 pub fn client_wants_fresh(req: &RequestHeader) -> bool {
-    let says = |name: http::header::HeaderName| {
-        req.headers
-            .get_all(name)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| contains_token(s, "no-cache")))
-    };
-    says(http::header::CACHE_CONTROL) || says(http::header::PRAGMA)
+    CacheControl::from_req_headers(req).is_some_and(|cc| cc.no_cache())
+        || (req.headers.get_all(http::header::PRAGMA).iter())
+            .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"no-cache"))
 }
 
 /// The client forbids storing (`Cache-Control: no-store`): its request bypasses the cache.
 pub fn client_forbids_store(req: &RequestHeader) -> bool {
-    req.headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| contains_token(s, "no-store")))
-}
-
-fn contains_token(list: &str, token: &str) -> bool {
-    list.split(',').any(|d| {
-        let d = d.trim();
-        let name = d.split('=').next().unwrap_or(d).trim();
-        name.eq_ignore_ascii_case(token)
-    })
+    CacheControl::from_req_headers(req).is_some_and(|cc| cc.no_store())
 }
 
 /// Whether and for how long a response is stored: 2xx (not 206) only; never `no-store`,
