@@ -19,8 +19,8 @@ export function agentCall() {
   return r;
 }
 
-// The summary file named by SUMMARY (and the usual text on stdout).
-export function summaryTo(data) {
+// The summary file named by SUMMARY (and the usual text on stdout); every scenario exports it.
+export function handleSummary(data) {
   const out = { stdout: textSummary(data) };
   if (__ENV.SUMMARY) out[__ENV.SUMMARY] = JSON.stringify(data, null, 2);
   return out;

@@ -1,5 +1,5 @@
 // Ramping arrival rate: up to RATE requests a second, held, then down.
-import { agentCall, summaryTo, TREND_STATS } from './common.js';
+import { TREND_STATS } from './common.js';
 
 const rate = Number(__ENV.RATE || 500);
 export const options = {
@@ -24,10 +24,4 @@ export const options = {
   },
 };
 
-export default function () {
-  agentCall();
-}
-
-export function handleSummary(data) {
-  return summaryTo(data);
-}
+export { agentCall as default, handleSummary } from './common.js';

@@ -1,6 +1,6 @@
 // A few requests a second for 10 s: everything answers, quickly.
 import { sleep } from 'k6';
-import { agentCall, summaryTo, TREND_STATS } from './common.js';
+import { agentCall, TREND_STATS } from './common.js';
 
 export const options = {
   summaryTrendStats: TREND_STATS,
@@ -17,6 +17,4 @@ export default function () {
   sleep(0.05);
 }
 
-export function handleSummary(data) {
-  return summaryTo(data);
-}
+export { handleSummary } from './common.js';

@@ -1,5 +1,5 @@
 // A steady rate for a long time (DURATION, default 5m): no errors, no creeping latency.
-import { agentCall, summaryTo, TREND_STATS } from './common.js';
+import { TREND_STATS } from './common.js';
 
 export const options = {
   summaryTrendStats: TREND_STATS,
@@ -19,10 +19,4 @@ export const options = {
   },
 };
 
-export default function () {
-  agentCall();
-}
-
-export function handleSummary(data) {
-  return summaryTo(data);
-}
+export { agentCall as default, handleSummary } from './common.js';

@@ -1,5 +1,5 @@
 // A quiet rate, a sudden spike to SPIKE requests a second, and back.
-import { agentCall, summaryTo, TREND_STATS } from './common.js';
+import { TREND_STATS } from './common.js';
 
 const spike = Number(__ENV.SPIKE || 1500);
 export const options = {
@@ -26,10 +26,4 @@ export const options = {
   },
 };
 
-export default function () {
-  agentCall();
-}
-
-export function handleSummary(data) {
-  return summaryTo(data);
-}
+export { agentCall as default, handleSummary } from './common.js';

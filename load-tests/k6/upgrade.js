@@ -1,6 +1,6 @@
 // Steady load while load-tests/run.sh upgrades one instance, reloads another and kills a third:
 // the failures are what an operator would see.
-import { agentCall, summaryTo, TREND_STATS } from './common.js';
+import { TREND_STATS } from './common.js';
 
 export const options = {
   summaryTrendStats: TREND_STATS,
@@ -20,10 +20,4 @@ export const options = {
   },
 };
 
-export default function () {
-  agentCall();
-}
-
-export function handleSummary(data) {
-  return summaryTo(data);
-}
+export { agentCall as default, handleSummary } from './common.js';
