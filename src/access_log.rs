@@ -199,13 +199,6 @@ pub struct Entry<'a> {
     pub cache: Option<&'a str>,
 }
 
-fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => push_str(out, s),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
 /// `"2026-11-27T00:33:19.296Z"`; the part up to the seconds is made once per second per thread.
 fn push_time(out: &mut Vec<u8>, t: SystemTime) {
     use std::cell::Cell;
@@ -236,24 +229,24 @@ fn push_time(out: &mut Vec<u8>, t: SystemTime) {
 }
 
 impl Entry<'_> {
-    /// Appends the line (with its newline) to `o`.
+    /// Appends the line (with its newline) to `o`. Fields that do not apply to the request (no
+    /// agent, no upstream call, no cache, no tokens, no limit, no error) are left out rather
+    /// than written as `null`: a sixth shorter line, less to write and to keep in the caches.
     pub fn write_to(&self, o: &mut Vec<u8>) {
         o.reserve(512);
         o.extend_from_slice(b"{\"time\":");
         push_time(o, self.time);
         o.extend_from_slice(b",\"type\":\"access\",\"request_id\":");
         push_str(o, self.request_id);
-        o.extend_from_slice(b",\"client_ip\":");
-        match self.client_ip {
-            Some(ip) => {
-                o.push(b'"');
-                push_ip(o, ip);
-                o.push(b'"');
-            }
-            None => o.extend_from_slice(b"null"),
+        if let Some(ip) = self.client_ip {
+            o.extend_from_slice(b",\"client_ip\":\"");
+            push_ip(o, ip);
+            o.push(b'"');
         }
-        o.extend_from_slice(b",\"agent_id\":");
-        push_opt_str(o, self.agent_id);
+        if let Some(agent) = self.agent_id {
+            o.extend_from_slice(b",\"agent_id\":");
+            push_str(o, agent);
+        }
         o.extend_from_slice(b",\"route\":");
         push_str(o, self.route);
         o.extend_from_slice(b",\"method\":");
@@ -264,52 +257,47 @@ impl Entry<'_> {
         push_num(o, self.status);
         o.extend_from_slice(b",\"duration_ms\":");
         push_ms(o, self.duration_ms);
-        o.extend_from_slice(b",\"upstream\":");
-        push_opt_str(o, self.upstream);
-        o.extend_from_slice(b",\"upstream_status\":");
-        match self.upstream_status {
-            Some(s) => push_num(o, s),
-            None => o.extend_from_slice(b"null"),
+        if let Some(upstream) = self.upstream {
+            o.extend_from_slice(b",\"upstream\":");
+            push_str(o, upstream);
         }
-        o.extend_from_slice(b",\"upstream_ms\":");
-        match self.upstream_ms {
-            Some(ms) => push_ms(o, ms),
-            None => o.extend_from_slice(b"null"),
+        if let Some(s) = self.upstream_status {
+            o.extend_from_slice(b",\"upstream_status\":");
+            push_num(o, s);
+        }
+        if let Some(ms) = self.upstream_ms {
+            o.extend_from_slice(b",\"upstream_ms\":");
+            push_ms(o, ms);
         }
         o.extend_from_slice(b",\"bytes_in\":");
         push_num(o, self.bytes_in);
         o.extend_from_slice(b",\"bytes_out\":");
         push_num(o, self.bytes_out);
-        o.extend_from_slice(b",\"cache\":");
-        push_opt_str(o, self.cache);
-        o.extend_from_slice(b",\"tokens\":");
-        match self.tokens {
-            Some(u) => {
-                o.extend_from_slice(b"{\"prompt\":");
-                push_num(o, u.prompt);
-                o.extend_from_slice(b",\"completion\":");
-                push_num(o, u.completion);
-                o.extend_from_slice(b",\"total\":");
-                push_num(o, u.total());
-                o.extend_from_slice(b",\"model\":");
-                push_opt_str(o, u.model.as_deref());
-                o.push(b'}');
-            }
-            None => o.extend_from_slice(b"null"),
+        if let Some(cache) = self.cache {
+            o.extend_from_slice(b",\"cache\":");
+            push_str(o, cache);
         }
-        o.extend_from_slice(b",\"limit\":");
-        match self.limit {
-            Some((outcome, remaining)) => {
-                o.extend_from_slice(b"{\"outcome\":");
-                push_str(o, outcome);
-                o.extend_from_slice(b",\"remaining\":");
-                match remaining {
-                    Some(r) => push_num(o, r),
-                    None => o.extend_from_slice(b"null"),
-                }
-                o.push(b'}');
+        if let Some(u) = self.tokens {
+            o.extend_from_slice(b",\"tokens\":{\"prompt\":");
+            push_num(o, u.prompt);
+            o.extend_from_slice(b",\"completion\":");
+            push_num(o, u.completion);
+            o.extend_from_slice(b",\"total\":");
+            push_num(o, u.total());
+            if let Some(model) = &u.model {
+                o.extend_from_slice(b",\"model\":");
+                push_str(o, model);
             }
-            None => o.extend_from_slice(b"null"),
+            o.push(b'}');
+        }
+        if let Some((outcome, remaining)) = self.limit {
+            o.extend_from_slice(b",\"limit\":{\"outcome\":");
+            push_str(o, outcome);
+            if let Some(r) = remaining {
+                o.extend_from_slice(b",\"remaining\":");
+                push_num(o, r);
+            }
+            o.push(b'}');
         }
         if let Some(e) = self.error {
             o.extend_from_slice(b",\"error\":");
@@ -367,7 +355,10 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.235);
         assert_eq!(v["limit"]["remaining"], 9);
         assert_eq!(v["client_ip"], "10.0.0.1");
-        assert_eq!(v["tokens"], serde_json::Value::Null);
+        assert!(
+            v.get("tokens").is_none(),
+            "fields that do not apply are left out"
+        );
         assert_eq!(v["cache"], "HIT");
     }
 
