@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod backends;
 pub mod cache;
 pub mod client_addr;
 pub mod config;

@@ -390,13 +390,7 @@ fn init(path: &Path) -> CmdResult {
     );
     println!("  routes:    {}", cfg.routes.len());
     for r in &cfg.routes {
-        println!(
-            "    {} -> {}://{}{}",
-            r.pattern.source(),
-            if r.target.tls { "https" } else { "http" },
-            r.target.authority,
-            r.target.path_prefix
-        );
+        println!("    {} -> {}", r.pattern.source(), r.backends.describe());
     }
     println!("  agents:    {}", cfg.agent_count);
     if let Some(store) = &cfg.keys_store {

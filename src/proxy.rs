@@ -2,6 +2,7 @@
 //! module. Kept thin on purpose; read it top to bottom as the life of a request.
 
 use crate::auth::{Failure, Identity, Strategy};
+use crate::backends::{Picked, Pool, Who};
 use crate::config::{Config, Route};
 use crate::limits::{Exceeded, Refused, Standing, Subject};
 use crate::{request_id, respond, router, upstream};
@@ -107,6 +108,14 @@ pub struct Ctx {
     cache_missed: bool,
     /// `X-Cache` as answered, for the log and the metrics.
     cache_status: Option<&'static str>,
+    /// The route's pool chosen for this request (its weights, stickiness and health).
+    pool: Option<Arc<Pool>>,
+    /// The address the request is sent to (counted in flight while held).
+    picked: Option<Picked>,
+    /// The address a retry goes to, chosen when the previous one failed.
+    next: Option<Picked>,
+    /// Addresses that failed this request.
+    tried: Vec<std::net::SocketAddr>,
     _in_flight: InFlight,
 }
 
@@ -127,7 +136,7 @@ impl Ctx {
             seconds: self.start.elapsed().as_secs_f64(),
             upstream_seconds: self.upstream_seconds,
             request_id: request_id::as_str(&self.request_id),
-            upstream: self.route().map(|r| r.target.authority.as_str()),
+            upstream: self.picked.as_ref().map(|p| p.addr.label.as_str()),
             upstream_status: self.upstream_status,
             bytes_in: self.body_bytes,
             bytes_out: self.bytes_out,
@@ -140,6 +149,7 @@ impl Ctx {
     fn forward(&self) -> Option<upstream::Forward<'_>> {
         Some(upstream::Forward {
             route: self.route()?,
+            host: &self.pool.as_ref()?.host_header,
             request_id: &self.request_id,
             identity: self.identity.as_ref(),
             api_key_header: &self.config.auth.api_key_header,
@@ -239,6 +249,10 @@ impl ProxyHttp for Gateway {
             purge: false,
             cache_missed: false,
             cache_status: None,
+            pool: None,
+            picked: None,
+            next: None,
+            tried: Vec::new(),
             _in_flight: InFlight::new(),
         }
     }
@@ -317,11 +331,79 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let picked = match ctx.next.take() {
+            Some(p) => p,
+            None => {
+                let pool = ctx
+                    .pool
+                    .as_ref()
+                    .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+                pool.count_request();
+                select(session, ctx, pool).ok_or_else(no_backend)?
+            }
+        };
         let route = ctx
             .route()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        upstream::peer_for(route).await
+        let peer = upstream::peer(&ctx.config, route, &picked);
+        ctx.picked = Some(picked);
+        Ok(peer)
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the backend: any request may go to another address.
+        if let Some(failed) = ctx.picked.take() {
+            failed.pool.report(&failed.addr, false);
+            ctx.tried.push(failed.addr.addr);
+            let pool = &failed.pool;
+            if ctx.tried.len() <= pool.retries.attempts as usize && pool.retries.take() {
+                ctx.next = select(session, ctx, pool);
+                e.set_retry(ctx.next.is_some());
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if let Some(p) = &ctx.picked {
+            p.pool.report(&p.addr, false);
+        }
+        // Pingora's policy: only idempotent requests with their whole body kept are tried again
+        // (on a reused connection that failed), so a POST is never sent twice.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(p) = &ctx.picked {
+            p.pool.report(&p.addr, resp.status.as_u16() < 500);
+        }
+        Ok(())
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -417,6 +499,14 @@ impl ProxyHttp for Gateway {
         // `req` is a copy of; only upgrades and a rewritten path are left to do here.
         if let Some(uri) = ctx.forward.take() {
             req.set_uri(*uri);
+        }
+        // A backend's URLs with different hosts: each address gets its own URL's `Host`.
+        if let Some(p) = &ctx.picked {
+            if let Some(host) = p.pool.host_for(&p.addr) {
+                if !ctx.route().is_some_and(|r| r.preserve_host) {
+                    req.insert_header(http::header::HOST, host.clone())?;
+                }
+            }
         }
         if ctx.config.metrics.is_some() || ctx.config.access_log.is_some() {
             ctx.upstream_sent = Some(Instant::now());
@@ -651,9 +741,11 @@ impl Gateway {
             }
             authorise_admin(session, cfg)?;
             ctx.purge = true;
-            let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
+            let pool = choose_pool(session, ctx, route);
+            let forward = upstream::forward_uri(cfg, route, &pool.path_prefix, &path, &req.uri)
                 .map_err(|_| Refusal::new(400, "the request path cannot be forwarded", false))?;
             ctx.forward = forward.map(Box::new);
+            ctx.pool = Some(pool);
             return Ok(Admit::Proxy);
         }
         if let Some(access) = &route.access {
@@ -670,9 +762,11 @@ impl Gateway {
                 .map_err(|m| Refusal::new(403, m, false))?;
             ctx.identity = Some(identity);
         }
-        let forward = upstream::forward_uri(cfg, route, &path, &req.uri)
+        let pool = choose_pool(session, ctx, route);
+        let forward = upstream::forward_uri(cfg, route, &pool.path_prefix, &path, &req.uri)
             .map_err(|_| Refusal::new(400, "the request path cannot be forwarded", false))?;
         ctx.forward = forward.map(Box::new);
+        ctx.pool = Some(pool);
         if cfg.quotas.apply_to(route.rate_limit) {
             if cfg.quotas.store.is_some() {
                 return Ok(Admit::SharedLimits);
@@ -937,6 +1031,44 @@ fn authorise_admin(session: &Session, cfg: &Config) -> Result<(), Refusal> {
 }
 
 /// Whether a raw HTTP/1 request head holds a Content-Length header line.
+/// The route's pool for this caller (weights, stickiness, pools that can take requests).
+fn choose_pool(session: &Session, ctx: &Ctx, route: &Route) -> Arc<Pool> {
+    route
+        .backends
+        .choose(&Who {
+            agent: ctx.identity.as_ref().map(|i| &*i.agent.id),
+            ip: upstream::client_ip(session),
+            headers: &session.req_header().headers,
+        })
+        .clone()
+}
+
+/// An address of `pool` for this request (keyed by the caller when the pool hashes), not one
+/// that already failed it.
+fn select(session: &Session, ctx: &Ctx, pool: &Arc<Pool>) -> Option<Picked> {
+    let who = Who {
+        agent: ctx.identity.as_ref().map(|i| &*i.agent.id),
+        ip: upstream::client_ip(session),
+        headers: &session.req_header().headers,
+    };
+    let mut scratch = [0u8; 16];
+    let key = if pool.hashes() {
+        who.key(&pool.hash_by, &mut scratch)
+    } else {
+        b""
+    };
+    pool.select(key, &ctx.tried)
+}
+
+fn no_backend() -> Box<Error> {
+    Error::explain(
+        ErrorType::Custom(NO_BACKEND),
+        "no address of the backend can take the request",
+    )
+}
+
+const NO_BACKEND: &str = "no backend available";
+
 fn sent_content_length(head: &[u8]) -> bool {
     head.split(|b| *b == b'\n')
         .skip(1)
@@ -959,6 +1091,7 @@ fn classify(e: &Error) -> (u16, &'static str) {
     match (e.etype(), e.esource()) {
         (HTTPStatus(413), _) => (413, "request body larger than max_body_size"),
         (HTTPStatus(c), _) => (*c, "the request could not be served"),
+        (Custom(NO_BACKEND), _) => (503, "no healthy backend can take the request"),
         (
             ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
             ErrorSource::Upstream,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 /// Takes over from `old` what outlives a configuration; the changes that need an upgrade.
 pub fn carry_over(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    keep_pools(old, new);
     let mut later = Vec::new();
     let (was, is) = (&old.sections, &new.sections);
     if was.sockets != is.sockets {
@@ -72,6 +73,28 @@ pub fn carry_over(old: &Config, new: &mut Config) -> Vec<&'static str> {
     later
 }
 
+/// Backends defined as before keep their pool: its addresses, health and breaker state.
+fn keep_pools(old: &Config, new: &mut Config) {
+    let same = |p: &Arc<crate::backends::Pool>| {
+        old.pools
+            .iter()
+            .find(|o| o.name == p.name && o.fingerprint == p.fingerprint)
+            .cloned()
+    };
+    for route in &mut new.routes {
+        for (pool, _) in &mut route.backends.pools {
+            if let Some(o) = same(pool) {
+                *pool = o;
+            }
+        }
+    }
+    for pool in &mut new.pools {
+        if let Some(o) = same(pool) {
+            *pool = o;
+        }
+    }
+}
+
 /// Reads and swaps in the configuration on SIGHUP, and prepares a handover on SIGUSR2 (a
 /// Pingora background service).
 pub struct Reloader {
@@ -80,7 +103,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// One reload; what happened, as a log message.
-    pub fn reload(&self) -> Result<String, String> {
+    pub async fn reload(&self) -> Result<String, String> {
         let old = self.current.load_full();
         let mut new = crate::config::load(&old.source).map_err(|e| e.to_string())?;
         if !new.pending_features.is_empty() {
@@ -90,6 +113,10 @@ impl Reloader {
             ));
         }
         let later = carry_over(&old, &mut new);
+        // New backends are resolved before they take requests.
+        for pool in new.pools.iter().filter(|p| !p.resolved()) {
+            pool.update().await;
+        }
         let routes = new.routes.len();
         self.current.store(Arc::new(new));
         let mut message = format!("configuration reloaded: {routes} routes");
@@ -102,8 +129,8 @@ impl Reloader {
         Ok(message)
     }
 
-    fn on_signal(&self) {
-        let result = self.reload();
+    async fn on_signal(&self) {
+        let result = self.reload().await;
         let config = self.current.load();
         let (outcome, level, message) = match &result {
             Ok(m) => ("success", "info", m.clone()),
@@ -143,7 +170,7 @@ impl BackgroundService for Reloader {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                Some(()) = hangups.recv() => self.on_signal(),
+                Some(()) = hangups.recv() => self.on_signal().await,
                 Some(()) = handover.recv() => {
                     log::info!("handing over to a new process: connections close after their response");
                     crate::proxy::HANDING_OVER.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -40,9 +40,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
             ));
         }
     }
-    for host in upstream::resolve_all_blocking(&config) {
-        log::warn!("backend host {host} does not resolve yet; it will be retried per request");
-    }
+    upstream::resolve_all_blocking(&config);
 
     // `--daemon` is handled by the CLI (process::spawn_daemon), which re-runs us in the
     // foreground detached from the terminal; Pingora's own fork would lose threads started before
@@ -71,6 +69,12 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     server.add_service(background_service(
         "reload",
         crate::reload::Reloader {
+            current: current.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "backends",
+        crate::backends::health::Maintainer {
             current: current.clone(),
         },
     ));

@@ -1,7 +1,8 @@
 //! Backends: the peer for a route, the forwarded URI, and the headers a backend receives.
 
 use crate::auth::Identity;
-use crate::config::{Config, Route, StripRule, Target};
+use crate::backends::Picked;
+use crate::config::{Config, Route, StripRule};
 use crate::limits::Standing;
 use crate::transforms::{self, Vars};
 use http::header::HOST;
@@ -9,9 +10,7 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use pingora::{Error, ErrorType};
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::IpAddr;
 
 // Prebuilt names: no parsing per request.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -26,67 +25,39 @@ static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-rese
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// How long an idle pooled connection to a backend is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-pub async fn peer_for(route: &Route) -> Result<Box<HttpPeer>> {
-    let target = &route.target;
-    let addr = match target.addr.get() {
-        Some(a) => *a,
-        // Boxed: the lookup's future is large and rarely needed.
-        None => Box::pin(resolve(target)).await?,
+/// The connection options for a request to the picked address: the route's timeouts, else the
+/// backend's, else the gateway's.
+pub fn peer(config: &Config, route: &Route, picked: &Picked) -> Box<HttpPeer> {
+    let pool = &picked.pool;
+    let connect = route
+        .connect_timeout
+        .or(pool.connect_timeout)
+        .unwrap_or(config.connect_timeout);
+    let read = route
+        .timeout
+        .or(pool.timeout)
+        .unwrap_or(crate::config::DEFAULT_TIMEOUT);
+    let read = match route.total_timeout {
+        Some(total) => total.min(read),
+        None => read,
     };
-    // SNI only matters for TLS; an empty name costs no allocation.
-    let sni = if target.tls {
-        target.host.clone()
-    } else {
-        String::new()
-    };
-    let mut peer = HttpPeer::new(addr, target.tls, sni);
-    let o = &mut peer.options;
-    o.connection_timeout = Some(route.connect_timeout);
-    o.total_connection_timeout = Some(route.connect_timeout);
-    o.read_timeout = Some(match route.total_timeout {
-        Some(total) => total.min(route.timeout),
-        None => route.timeout,
-    });
-    o.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-    Ok(Box::new(peer))
+    Box::new(pool.peer(&picked.addr, connect, read))
 }
 
-/// Resolves a backend host once, asynchronously (never `HttpPeer::new`'s panicking lookup).
-pub async fn resolve(target: &Target) -> Result<SocketAddr> {
-    let found = tokio::net::lookup_host((target.host.as_str(), target.port))
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next());
-    match found {
-        Some(addr) => Ok(*target.addr.get_or_init(|| addr)),
-        None => Error::e_explain(
-            ErrorType::ConnectNoRoute,
-            format!("cannot resolve backend host {}", target.host),
-        ),
-    }
-}
-
-/// Resolves every route's backend at start; hosts that do not resolve yet are retried per request.
-pub fn resolve_all_blocking(config: &Config) -> Vec<String> {
-    use std::net::ToSocketAddrs;
-    let mut unresolved = Vec::new();
-    for route in &config.routes {
-        let t = &route.target;
-        match (t.host.as_str(), t.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-        {
-            Some(addr) => {
-                let _ = t.addr.set(addr);
+/// Resolves every pool's hosts before the gateway serves (blocking; at start only).
+pub fn resolve_all_blocking(config: &Config) {
+    let pools = config.pools();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(rt) => rt.block_on(async {
+            for p in pools {
+                p.update().await;
             }
-            None => unresolved.push(t.host.clone()),
-        }
+        }),
+        Err(e) => log::error!("cannot resolve the backends before start: {e}"),
     }
-    unresolved
 }
 
 /// The path and query the backend receives: the normalised path relative to `base_path`, with
@@ -95,6 +66,7 @@ pub fn resolve_all_blocking(config: &Config) -> Vec<String> {
 pub fn forward_uri(
     config: &Config,
     route: &Route,
+    prefix: &str,
     path: &str,
     original: &http::Uri,
 ) -> Result<Option<http::Uri>, http::uri::InvalidUri> {
@@ -107,7 +79,6 @@ pub fn forward_uri(
             }
         }
     }
-    let prefix = &route.target.path_prefix;
     if prefix.is_empty() && rel == original.path() && original.scheme().is_none() {
         return Ok(None);
     }
@@ -129,6 +100,8 @@ pub fn forward_uri(
 /// What a forwarded request is given besides the route's own settings.
 pub struct Forward<'a> {
     pub route: &'a Route,
+    /// `Host` of the chosen backend.
+    pub host: &'a HeaderValue,
     pub request_id: &'a HeaderValue,
     /// The verified caller: its id goes out as X-Agent-ID, its credentials do not.
     pub identity: Option<&'a Identity>,
@@ -189,10 +162,10 @@ fn request_id_str(v: &HeaderValue) -> &str {
 /// X-Request-ID (`None`: remove).
 fn forwarding_set(
     session: &Session,
-    route: &Route,
-    request_id: &HeaderValue,
+    fwd: &Forward,
     client_ip: Option<IpAddr>,
 ) -> [(&'static HeaderName, Option<HeaderValue>); 5] {
+    let (route, request_id) = (fwd.route, fwd.request_id);
     let downstream = session.req_header();
     // HeaderValue clones share their bytes: no copies here.
     let original_host = downstream.headers.get(HOST).cloned().or_else(|| {
@@ -217,7 +190,7 @@ fn forwarding_set(
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     let host = match (&original_host, route.preserve_host) {
         (Some(h), true) => h.clone(),
-        _ => route.target.host_header.clone(),
+        _ => fwd.host.clone(),
     };
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     [
@@ -245,7 +218,7 @@ pub fn set_forwarding_headers(session: &mut Session, fwd: &Forward) {
         return;
     }
     let client_ip = client_ip(session);
-    let set = forwarding_set(session, fwd.route, fwd.request_id, client_ip);
+    let set = forwarding_set(session, fwd, client_ip);
     let req = session.req_header_mut();
     let end_stream = req.send_end_stream();
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
@@ -278,7 +251,7 @@ pub fn forwarding_headers_in_place(
     fwd: &Forward,
 ) -> Result<()> {
     let client_ip = client_ip(session);
-    for (name, value) in forwarding_set(session, fwd.route, fwd.request_id, client_ip) {
+    for (name, value) in forwarding_set(session, fwd, client_ip) {
         match value {
             Some(v) => req.insert_header(name.clone(), v)?,
             None => {

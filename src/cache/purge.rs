@@ -102,10 +102,11 @@ pub async fn run(
     let Some(rc) = &route.cache else {
         return fail(404, "the route of this url does not cache");
     };
-    let target = match crate::upstream::forward_uri(cfg, route, &path, &uri) {
-        Ok(t) => t.unwrap_or(uri),
-        Err(_) => return fail(400, "url cannot be forwarded"),
-    };
+    let target =
+        match crate::upstream::forward_uri(cfg, route, route.backends.path_prefix(), &path, &uri) {
+            Ok(t) => t.unwrap_or(uri),
+            Err(_) => return fail(400, "url cannot be forwarded"),
+        };
     let method = http::Method::GET;
     let key = request_key(
         &route.label,

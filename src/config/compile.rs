@@ -4,18 +4,19 @@ use super::schema::{self, File, StripPrefix};
 use super::Problem;
 use crate::at;
 use crate::auth::{self, Access, Auth};
+use crate::backends::{Pool, RouteBackends};
 use crate::limits::{Limit, Quotas};
 use crate::router::Pattern;
 use crate::transforms::{self, Transform};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_PID_FILE: &str = "/tmp/clawgate.pid";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/clawgate-upgrade.sock";
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Config {
@@ -39,6 +40,10 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
     /// In match order: most specific first.
     pub routes: Vec<Route>,
+    /// Every pool of the routes: named backends and routes' `backend_url`s.
+    pub pools: Vec<Arc<Pool>>,
+    /// `gateway.connect_timeout`: for backends and routes that set none.
+    pub connect_timeout: Duration,
     pub agent_count: usize,
     pub auth: Arc<Auth>,
     pub quotas: Quotas,
@@ -129,10 +134,13 @@ pub struct Route {
     pub label: String,
     pub pattern: Pattern,
     pub strip: StripRule,
-    pub target: Target,
+    /// The pools the route sends to, and how it splits between them.
+    pub backends: RouteBackends,
     pub preserve_host: bool,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
+    /// As set on the route (else the backend's, else the gateway's).
+    pub connect_timeout: Option<Duration>,
+    /// `timeout` as set on the route, else its `total_timeout` (else the backend's, else 60 s).
+    pub timeout: Option<Duration>,
     pub total_timeout: Option<Duration>,
     /// Who may call the route; `None`: anyone, and credentials pass through untouched.
     pub access: Option<Access>,
@@ -163,11 +171,14 @@ pub struct Target {
     pub host_header: http::HeaderValue,
     /// The backend URL's own path, without a trailing `/` (may be empty).
     pub path_prefix: String,
-    /// Resolved once (at start, or on first use when DNS was not ready); see issue 8 for re-resolution.
-    pub addr: OnceLock<SocketAddr>,
 }
 
 impl Config {
+    /// The pools in use (for the background service that keeps them current).
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools.clone()
+    }
+
     /// The index in `routes` of the most specific route matching the normalised path.
     pub fn route_index(&self, path: &str) -> Option<usize> {
         self.routes.iter().position(|r| r.pattern.matches(path))
@@ -324,32 +335,14 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         }
     }
     let cache_settings = cache_settings(file.caching.as_ref())?;
+    let mut named = std::collections::BTreeMap::new();
     for (name, b) in &file.backends {
-        match (&b.url, &b.urls) {
-            (Some(_), Some(_)) => {
-                return Err(Problem::new(
-                    at!("backends", name),
-                    "set either url or urls, not both",
-                ))
-            }
-            (None, None) => return Err(Problem::new(at!("backends", name), "needs url or urls")),
-            (Some(u), None) => {
-                parse_target(u).map_err(|m| Problem::new(at!("backends", name, "url"), m))?;
-            }
-            (None, Some(list)) => {
-                if list.is_empty() {
-                    return Err(Problem::new(at!("backends", name, "urls"), "is empty"));
-                }
-                for (i, u) in list.iter().enumerate() {
-                    parse_target(u)
-                        .map_err(|m| Problem::new(at!("backends", name, "urls", i), m))?;
-                }
-                if list.len() > 1 {
-                    pend("backends with several urls (load balancing)");
-                }
-            }
-        }
+        named.insert(
+            name.clone(),
+            Arc::new(crate::backends::compile::from_backend(name, b)?),
+        );
     }
+    let mut pools: Vec<Arc<Pool>> = named.values().cloned().collect();
 
     let mut routes = Vec::new();
     for (i, r) in file.routes.iter().enumerate() {
@@ -395,7 +388,14 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             pend("semantic caching");
         }
 
-        let target_url = if let Some(w) = &r.backend_weights {
+        let sticky = match &r.sticky_by {
+            Some(k) => Some(
+                crate::backends::KeyFrom::parse(k)
+                    .map_err(|m| Problem::new(at!("routes", i, "sticky_by"), m))?,
+            ),
+            None => None,
+        };
+        let backends = if let Some(w) = &r.backend_weights {
             let entries = w.entries();
             if entries.is_empty() {
                 return Err(Problem::new(
@@ -403,34 +403,69 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
                     "is empty",
                 ));
             }
-            for (name, _) in &entries {
-                if !file.backends.contains_key(name) {
+            let mut split = Vec::new();
+            for (name, weight) in &entries {
+                let Some(pool) = named.get(name) else {
                     return Err(Problem::new(
                         at!("routes", i, "backend_weights", name),
                         format!("{name:?} names no backend; define it under \"backends\""),
                     ));
+                };
+                if *weight > 1_000_000 {
+                    return Err(Problem::new(
+                        at!("routes", i, "backend_weights", name),
+                        "must be at most 1000000",
+                    ));
                 }
+                if split
+                    .iter()
+                    .any(|(p, _): &(Arc<Pool>, u64)| Arc::ptr_eq(p, pool))
+                {
+                    return Err(Problem::new(
+                        at!("routes", i, "backend_weights", name),
+                        "is listed twice",
+                    ));
+                }
+                split.push((pool.clone(), *weight));
             }
-            pend("weighted backends (backend_weights)");
-            first_url(&file.backends[&entries[0].0])
-        } else if let Some(b) = r.backend.as_ref().and_then(|b| file.backends.get(&b.0)) {
-            first_url(b)
-        } else if let Some(u) = &r.backend_url {
-            u.0.clone()
+            if split.iter().all(|(_, w)| *w == 0) {
+                return Err(Problem::new(
+                    at!("routes", i, "backend_weights"),
+                    "every weight is 0",
+                ));
+            }
+            let prefixes: std::collections::BTreeSet<&str> =
+                split.iter().map(|(p, _)| p.path_prefix.as_str()).collect();
+            if prefixes.len() > 1 {
+                return Err(Problem::new(
+                    at!("routes", i, "backend_weights"),
+                    "the backends' URLs have different paths; a split needs one path",
+                ));
+            }
+            RouteBackends::new(split, sticky)
         } else {
-            return Err(Problem::new(
-                at!("routes", i),
-                "has no backend; set backend_url, or backend naming one of \"backends\"",
-            ));
-        };
-        let target = parse_target(&target_url).map_err(|m| {
-            let field = if r.backend_weights.is_some() || r.backend_url.is_none() {
-                "backend"
+            if sticky.is_some() {
+                return Err(Problem::new(
+                    at!("routes", i, "sticky_by"),
+                    "applies to routes with backend_weights",
+                ));
+            }
+            let pool = if let Some(p) = r.backend.as_ref().and_then(|b| named.get(&b.0)) {
+                p.clone()
+            } else if let Some(u) = &r.backend_url {
+                let pool = crate::backends::compile::from_url(&label, u)
+                    .map_err(|m| Problem::new(at!("routes", i, "backend_url"), m))?;
+                let pool = Arc::new(pool);
+                pools.push(pool.clone());
+                pool
             } else {
-                "backend_url"
+                return Err(Problem::new(
+                    at!("routes", i),
+                    "has no backend; set backend_url, or backend naming one of \"backends\"",
+                ));
             };
-            Problem::new(at!("routes", i, field), m)
-        })?;
+            RouteBackends::new(vec![(pool, 1)], None)
+        };
 
         let strip = match &r.strip_prefix {
             None | Some(StripPrefix::Flag(false)) => StripRule::Keep,
@@ -470,10 +505,10 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             label,
             pattern,
             strip,
-            target,
+            backends,
             preserve_host: r.preserve_host.0,
-            connect_timeout: r.connect_timeout.map_or(connect_timeout, |d| d.0),
-            timeout: timeout.or(total_timeout).unwrap_or(DEFAULT_TIMEOUT),
+            connect_timeout: r.connect_timeout.map(|d| d.0),
+            timeout: timeout.or(total_timeout),
             total_timeout,
             access,
             rate_limit: r.rate_limit.map(Limit::from_rate),
@@ -557,6 +592,8 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         max_headers,
         trusted_proxies,
         routes,
+        pools,
+        connect_timeout,
         agent_count: file.agents.len(),
         keys_store: file
             .auth
@@ -623,14 +660,6 @@ fn compile_quotas(file: &File) -> Result<Quotas, Problem> {
     Ok(quotas)
 }
 
-fn first_url(b: &schema::Backend) -> String {
-    match (&b.url, &b.urls) {
-        (Some(u), _) => u.0.clone(),
-        (None, Some(list)) => list.first().map(|u| u.0.clone()).unwrap_or_default(),
-        (None, None) => String::new(),
-    }
-}
-
 fn normalise_base_path(p: String) -> Result<String, String> {
     if p.is_empty() || p == "/" {
         return Ok(String::new());
@@ -685,7 +714,6 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
         host_header,
         authority,
         path_prefix: uri.path().trim_end_matches('/').to_string(),
-        addr: OnceLock::new(),
     })
 }
 

@@ -6,7 +6,9 @@ pub mod locate;
 pub mod schema;
 pub mod values;
 
-pub use compile::{compile, Config, Route, StripRule, Target, TlsFiles};
+pub use compile::{
+    compile, parse_target, Config, Route, StripRule, Target, TlsFiles, DEFAULT_TIMEOUT,
+};
 use locate::{format_path, locate, Seg};
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -158,7 +158,133 @@ pub struct Quota {
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     pub url: Option<Text>,
-    pub urls: Option<Vec<Text>>,
+    pub urls: Option<Vec<Address>>,
+    pub load_balancing: Option<Balance>,
+    /// For `load_balancing: hash`: `agent`, `client_ip` or `header:<name>`.
+    pub hash_by: Option<Text>,
+    pub protocol: Option<Protocol>,
+    pub max_h2_streams: Option<Count>,
+    pub tls: Option<BackendTls>,
+    pub connect_timeout: Option<Dur>,
+    pub timeout: Option<Dur>,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Option<Dur>,
+    /// How often host names are resolved again.
+    pub resolve_every: Option<Dur>,
+    pub health_check: Option<HealthCheck>,
+    pub passive_health: Option<PassiveHealth>,
+    pub retries: Option<Retries>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// One of a backend's `urls`: `"http://a:1"` or `{url: "http://a:1", weight: 3}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Address {
+    Url(Text),
+    Weighted {
+        url: Text,
+        #[serde(default = "one")]
+        weight: Count,
+    },
+}
+
+fn one() -> Count {
+    Count(1)
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastConn,
+    /// Power of two choices: the less busy of two random addresses.
+    P2c,
+    /// Consistent (Ketama) hashing of `hash_by`.
+    Hash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http1,
+    H2,
+    H2c,
+    Auto,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTls {
+    pub sni: Option<Text>,
+    pub verify: Option<Flag>,
+    pub ca_file: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http` (default) or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<Text>,
+    pub path: Option<Text>,
+    pub expected_status: Option<Count>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub healthy_after: Option<Count>,
+    pub unhealthy_after: Option<Count>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    #[serde(default = "yes")]
+    pub enabled: Flag,
+    /// Consecutive connect failures or 5xx answers that eject an address.
+    pub failures: Option<Count>,
+    /// How long an ejected address is left out.
+    pub cool_off: Option<Dur>,
+}
+
+fn yes() -> Flag {
+    Flag(true)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Further tries after the first (0: none).
+    pub attempts: Option<Count>,
+    /// Statuses that make an idempotent request try another address (none by default).
+    #[serde(default)]
+    pub on_status: Vec<Count>,
+    /// Retries allowed as a share of requests, e.g. "20%".
+    pub budget: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Failures within `window` that open the circuit.
+    pub failures: Option<Count>,
+    pub window: Option<Dur>,
+    /// How long it stays open before one probe request is let through.
+    pub open_for: Option<Dur>,
+}
+
+/// `match` of a route: every condition given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    pub agent: Option<OneOrMany<Text>>,
+    pub method: Option<OneOrMany<Text>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Text>,
+    /// Top-level JSON body fields (dotted paths allowed) and the values they must have.
+    #[serde(default)]
+    pub body: BTreeMap<String, Text>,
 }
 
 /// `strip_prefix: true` or `strip_prefix: "/prefix"`.
@@ -209,6 +335,10 @@ pub struct Route {
     pub preserve_host: Flag,
     pub caching: Option<Caching>,
     pub backend_weights: Option<Weights>,
+    /// Keeps a caller on one of `backend_weights`: `agent`, `client_ip` or `header:<name>`.
+    pub sticky_by: Option<Text>,
+    #[serde(rename = "match")]
+    pub match_: Option<Match>,
     /// Transforms of this route, applied after the gateway-wide ones.
     pub transforms: Option<Transforms>,
 }

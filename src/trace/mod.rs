@@ -206,7 +206,7 @@ impl Tracing {
 /// Ids and sampling draws from a per-thread xoshiro generator seeded from the OS: the W3C spec
 /// asks for random ids, not secret ones, and the thread-local ChaCha generator cost a few hundred
 /// instructions per request for the three draws.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use rand::{rngs::SmallRng, Rng};
     use std::cell::RefCell;
     thread_local! {

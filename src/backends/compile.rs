@@ -1,0 +1,459 @@
+//! From the file's `backends` (and routes' `backend_url`) to pools.
+
+use super::discovery::{Resolver, Table};
+use super::{ActiveHealth, Balancer, Breaker, KeyFrom, Passive, Pool, Protocol, Retries, Url};
+use crate::at;
+use crate::config::locate::Seg;
+use crate::config::schema::{self, Balance};
+use crate::config::{parse_target, Problem};
+use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::{Backends, LoadBalancer};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+const DEFAULT_RESOLVE_EVERY: Duration = Duration::from_secs(30);
+const DEFAULT_H2_STREAMS: usize = 100;
+
+fn problem(path: &[Seg], field: &str, message: impl Into<String>) -> Problem {
+    let mut p = path.to_vec();
+    p.extend(at!(field));
+    Problem::new(p, message)
+}
+
+/// A pool of one URL with every default: a route's `backend_url`.
+pub fn from_url(name: &str, url: &str) -> Result<Pool, String> {
+    let t = parse_target(url)?;
+    let urls = vec![Url {
+        host: t.host,
+        port: t.port,
+        weight: 1,
+        host_header: None,
+    }];
+    build(Spec {
+        name: name.to_string(),
+        fingerprint: format!("url {url}"),
+        urls,
+        tls: t.tls,
+        sni: None,
+        host_header: Some(t.host_header),
+        path_prefix: t.path_prefix,
+        verify: true,
+        passive: Some(DEFAULT_PASSIVE),
+        ..Spec::default()
+    })
+    .map_err(|(_, m)| m)
+}
+
+/// A named backend.
+pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
+    let at = at!("backends", name);
+    let list: Vec<(String, usize, Vec<Seg>)> = match (&b.url, &b.urls) {
+        (Some(_), Some(_)) => return Err(Problem::new(at, "set either url or urls, not both")),
+        (None, None) => return Err(Problem::new(at, "needs url or urls")),
+        (Some(u), None) => vec![(u.0.clone(), 1, at!("backends", name, "url"))],
+        (None, Some(list)) if list.is_empty() => {
+            return Err(problem(&at, "urls", "is empty"));
+        }
+        (None, Some(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, a)| match a {
+                schema::Address::Url(u) => (u.0.clone(), 1, at!("backends", name, "urls", i)),
+                schema::Address::Weighted { url, weight } => (
+                    url.0.clone(),
+                    weight.0 as usize,
+                    at!("backends", name, "urls", i),
+                ),
+            })
+            .collect(),
+    };
+    let mut urls = Vec::new();
+    let mut first: Option<crate::config::Target> = None;
+    for (url, weight, path) in list {
+        let t = parse_target(&url).map_err(|m| Problem::new(path.clone(), m))?;
+        if weight == 0 || weight > 1000 {
+            return Err(Problem::new(path, "weight must be between 1 and 1000"));
+        }
+        if let Some(f) = &first {
+            if f.tls != t.tls || f.path_prefix != t.path_prefix {
+                return Err(Problem::new(
+                    path,
+                    format!("{url:?}: every URL of a backend must have the same scheme and path"),
+                ));
+            }
+        }
+        let host_header = match &first {
+            Some(f) if f.authority != t.authority => Some(t.host_header.clone()),
+            _ => None,
+        };
+        urls.push(Url {
+            host: t.host.clone(),
+            port: t.port,
+            weight,
+            host_header,
+        });
+        if first.is_none() {
+            first = Some(t);
+        }
+    }
+    let Some(first) = first else {
+        return Err(problem(&at, "urls", "is empty"));
+    };
+    let dur = |d: &Option<crate::config::values::Dur>| d.map(|d| d.0);
+    let positive = |field: &str, d: Option<Duration>| -> Result<Option<Duration>, Problem> {
+        match d {
+            Some(d) if d.is_zero() => Err(problem(&at, field, "must be longer than 0")),
+            d => Ok(d),
+        }
+    };
+    let hash_by = match &b.hash_by {
+        Some(h) => KeyFrom::parse(h).map_err(|m| problem(&at, "hash_by", m))?,
+        None => KeyFrom::Agent,
+    };
+    if b.hash_by.is_some() && b.load_balancing != Some(Balance::Hash) {
+        return Err(problem(
+            &at,
+            "hash_by",
+            "only applies to load_balancing: hash",
+        ));
+    }
+    let protocol = match b.protocol {
+        None | Some(schema::Protocol::Http1) => Protocol::Http1,
+        Some(schema::Protocol::H2) => Protocol::H2,
+        Some(schema::Protocol::H2c) => Protocol::H2c,
+        Some(schema::Protocol::Auto) => Protocol::Auto,
+    };
+    if protocol == Protocol::H2c && first.tls {
+        return Err(problem(
+            &at,
+            "protocol",
+            "h2c is HTTP/2 without TLS; use h2 (or auto) with https URLs",
+        ));
+    }
+    if protocol == Protocol::H2 && !first.tls {
+        return Err(problem(
+            &at,
+            "protocol",
+            "h2 needs https URLs; use h2c for HTTP/2 without TLS",
+        ));
+    }
+    let max_h2_streams = match b.max_h2_streams {
+        Some(c) if c.0 == 0 || c.0 > 10_000 => {
+            return Err(problem(
+                &at,
+                "max_h2_streams",
+                "must be between 1 and 10000",
+            ))
+        }
+        Some(c) => c.0 as usize,
+        None => DEFAULT_H2_STREAMS,
+    };
+    let (sni, verify) = match &b.tls {
+        Some(tls) => {
+            if !first.tls {
+                return Err(problem(&at, "tls", "applies to https URLs only"));
+            }
+            if let Some(ca) = &tls.ca_file {
+                return Err(problem(
+                    &at,
+                    "tls",
+                    format!(
+                        "ca_file {:?}: a per-backend CA is not supported by this build; add the CA to the system's trust store",
+                        ca.0
+                    ),
+                ));
+            }
+            (
+                tls.sni.as_ref().map(|s| s.0.clone()),
+                tls.verify.is_none_or(|v| v.0),
+            )
+        }
+        None => (None, true),
+    };
+    let active = match &b.health_check {
+        Some(h) => Some(active_check(h, &at)?),
+        None => None,
+    };
+    let passive = match &b.passive_health {
+        Some(p) if !p.enabled.0 => None,
+        Some(p) => Some(Passive {
+            failures: match p.failures {
+                Some(c) if c.0 == 0 => {
+                    return Err(Problem::new(
+                        at!("backends", name, "passive_health", "failures"),
+                        "must be at least 1",
+                    ))
+                }
+                Some(c) => c.0.min(u32::MAX as u64) as u32,
+                None => DEFAULT_PASSIVE.failures,
+            },
+            cool_off: positive("passive_health", dur(&p.cool_off))?
+                .unwrap_or(DEFAULT_PASSIVE.cool_off),
+        }),
+        None => Some(DEFAULT_PASSIVE),
+    };
+    let retries = match &b.retries {
+        Some(r) => {
+            let attempts = r.attempts.map_or(DEFAULT_ATTEMPTS, |c| c.0.min(10) as u32);
+            let mut on_status = Vec::new();
+            for (i, s) in r.on_status.iter().enumerate() {
+                if !(500..=599).contains(&s.0) {
+                    return Err(Problem::new(
+                        at!("backends", name, "retries", "on_status", i),
+                        "only 5xx statuses can be retried",
+                    ));
+                }
+                on_status.push(s.0 as u16);
+            }
+            let budget = match &r.budget {
+                Some(b) => parse_share(b)
+                    .map_err(|m| Problem::new(at!("backends", name, "retries", "budget"), m))?,
+                None => DEFAULT_BUDGET,
+            };
+            Retries::new(attempts, on_status, budget)
+        }
+        None => Retries::new(DEFAULT_ATTEMPTS, Vec::new(), DEFAULT_BUDGET),
+    };
+    let breaker = b.circuit_breaker.as_ref().map(|c| {
+        Breaker::new(
+            c.failures.map_or(5, |f| f.0.min(u32::MAX as u64) as u32),
+            c.window.map_or(Duration::from_secs(10), |d| d.0),
+            c.open_for.map_or(Duration::from_secs(30), |d| d.0),
+        )
+    });
+    build(Spec {
+        name: name.to_string(),
+        fingerprint: format!("{b:?}"),
+        urls,
+        tls: first.tls,
+        sni,
+        host_header: Some(first.host_header.clone()),
+        path_prefix: first.path_prefix.clone(),
+        balance: b.load_balancing.unwrap_or(Balance::RoundRobin),
+        hash_by,
+        protocol,
+        max_h2_streams,
+        verify,
+        connect_timeout: positive("connect_timeout", dur(&b.connect_timeout))?,
+        timeout: positive("timeout", dur(&b.timeout))?,
+        idle_timeout: dur(&b.idle_timeout).unwrap_or(DEFAULT_IDLE),
+        resolve_every: positive("resolve_every", dur(&b.resolve_every))?
+            .unwrap_or(DEFAULT_RESOLVE_EVERY),
+        active,
+        passive,
+        retries: Some(retries),
+        breaker,
+        check: b
+            .health_check
+            .as_ref()
+            .map(|h| (h, first.authority.clone())),
+    })
+    .map_err(|(field, m)| problem(&at, field, m))
+}
+
+const DEFAULT_PASSIVE: Passive = Passive {
+    failures: 3,
+    cool_off: Duration::from_secs(10),
+};
+const DEFAULT_ATTEMPTS: u32 = 1;
+const DEFAULT_BUDGET: f64 = 0.2;
+
+/// `"20%"` or `0.2`.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => t.parse::<f64>(),
+    };
+    match v {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share; expected e.g. \"20%\"")),
+    }
+}
+
+fn active_check(h: &schema::HealthCheck, at: &[Seg]) -> Result<ActiveHealth, Problem> {
+    let mut path = at.to_vec();
+    path.extend(at!("health_check"));
+    match h.kind.as_deref() {
+        None | Some("http") | Some("tcp") => {}
+        Some(other) => {
+            return Err(problem(
+                &path,
+                "type",
+                format!("{other:?} is not a check; expected http or tcp"),
+            ))
+        }
+    }
+    if let Some(p) = &h.path {
+        if !p.starts_with('/') {
+            return Err(problem(
+                &path,
+                "path",
+                format!("{:?} must start with \"/\"", p.0),
+            ));
+        }
+    }
+    if let Some(s) = h.expected_status {
+        if !(100..=599).contains(&s.0) {
+            return Err(problem(&path, "expected_status", "is not an HTTP status"));
+        }
+    }
+    let interval = h.interval.map_or(Duration::from_secs(5), |d| d.0);
+    if interval < Duration::from_millis(100) {
+        return Err(problem(&path, "interval", "must be at least 100ms"));
+    }
+    Ok(ActiveHealth { interval })
+}
+
+#[derive(Default)]
+struct Spec<'a> {
+    name: String,
+    fingerprint: String,
+    urls: Vec<Url>,
+    tls: bool,
+    sni: Option<String>,
+    host_header: Option<http::HeaderValue>,
+    path_prefix: String,
+    balance: Balance,
+    hash_by: KeyFrom,
+    protocol: Protocol,
+    max_h2_streams: usize,
+    verify: bool,
+    connect_timeout: Option<Duration>,
+    timeout: Option<Duration>,
+    idle_timeout: Duration,
+    resolve_every: Duration,
+    active: Option<ActiveHealth>,
+    passive: Option<Passive>,
+    retries: Option<Retries>,
+    breaker: Option<Breaker>,
+    /// The health check as written, and the `Host` it sends.
+    check: Option<(&'a schema::HealthCheck, String)>,
+}
+
+fn health_check(
+    h: &schema::HealthCheck,
+    host: &str,
+    tls: bool,
+    sni: &str,
+) -> Result<Box<dyn pingora::lb::health_check::HealthCheck + Send + Sync>, (&'static str, String)> {
+    let timeout = h.timeout.map_or(Duration::from_secs(1), |d| d.0);
+    let up = h.healthy_after.map_or(1, |c| c.0.max(1) as usize);
+    let down = h.unhealthy_after.map_or(1, |c| c.0.max(1) as usize);
+    if h.kind.as_deref() == Some("tcp") {
+        let mut c = if tls {
+            TcpHealthCheck::new_tls(sni)
+        } else {
+            TcpHealthCheck::new()
+        };
+        c.peer_template.options.connection_timeout = Some(timeout);
+        c.consecutive_success = up;
+        c.consecutive_failure = down;
+        return Ok(c);
+    }
+    let mut c = HttpHealthCheck::new(host, tls);
+    c.peer_template.sni = sni.to_string();
+    c.peer_template.options.connection_timeout = Some(timeout);
+    c.peer_template.options.read_timeout = Some(timeout);
+    c.consecutive_success = up;
+    c.consecutive_failure = down;
+    let path = h.path.as_ref().map_or("/", |p| p.0.as_str());
+    let uri: http::Uri = path
+        .parse()
+        .map_err(|_| ("health_check", format!("{path:?} is not a path")))?;
+    c.req.set_uri(uri);
+    let expected = h.expected_status.map_or(200, |s| s.0 as u16);
+    c.validator = Some(Box::new(move |resp| {
+        if resp.status.as_u16() == expected {
+            Ok(())
+        } else {
+            pingora::Error::e_explain(
+                pingora::ErrorType::Custom("health check"),
+                format!("status {} instead of {expected}", resp.status.as_u16()),
+            )
+        }
+    }));
+    Ok(Box::new(c))
+}
+
+fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
+    let table = Arc::new(Table::default());
+    let sni = spec.sni.clone().unwrap_or_else(|| {
+        if spec.tls {
+            spec.urls
+                .first()
+                .map(|u| u.host.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    });
+    let discovery = Box::new(Resolver::new(&spec.name, &spec.urls, table.clone()));
+    let mut backends = Backends::new(discovery);
+    if let Some((h, host)) = &spec.check {
+        backends.set_health_check(health_check(h, host, spec.tls, &sni)?);
+    }
+    let balancer = match spec.balance {
+        Balance::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
+        Balance::Random => Balancer::Random(LoadBalancer::from_backends(backends)),
+        Balance::Hash => Balancer::Hash(LoadBalancer::from_backends(backends)),
+        Balance::LeastConn => Balancer::LeastConn(LoadBalancer::from_backends(backends)),
+        Balance::P2c => Balancer::P2c(LoadBalancer::from_backends(backends)),
+    };
+    Ok(Pool {
+        name: spec.name,
+        urls: spec.urls,
+        tls: spec.tls,
+        sni,
+        host_header: spec
+            .host_header
+            .unwrap_or(http::HeaderValue::from_static("")),
+        path_prefix: spec.path_prefix,
+        protocol: spec.protocol,
+        max_h2_streams: if spec.max_h2_streams == 0 {
+            DEFAULT_H2_STREAMS
+        } else {
+            spec.max_h2_streams
+        },
+        verify: spec.verify,
+        connect_timeout: spec.connect_timeout,
+        timeout: spec.timeout,
+        idle_timeout: if spec.idle_timeout.is_zero() {
+            DEFAULT_IDLE
+        } else {
+            spec.idle_timeout
+        },
+        resolve_every: if spec.resolve_every.is_zero() {
+            DEFAULT_RESOLVE_EVERY
+        } else {
+            spec.resolve_every
+        },
+        hash_by: spec.hash_by,
+        active: spec.active,
+        passive: spec.passive,
+        retries: spec
+            .retries
+            .unwrap_or_else(|| Retries::new(DEFAULT_ATTEMPTS, Vec::new(), DEFAULT_BUDGET)),
+        breaker: spec.breaker,
+        balancer,
+        table,
+        fingerprint: spec.fingerprint,
+        next_resolve: AtomicU64::new(0),
+        next_check: AtomicU64::new(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares() {
+        assert_eq!(parse_share("20%"), Ok(0.2));
+        assert_eq!(parse_share("0.5"), Ok(0.5));
+        assert!(parse_share("150%").is_err());
+        assert!(parse_share("x").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! A pool's addresses: its URLs' hosts resolved (asynchronously, never Pingora's panicking
+//! lookup), again every `resolve_every`; a host that stops resolving keeps its last addresses.
+
+use super::{Addr, Url};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::Backend;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long one lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The resolved addresses, sorted, with their state.
+#[derive(Default)]
+pub struct Table(ArcSwap<Vec<Arc<Addr>>>);
+
+impl Table {
+    pub fn load(&self) -> arc_swap::Guard<Arc<Vec<Arc<Addr>>>> {
+        self.0.load()
+    }
+}
+
+pub trait Find {
+    fn find(&self, addr: &SocketAddr) -> Option<&Arc<Addr>>;
+}
+
+impl Find for Vec<Arc<Addr>> {
+    fn find(&self, addr: &SocketAddr) -> Option<&Arc<Addr>> {
+        self.binary_search_by(|a| a.addr.cmp(addr))
+            .ok()
+            .map(|i| &self[i])
+    }
+}
+
+/// The balancer's view of an address (equal to the one discovery gave it).
+pub fn backend_of(a: &Addr) -> Backend {
+    Backend {
+        addr: pingora::protocols::l4::socket::SocketAddr::Inet(a.addr),
+        weight: a.weight,
+        ext: Default::default(),
+    }
+}
+
+pub struct Resolver {
+    pub name: String,
+    /// Host, port, weight of each URL.
+    pub urls: Vec<(String, u16, usize)>,
+    pub table: Arc<Table>,
+    /// The last addresses each URL resolved to.
+    last: Mutex<Vec<Vec<SocketAddr>>>,
+}
+
+impl Resolver {
+    pub fn new(name: &str, urls: &[Url], table: Arc<Table>) -> Resolver {
+        Resolver {
+            name: name.to_string(),
+            urls: urls
+                .iter()
+                .map(|u| (u.host.clone(), u.port, u.weight))
+                .collect(),
+            table,
+            last: Mutex::new(vec![Vec::new(); urls.len()]),
+        }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(found)) => {
+                let mut v: Vec<SocketAddr> = found.collect();
+                v.sort();
+                v.dedup();
+                if v.is_empty() {
+                    Err("no address".into())
+                } else {
+                    Ok(v)
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+        }
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for Resolver {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut found = Vec::with_capacity(self.urls.len());
+        for (host, port, _) in &self.urls {
+            found.push(self.resolve(host, *port).await);
+        }
+        // address → (weight, url index)
+        let mut merged: std::collections::BTreeMap<SocketAddr, (usize, usize)> = Default::default();
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, result) in found.into_iter().enumerate() {
+                let (host, _, weight) = &self.urls[i];
+                match result {
+                    Ok(addrs) => last[i] = addrs,
+                    Err(e) if last[i].is_empty() => {
+                        log::warn!("backend {}: cannot resolve {host}: {e}", self.name)
+                    }
+                    Err(e) => log::warn!(
+                        "backend {}: cannot resolve {host} ({e}); keeping its last addresses",
+                        self.name
+                    ),
+                }
+                for a in &last[i] {
+                    merged.entry(*a).or_insert((0, i)).0 += weight;
+                }
+            }
+        }
+        let old = self.table.load();
+        let table: Vec<Arc<Addr>> = merged
+            .iter()
+            .map(|(addr, (weight, url))| match old.find(addr) {
+                Some(a) if a.weight == *weight && a.url == *url => a.clone(),
+                _ => Arc::new(Addr {
+                    addr: *addr,
+                    label: addr.to_string(),
+                    url: *url,
+                    weight: *weight,
+                    in_flight: AtomicUsize::new(0),
+                    failures: AtomicU32::new(0),
+                    ejected_until: AtomicU64::new(0),
+                }),
+            })
+            .collect();
+        let set = table.iter().map(|a| backend_of(a)).collect();
+        self.table.0.store(Arc::new(table));
+        Ok((set, HashMap::new()))
+    }
+}

@@ -1,0 +1,565 @@
+//! Backends: a route's pools of addresses, how one is picked, and what is known of their health.
+//!
+//! A pool is a named backend (or a route's `backend_url`): one or more URLs, each resolved to
+//! addresses (`discovery`, again every `resolve_every`), a selection policy over them
+//! (pingora-load-balancing's weighted round robin, random and Ketama hashing; least connections
+//! and power of two choices here), active health checks (`health`), passive ejection after
+//! consecutive failures, a circuit breaker (`breaker`) and a retry budget. A route splits its
+//! traffic between pools by weight (`backend_weights`), optionally sticky to a caller.
+//!
+//! The request path reads only atomics and `ArcSwap` snapshots: no lock, no DNS.
+
+mod breaker;
+pub mod compile;
+mod discovery;
+pub mod health;
+
+use breaker::Breaker;
+use discovery::{Find, Table};
+use pingora::lb::selection::{Consistent, Random, RoundRobin};
+use pingora::lb::{Backend, LoadBalancer};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::ALPN;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the first call: the clock of ejections and breakers.
+pub fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// What keys a sticky choice or a hash: the caller's agent id, its address, or a header.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    #[default]
+    Agent,
+    ClientIp,
+    Header(http::HeaderName),
+}
+
+impl KeyFrom {
+    pub fn parse(s: &str) -> Result<KeyFrom, String> {
+        match s {
+            "agent" => Ok(KeyFrom::Agent),
+            "client_ip" => Ok(KeyFrom::ClientIp),
+            _ => match s.strip_prefix("header:") {
+                Some(h) => http::HeaderName::try_from(h.trim())
+                    .map(KeyFrom::Header)
+                    .map_err(|_| format!("{h:?} is not a header name")),
+                None => Err(format!(
+                    "{s:?} is not a key; expected agent, client_ip or header:<name>"
+                )),
+            },
+        }
+    }
+}
+
+/// The caller, as far as choosing a backend needs it.
+pub struct Who<'a> {
+    pub agent: Option<&'a str>,
+    pub ip: Option<IpAddr>,
+    pub headers: &'a http::HeaderMap,
+}
+
+impl Who<'_> {
+    /// The bytes `from` names; an anonymous caller is keyed by its address.
+    pub fn key<'b>(&'b self, from: &KeyFrom, scratch: &'b mut [u8; 16]) -> &'b [u8] {
+        let ip = |scratch: &'b mut [u8; 16]| -> &'b [u8] {
+            match self.ip {
+                Some(IpAddr::V4(v4)) => {
+                    scratch[..4].copy_from_slice(&v4.octets());
+                    &scratch[..4]
+                }
+                Some(IpAddr::V6(v6)) => {
+                    *scratch = v6.octets();
+                    &scratch[..]
+                }
+                None => b"",
+            }
+        };
+        match from {
+            KeyFrom::Agent => match self.agent {
+                Some(a) => a.as_bytes(),
+                None => ip(scratch),
+            },
+            KeyFrom::ClientIp => ip(scratch),
+            KeyFrom::Header(h) => self.headers.get(h).map_or(b"", |v| v.as_bytes()),
+        }
+    }
+}
+
+/// A stable hash (the same in every instance, so a caller sticks across a fleet).
+fn stable_hash(key: &[u8]) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Http1,
+    H2,
+    H2c,
+    Auto,
+}
+
+/// One resolved address of a pool, with what passive health and least-connections need.
+#[derive(Debug)]
+pub struct Addr {
+    pub addr: SocketAddr,
+    /// `ip:port`, for the access log.
+    pub label: String,
+    /// The index of the URL it was resolved from.
+    url: usize,
+    /// The sum of the weights of the URLs that resolved to it.
+    weight: usize,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    /// `clock_ms` until which passive health leaves it out (0: not ejected).
+    ejected_until: AtomicU64,
+}
+
+impl Addr {
+    fn ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+}
+
+/// A request's hold on an address: counts it as in flight until dropped.
+#[derive(Debug)]
+pub struct Picked {
+    pub pool: Arc<Pool>,
+    pub addr: Arc<Addr>,
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.addr.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One URL of a pool as written.
+#[derive(Debug)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+    pub weight: usize,
+    /// `Host` for this URL, when it differs from the pool's.
+    pub host_header: Option<http::HeaderValue>,
+}
+
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+    Hash(LoadBalancer<Consistent>),
+    /// Selection is ours; the balancer holds the membership and active health.
+    LeastConn(LoadBalancer<RoundRobin>),
+    P2c(LoadBalancer<RoundRobin>),
+}
+
+impl Balancer {
+    fn backends(&self) -> &pingora::lb::Backends {
+        match self {
+            Balancer::RoundRobin(lb) | Balancer::LeastConn(lb) | Balancer::P2c(lb) => lb.backends(),
+            Balancer::Random(lb) => lb.backends(),
+            Balancer::Hash(lb) => lb.backends(),
+        }
+    }
+
+    async fn update(&self) -> pingora::Result<()> {
+        match self {
+            Balancer::RoundRobin(lb) | Balancer::LeastConn(lb) | Balancer::P2c(lb) => {
+                lb.update().await
+            }
+            Balancer::Random(lb) => lb.update().await,
+            Balancer::Hash(lb) => lb.update().await,
+        }
+    }
+}
+
+/// Retries: how many, on which statuses, within which budget.
+#[derive(Debug)]
+pub struct Retries {
+    pub attempts: u32,
+    pub on_status: Vec<u16>,
+    /// Retries earned per request, in thousandths.
+    ratio_milli: i64,
+    /// Available retries in thousandths; each request adds `ratio_milli`, each retry takes 1000.
+    tokens: AtomicI64,
+}
+
+/// At most this many retries in reserve (thousandths): bursts of failures cannot multiply load.
+const RETRY_RESERVE: i64 = 10_000;
+
+impl Retries {
+    pub fn new(attempts: u32, on_status: Vec<u16>, ratio: f64) -> Retries {
+        Retries {
+            attempts,
+            on_status,
+            ratio_milli: (ratio * 1000.0).round() as i64,
+            tokens: AtomicI64::new(RETRY_RESERVE),
+        }
+    }
+
+    fn earn(&self) {
+        let t = self.tokens.load(Ordering::Relaxed);
+        if t < RETRY_RESERVE {
+            self.tokens.fetch_add(self.ratio_milli, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one retry from the budget.
+    pub fn take(&self) -> bool {
+        self.tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t >= 1000).then_some(t - 1000)
+            })
+            .is_ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Passive {
+    pub failures: u32,
+    pub cool_off: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActiveHealth {
+    pub interval: Duration,
+}
+
+pub struct Pool {
+    pub name: String,
+    pub urls: Vec<Url>,
+    pub tls: bool,
+    pub sni: String,
+    /// The first URL's authority, sent as `Host` (each URL's own when they differ).
+    pub host_header: http::HeaderValue,
+    /// The URLs' path, prepended to forwarded paths.
+    pub path_prefix: String,
+    pub protocol: Protocol,
+    pub max_h2_streams: usize,
+    pub verify: bool,
+    pub connect_timeout: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub idle_timeout: Duration,
+    pub resolve_every: Duration,
+    pub hash_by: KeyFrom,
+    pub active: Option<ActiveHealth>,
+    pub passive: Option<Passive>,
+    pub retries: Retries,
+    breaker: Option<Breaker>,
+    balancer: Balancer,
+    table: Arc<Table>,
+    /// Identifies the definition, so that a reload keeps the pool (and its health) when unchanged.
+    pub fingerprint: String,
+    /// `clock_ms` of the next re-resolution and health check (background service only).
+    next_resolve: AtomicU64,
+    next_check: AtomicU64,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish()
+    }
+}
+
+/// Bounds the walk over a weighted ring looking for a usable address.
+const MAX_ITERATIONS: usize = 256;
+
+impl Pool {
+    /// Resolves the URLs again and rebuilds the selection when the addresses changed.
+    pub async fn update(&self) {
+        if let Err(e) = self.balancer.update().await {
+            log::warn!("backend {}: {e}", self.name);
+        }
+    }
+
+    /// Whether its hosts were resolved (at least once, to at least one address).
+    pub fn resolved(&self) -> bool {
+        !self.table.load().is_empty()
+    }
+
+    /// Whether addresses are picked by a hash of the caller.
+    pub fn hashes(&self) -> bool {
+        matches!(self.balancer, Balancer::Hash(_))
+    }
+
+    /// Whether some address could take a request now.
+    pub fn usable(&self) -> bool {
+        let now = clock_ms();
+        if self.breaker.as_ref().is_some_and(|b| b.is_open(now)) {
+            return false;
+        }
+        let backends = self.balancer.backends();
+        let table = self.table.load();
+        table
+            .iter()
+            .any(|a| !a.ejected(now) && backends.ready(&discovery::backend_of(a)))
+    }
+
+    /// Picks an address for a request: healthy, not ejected, not tried before by it.
+    pub fn select(self: &Arc<Self>, key: &[u8], tried: &[SocketAddr]) -> Option<Picked> {
+        let now = clock_ms();
+        if let Some(b) = &self.breaker {
+            if !b.allow(now) {
+                return None;
+            }
+        }
+        let table = self.table.load();
+        let usable = |b: &Backend, healthy: bool| -> Option<&Arc<Addr>> {
+            let addr = *b.addr.as_inet()?;
+            if !healthy || tried.contains(&addr) {
+                return None;
+            }
+            table.find(&addr).filter(|a| !a.ejected(now))
+        };
+        let chosen = match &self.balancer {
+            Balancer::RoundRobin(lb) => lb
+                .select_with(key, MAX_ITERATIONS, |b, h| usable(b, h).is_some())
+                .and_then(|b| usable(&b, true).cloned()),
+            Balancer::Random(lb) => lb
+                .select_with(key, MAX_ITERATIONS, |b, h| usable(b, h).is_some())
+                .and_then(|b| usable(&b, true).cloned()),
+            Balancer::Hash(lb) => lb
+                .select_with(key, MAX_ITERATIONS, |b, h| usable(b, h).is_some())
+                .and_then(|b| usable(&b, true).cloned()),
+            Balancer::LeastConn(lb) => {
+                let backends = lb.backends();
+                let all = backends.get_backend();
+                // Fewest requests in flight for its weight.
+                all.iter()
+                    .filter_map(|b| usable(b, backends.ready(b)).map(|a| (a, b.weight.max(1))))
+                    .min_by_key(|(a, w)| (a.in_flight.load(Ordering::Relaxed) * 1000) / w)
+                    .map(|(a, _)| a.clone())
+            }
+            Balancer::P2c(lb) => {
+                let backends = lb.backends();
+                let all = backends.get_backend();
+                let candidates: Vec<&Arc<Addr>> = all
+                    .iter()
+                    .filter_map(|b| usable(b, backends.ready(b)))
+                    .collect();
+                match candidates.len() {
+                    0 => None,
+                    1 => Some(candidates[0].clone()),
+                    n => {
+                        let r = crate::trace::random_u64();
+                        let i = (r % n as u64) as usize;
+                        let j = (i + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+                        let (a, b) = (candidates[i], candidates[j]);
+                        let busy = |x: &Arc<Addr>| x.in_flight.load(Ordering::Relaxed);
+                        Some(if busy(b) < busy(a) { b } else { a }.clone())
+                    }
+                }
+            }
+        }?;
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Picked {
+            pool: self.clone(),
+            addr: chosen,
+        })
+    }
+
+    /// The connection options for a request to `addr`.
+    pub fn peer(&self, addr: &Addr, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr.addr, self.tls, self.sni.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(connect_timeout);
+        o.total_connection_timeout = Some(connect_timeout);
+        o.read_timeout = Some(read_timeout);
+        o.idle_timeout = Some(self.idle_timeout);
+        o.verify_cert = self.verify;
+        o.verify_hostname = self.verify;
+        match (self.protocol, self.tls) {
+            (Protocol::Http1, _) => {}
+            (Protocol::H2 | Protocol::H2c, _) => {
+                o.alpn = ALPN::H2;
+                o.max_h2_streams = self.max_h2_streams;
+            }
+            (Protocol::Auto, true) => {
+                o.alpn = ALPN::H2H1;
+                o.max_h2_streams = self.max_h2_streams;
+            }
+            (Protocol::Auto, false) => {}
+        }
+        peer
+    }
+
+    /// `Host` for a request to `addr`, when it is not the pool's.
+    pub fn host_for(&self, addr: &Addr) -> Option<&http::HeaderValue> {
+        self.urls.get(addr.url).and_then(|u| u.host_header.as_ref())
+    }
+
+    /// A request was made: it earns the retry budget its share.
+    pub fn count_request(&self) {
+        self.retries.earn();
+    }
+
+    /// How an exchange with `addr` went: failures eject it (passive health) and count towards
+    /// the circuit breaker.
+    pub fn report(&self, addr: &Addr, ok: bool) {
+        let now = clock_ms();
+        if let Some(b) = &self.breaker {
+            b.record(ok, now, &self.name);
+        }
+        let Some(p) = self.passive else { return };
+        if ok {
+            if addr.failures.load(Ordering::Relaxed) != 0 {
+                addr.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let n = addr.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        // A pool's only address is never left out (as in nginx): there is nowhere else to go,
+        // and it would turn a blip into `cool_off` of 503s.
+        if n >= p.failures && self.table.load().len() > 1 {
+            addr.failures.store(0, Ordering::Relaxed);
+            addr.ejected_until
+                .store(now + p.cool_off.as_millis() as u64, Ordering::Relaxed);
+            log::warn!(
+                "backend {} address {}: {n} failures in a row, left out for {:?}",
+                self.name,
+                addr.label,
+                p.cool_off
+            );
+        }
+    }
+
+    /// Runs the active health check when it is due, and re-resolves when that is due.
+    pub async fn maintain(&self) {
+        let now = clock_ms();
+        if now >= self.next_resolve.load(Ordering::Relaxed) {
+            self.next_resolve.store(
+                now + self.resolve_every.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            self.update().await;
+        }
+        if let Some(a) = &self.active {
+            if now >= self.next_check.load(Ordering::Relaxed) {
+                self.next_check
+                    .store(now + a.interval.as_millis() as u64, Ordering::Relaxed);
+                self.balancer.backends().run_health_check(true).await;
+            }
+        }
+    }
+
+    /// The addresses and their state, for the tests and the admin view.
+    pub fn addresses(&self) -> Vec<(SocketAddr, bool)> {
+        let now = clock_ms();
+        let backends = self.balancer.backends();
+        self.table
+            .load()
+            .iter()
+            .map(|a| {
+                (
+                    a.addr,
+                    !a.ejected(now) && backends.ready(&discovery::backend_of(a)),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A route's pools and how traffic is split between them.
+#[derive(Debug)]
+pub struct RouteBackends {
+    pub pools: Vec<(Arc<Pool>, u64)>,
+    total: u64,
+    pub sticky: Option<KeyFrom>,
+}
+
+impl RouteBackends {
+    pub fn new(pools: Vec<(Arc<Pool>, u64)>, sticky: Option<KeyFrom>) -> RouteBackends {
+        let total = pools.iter().map(|(_, w)| w).sum();
+        RouteBackends {
+            pools,
+            total,
+            sticky,
+        }
+    }
+
+    /// Where the route sends requests, for `clawgate check`.
+    pub fn describe(&self) -> String {
+        let one = |p: &Pool| {
+            let scheme = if p.tls { "https" } else { "http" };
+            let urls: Vec<String> = p
+                .urls
+                .iter()
+                .map(|u| {
+                    let host = if u.host.contains(':') {
+                        format!("[{}]", u.host)
+                    } else {
+                        u.host.clone()
+                    };
+                    format!("{scheme}://{host}:{}{}", u.port, p.path_prefix)
+                })
+                .collect();
+            urls.join(", ")
+        };
+        match &self.pools[..] {
+            [(p, _)] => one(p),
+            split => split
+                .iter()
+                .map(|(p, w)| format!("{} {w}/{} ({})", p.name, self.total, one(p)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
+    /// The path of the pools' URLs (one for all of them).
+    pub fn path_prefix(&self) -> &str {
+        self.pools
+            .first()
+            .map_or("", |(p, _)| p.path_prefix.as_str())
+    }
+
+    /// The pool for a request: by weight (by the caller's key when sticky), among the pools that
+    /// can take it; when none can, the first chosen (its answer will be a 503).
+    pub fn choose(&self, who: &Who) -> &Arc<Pool> {
+        if self.pools.len() == 1 {
+            return &self.pools[0].0;
+        }
+        let mut scratch = [0u8; 16];
+        let draw = match &self.sticky {
+            Some(from) => stable_hash(who.key(from, &mut scratch)),
+            None => crate::trace::random_u64(),
+        };
+        let pick = |total: u64, usable: &dyn Fn(&Pool) -> bool| -> Option<&Arc<Pool>> {
+            if total == 0 {
+                return None;
+            }
+            let mut at = draw % total;
+            for (pool, w) in &self.pools {
+                if !usable(pool) {
+                    continue;
+                }
+                if at < *w {
+                    return Some(pool);
+                }
+                at -= w;
+            }
+            None
+        };
+        let first = pick(self.total, &|_| true).unwrap_or(&self.pools[0].0);
+        if first.usable() {
+            return first;
+        }
+        // Shift the weight of the pools that cannot take requests onto those that can.
+        let left: u64 = self
+            .pools
+            .iter()
+            .filter(|(p, _)| p.usable())
+            .map(|(_, w)| w)
+            .sum();
+        pick(left, &|p| p.usable()).unwrap_or(first)
+    }
+}
