@@ -333,6 +333,73 @@ impl Running {
     }
 }
 
+/// A mock backend that can be stopped (its runtime dropped: the listener and every connection
+/// close at once, as when a process dies) and started again on the same address.
+pub struct Stoppable {
+    pub addr: SocketAddr,
+    pub stats: Shared,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Stoppable {
+    /// Starts on `addr` (port 0: one chosen by the OS).
+    pub fn start(addr: SocketAddr) -> std::io::Result<Stoppable> {
+        Self::start_with(addr, Arc::default())
+    }
+
+    fn start_with(addr: SocketAddr, stats: Shared) -> std::io::Result<Stoppable> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let s = stats.clone();
+        runtime.spawn(async move {
+            if let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) {
+                let _ = serve(listener, s).await;
+            }
+        });
+        Ok(Stoppable {
+            addr,
+            stats,
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving: the listener and open connections are closed.
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Serves again on the same address, with the same counters.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        let again = Self::start_with(self.addr, self.stats.clone())?;
+        self.runtime = Some(again.into_runtime());
+        Ok(())
+    }
+
+    fn into_runtime(mut self) -> tokio::runtime::Runtime {
+        self.runtime
+            .take()
+            .expect("a running backend has a runtime")
+    }
+}
+
+impl Drop for Stoppable {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Starts a mock backend on 127.0.0.1 at a port chosen by the OS.
 pub fn spawn() -> Running {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock backend");

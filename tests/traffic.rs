@@ -1,0 +1,327 @@
+//! Traffic management with the real binary and several mock backends: weighted splits, sticky
+//! callers, dead addresses left out and taken back, all addresses down, POSTs never repeated.
+
+mod common;
+use common::*;
+use mock_backend::Stoppable;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+fn count(b: &Stoppable) -> u64 {
+    b.stats.total.load(Ordering::Relaxed)
+}
+
+/// Sends `n` GETs to `url` from `workers` concurrent clients; the statuses that were not 200.
+async fn load(url: &str, n: usize, workers: usize, headers: &[(&str, &str)]) -> Vec<u16> {
+    let client = client();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (client, sent, url) = (client.clone(), sent.clone(), url.to_string());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut bad = Vec::new();
+            while sent.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                let mut r = client.get(&url);
+                for (k, v) in &headers {
+                    r = r.header(k, v);
+                }
+                match r.send().await {
+                    Ok(a) if a.status() == 200 => {
+                        let _ = a.bytes().await;
+                    }
+                    Ok(a) => bad.push(a.status().as_u16()),
+                    Err(_) => bad.push(0),
+                }
+            }
+            bad
+        }));
+    }
+    let mut bad = Vec::new();
+    for t in tasks {
+        bad.extend(t.await.expect("worker"));
+    }
+    bad
+}
+
+const SPLIT: &str = r#"
+gateway:
+  listen: "{listen}"
+  pid_file: "{dir}/clawgate.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  threads: 2
+agents:
+AGENTS
+backends:
+  v1: {url: "V1"}
+  v2: {url: "V2"}
+routes:
+  - path: "/ab/*"
+    backend_weights: ["v1": 90, "v2": 10]
+  - path: "/sticky/*"
+    backend_weights: {v1: 50, v2: 50}
+    sticky_by: agent
+    auth_required: true
+    auth_strategy: api_key
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_weighted_split_lands_by_weight_and_sticky_agents_stay() {
+    let (v1, v2) = (
+        Stoppable::start(local()).unwrap(),
+        Stoppable::start(local()).unwrap(),
+    );
+    let agents: String = (0..20)
+        .map(|i| format!("  \"agent-{i}\": {{api_key: \"key-{i}-0123456789abcdef\"}}\n"))
+        .collect();
+    let yaml = SPLIT
+        .replace("AGENTS\n", &agents)
+        .replace("V1", &v1.url())
+        .replace("V2", &v2.url());
+    let g = Gateway::start(&yaml, "");
+
+    // The article's list form, 90/10 over 10,000 requests.
+    let bad = load(&g.url("/ab/x"), 10_000, 16, &[]).await;
+    assert!(bad.is_empty(), "failed requests: {bad:?}");
+    let (a, b) = (count(&v1), count(&v2));
+    assert_eq!(a + b, 10_000);
+    let share = a as f64 / 10_000.0;
+    assert!(
+        (0.88..=0.92).contains(&share),
+        "v1 got {share} of the traffic"
+    );
+
+    // Sticky: each agent always lands on the same version; both versions get agents.
+    let mut on_v1 = 0;
+    for i in 0..20 {
+        let before = (count(&v1), count(&v2));
+        let key = format!("key-{i}-0123456789abcdef");
+        let bad = load(&g.url("/sticky/x"), 10, 2, &[("x-api-key", &key)]).await;
+        assert!(bad.is_empty(), "agent-{i}: {bad:?}");
+        let got = (count(&v1) - before.0, count(&v2) - before.1);
+        assert!(
+            got == (10, 0) || got == (0, 10),
+            "agent-{i} was split between versions: {got:?}"
+        );
+        on_v1 += usize::from(got.0 == 10);
+    }
+    assert!((1..20).contains(&on_v1), "{on_v1} of 20 agents on v1");
+}
+
+const POOL: &str = r#"
+gateway:
+  listen: "{listen}"
+  pid_file: "{dir}/clawgate.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  threads: 2
+  connect_timeout: "500ms"
+backends:
+  three:
+    urls: [URLS]
+    health_check: {path: "/status/200", interval: "200ms", timeout: "200ms"}
+routes:
+  - path: "/*"
+    backend: three
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_address_is_left_out_and_taken_back() {
+    let mut backends: Vec<Stoppable> = (0..3).map(|_| Stoppable::start(local()).unwrap()).collect();
+    let urls: Vec<String> = backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.url()))
+        .collect();
+    let yaml = POOL.replace("URLS", &urls.join(",")).replace(
+        "    health_check:",
+        "    passive_health: {failures: 2, cool_off: \"1s\"}\n    health_check:",
+    );
+    let g = Gateway::start(&yaml, "");
+    let url = g.url("/echo/x");
+
+    let bad = load(&url, 300, 4, &[]).await;
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(
+        backends.iter().all(|b| count(b) > 50),
+        "round robin over three"
+    );
+
+    // One address dies under load: its connections and listener are gone.
+    let runner = {
+        let url = url.clone();
+        tokio::spawn(async move { load(&url, 3000, 4, &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    backends[1].stop();
+    let stopped_at = count(&backends[1]);
+    let bad = runner.await.unwrap();
+    // Connect failures go to another address and dropped pooled connections are retried
+    // (GET is idempotent): not one request fails, even before the health check notices.
+    assert!(bad.is_empty(), "failed while an address died: {bad:?}");
+    assert_eq!(count(&backends[1]), stopped_at);
+
+    // It comes back: once its cool-off is over and the checks pass, it takes traffic again.
+    backends[1].restart().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = count(&backends[1]);
+    let bad = load(&url, 300, 4, &[]).await;
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(
+        count(&backends[1]) - before > 50,
+        "the address came back: {} requests",
+        count(&backends[1]) - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_address_down_answers_503_at_once() {
+    let dead: Vec<String> = (0..2)
+        .map(|_| format!("\"http://127.0.0.1:{}\"", free_port()))
+        .collect();
+    let g = Gateway::start(&POOL.replace("URLS", &dead.join(", ")), "");
+    // The checks mark both down.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = client().get(g.url("/x")).send().await.unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.status(), 503);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_json_error(&v, 503, "service_unavailable");
+        assert!(
+            took < Duration::from_millis(50),
+            "503 took {took:?}, not at once"
+        );
+    }
+}
+
+/// A backend that answers the first request of each connection and resets the connection on
+/// the second, after reading it whole; counts the requests it read by method.
+fn resetting_backend() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let listener = TcpListener::bind(local()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (posts, gets) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (p, q) = (posts.clone(), gets.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (p, q) = (p.clone(), q.clone());
+            std::thread::spawn(move || {
+                let mut served = 0;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: the head, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    if head.starts_with("post") {
+                        p.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        q.fetch_add(1, Ordering::Relaxed);
+                    }
+                    served += 1;
+                    if served >= 2 {
+                        // SO_LINGER 0: the close is a reset.
+                        let _ = socket_reset(&conn);
+                        return;
+                    }
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+                    );
+                }
+            });
+        }
+    });
+    (addr, posts, gets)
+}
+
+fn socket_reset(conn: &std::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_never_sent_twice() {
+    let (a, posts_a, _) = resetting_backend();
+    let (b, posts_b, _) = resetting_backend();
+    let yaml = POOL
+        .replace("URLS", &format!("\"http://{a}\", \"http://{b}\""))
+        .replace(
+            "    health_check: {path: \"/status/200\", interval: \"200ms\", timeout: \"200ms\"}\n",
+            "    retries: {attempts: 2}\n",
+        );
+    let g = Gateway::start(&yaml, "");
+    let client = client();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = client
+            .post(g.url("/x"))
+            .body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let sent = posts_a.load(Ordering::Relaxed) + posts_b.load(Ordering::Relaxed);
+    // Every POST reached a backend once: those whose connection was reset got a 502, and were
+    // not sent again.
+    assert_eq!(
+        sent, 20,
+        "the backends read {sent} POSTs for 20 sent: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 502),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&502),
+        "some connections were reset: {statuses:?}"
+    );
+}
