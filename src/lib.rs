@@ -8,6 +8,7 @@ pub mod client_addr;
 pub mod config;
 pub mod http_client;
 pub mod limits;
+pub mod matching;
 pub mod metrics;
 pub mod observe;
 pub mod probe;

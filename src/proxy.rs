@@ -108,6 +108,9 @@ pub struct Ctx {
     cache_missed: bool,
     /// `X-Cache` as answered, for the log and the metrics.
     cache_status: Option<&'static str>,
+    /// The request body was read ahead (`pre_read`: what was read, when it could be).
+    body_read: bool,
+    pre_read: Option<Bytes>,
     /// The route's pool chosen for this request (its weights, stickiness and health).
     pool: Option<Arc<Pool>>,
     /// The address the request is sent to (counted in flight while held).
@@ -171,6 +174,17 @@ enum Admit {
     FetchKey(String),
     /// Everything but the rate limits, which the shared store decides.
     SharedLimits,
+    /// A route's `match` looks into the body: read it ahead, then decide again.
+    ReadBody,
+}
+
+/// The outcome of matching a path to a route.
+enum Matched {
+    /// The route, and the caller when a `match` on the agent authenticated it.
+    Route(usize, Option<Identity>),
+    ReadBody,
+    FetchKey(String),
+    None,
 }
 
 /// A refusal decided in `request_filter`: status, message, whether to close the connection,
@@ -249,6 +263,8 @@ impl ProxyHttp for Gateway {
             purge: false,
             cache_missed: false,
             cache_status: None,
+            body_read: false,
+            pre_read: None,
             pool: None,
             picked: None,
             next: None,
@@ -276,9 +292,18 @@ impl ProxyHttp for Gateway {
         // The answers written here are boxed so that the common path's future stays small
         // (Pingora moves it around per request).
         let mut decision = self.admit(session, ctx);
-        if let Ok(Admit::FetchKey(kid)) = &decision {
-            if let Some(jwt) = &ctx.config.auth.jwt {
-                Box::pin(jwt.refetch_for(kid)).await;
+        // At most once each: the body is read once, a key id fetched once.
+        for _ in 0..2 {
+            match &decision {
+                Ok(Admit::ReadBody) => {
+                    Box::pin(self.read_ahead(session, ctx)).await?;
+                }
+                Ok(Admit::FetchKey(kid)) => {
+                    if let Some(jwt) = &ctx.config.auth.jwt {
+                        Box::pin(jwt.refetch_for(kid)).await;
+                    }
+                }
+                _ => break,
             }
             // Decided again; a kid still unknown is refused this time.
             decision = self.admit(session, ctx);
@@ -315,7 +340,7 @@ impl ProxyHttp for Gateway {
                 Box::pin(self.cache_admin(session, ctx)).await?;
                 Ok(true)
             }
-            Ok(Admit::FetchKey(_) | Admit::SharedLimits) => {
+            Ok(Admit::FetchKey(_) | Admit::SharedLimits | Admit::ReadBody) => {
                 Err(Error::new(ErrorType::InternalError))
             }
             Err(Refusal(code, message, close, headers)) => {
@@ -729,9 +754,18 @@ impl Gateway {
             return Ok(Admit::CacheAdmin);
         }
 
-        let Some(index) = cfg.route_index(&path) else {
-            ctx.built_in = Some("unmatched");
-            return Err(Refusal::new(404, "no route matches this path", false));
+        let body = ctx.body_read.then_some(ctx.pre_read.as_ref());
+        let (index, mut identity) = match match_route(cfg, req, &path, body, ctx.fetched_keys) {
+            Matched::Route(index, identity) => (index, identity),
+            Matched::ReadBody => return Ok(Admit::ReadBody),
+            Matched::FetchKey(kid) => {
+                ctx.fetched_keys = true;
+                return Ok(Admit::FetchKey(kid));
+            }
+            Matched::None => {
+                ctx.built_in = Some("unmatched");
+                return Err(Refusal::new(404, "no route matches this path", false));
+            }
         };
         let route = &cfg.routes[index];
         ctx.route = Some(index);
@@ -749,7 +783,10 @@ impl Gateway {
             return Ok(Admit::Proxy);
         }
         if let Some(access) = &route.access {
-            let identity = match cfg.auth.authenticate(&req.headers, access.strategy) {
+            let identity = match identity
+                .take()
+                .map_or_else(|| cfg.auth.authenticate(&req.headers, access.strategy), Ok)
+            {
                 Ok(identity) => identity,
                 Err(Failure::UnknownKid(kid)) if !ctx.fetched_keys => {
                     ctx.fetched_keys = true;
@@ -779,6 +816,31 @@ impl Gateway {
             }
         }
         Ok(Admit::Proxy)
+    }
+
+    /// Reads the request body ahead (up to 64 KiB, with a `Content-Length`) for a route's
+    /// `match` on body fields or a POST's cache key; Pingora sends it on from its retry buffer.
+    async fn read_ahead(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if ctx.body_read {
+            return Ok(());
+        }
+        ctx.body_read = true;
+        let Some(body) = crate::cache::read_body_for_key(session).await? else {
+            return Ok(());
+        };
+        // Pre-read chunks never reach request_body_filter: account for them here.
+        ctx.body_bytes += body.len() as u64;
+        if ctx.body_bytes > ctx.config.max_body_size {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body larger than max_body_size",
+            );
+        }
+        if ctx.config.track_tokens {
+            ctx.request_body = Some(vec![body.clone()]);
+        }
+        ctx.pre_read = Some(body);
+        Ok(())
     }
 
     async fn health(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
@@ -885,26 +947,16 @@ impl Gateway {
         if req.method != http::Method::POST {
             return Ok(());
         }
-        let Some(body) = crate::cache::read_body_for_key(session).await? else {
+        self.read_ahead(session, ctx).await?;
+        let Some(body) = &ctx.pre_read else {
             ctx.cache_bypass = true;
             return Ok(());
         };
-        // Pre-read chunks never reach request_body_filter: account for them here.
-        ctx.body_bytes += body.len() as u64;
-        if ctx.body_bytes > ctx.config.max_body_size {
-            return Error::e_explain(
-                ErrorType::HTTPStatus(413),
-                "request body larger than max_body_size",
-            );
-        }
-        if ctx.config.track_tokens {
-            ctx.request_body = Some(vec![body.clone()]);
-        }
         let parts = ctx
             .route()
             .and_then(|r| r.cache.as_ref())
             .map_or(&[][..], |rc| &rc.key[..]);
-        ctx.cache_body = Some(Bytes::from(crate::cache::key::body_part(&body, parts)));
+        ctx.cache_body = Some(Bytes::from(crate::cache::key::body_part(body, parts)));
         Ok(())
     }
 
@@ -1031,6 +1083,49 @@ fn authorise_admin(session: &Session, cfg: &Config) -> Result<(), Refusal> {
 }
 
 /// Whether a raw HTTP/1 request head holds a Content-Length header line.
+/// The route for the path: the first whose pattern matches and whose `match` holds. A
+/// condition on the agent authenticates the caller (the identity is kept for the route).
+fn match_route(
+    cfg: &Config,
+    req: &RequestHeader,
+    path: &str,
+    // `None`: not read yet; `Some(None)`: could not be read (too large, chunked).
+    read: Option<Option<&Bytes>>,
+    fetched_keys: bool,
+) -> Matched {
+    let mut body: Option<Option<serde_json::Value>> = None;
+    for (index, route) in cfg.routes.iter().enumerate() {
+        if !route.pattern.matches(path) {
+            continue;
+        }
+        let Some(m) = &route.matcher else {
+            return Matched::Route(index, None);
+        };
+        if m.needs_body() && read.is_none() {
+            return Matched::ReadBody;
+        }
+        let json =
+            body.get_or_insert_with(|| read.flatten().and_then(|b| serde_json::from_slice(b).ok()));
+        if !m.request_holds(&req.method, &req.headers, json.as_ref()) {
+            continue;
+        }
+        if !m.needs_agent() {
+            return Matched::Route(index, None);
+        }
+        let Some(access) = &route.access else {
+            continue;
+        };
+        match cfg.auth.authenticate(&req.headers, access.strategy) {
+            Ok(identity) if m.agent_holds(&identity.agent.id) => {
+                return Matched::Route(index, Some(identity));
+            }
+            Err(Failure::UnknownKid(kid)) if !fetched_keys => return Matched::FetchKey(kid),
+            _ => continue,
+        }
+    }
+    Matched::None
+}
+
 /// The route's pool for this caller (weights, stickiness, pools that can take requests).
 fn choose_pool(session: &Session, ctx: &Ctx, route: &Route) -> Arc<Pool> {
     route

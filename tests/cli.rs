@@ -67,6 +67,36 @@ fn check_names_file_line_column_and_field() {
             "routes[0].backend_weights.v3: \"v3\" names no backend",
         ),
         ("routes:\n  - path: /x\n    backend_url: ftp://a\n", ":3:", "routes[0].backend_url"),
+        (
+            "routes:\n  - path: /x\n    backend_url: http://a\n    match: {agent: bot}\n",
+            ":4:",
+            "routes[0].match.agent: needs a verified caller",
+        ),
+        (
+            "routes:\n  - path: /x\n    backend_url: http://a\n  - path: /x\n    backend_url: http://b\n",
+            ":4:",
+            "routes[1].path: \"/x\" is already the path of an earlier route without match",
+        ),
+        (
+            "backends:\n  v1: {urls: [\"https://a\"], protocol: h2c}\n",
+            ":2:",
+            "backends.v1.protocol: h2c is HTTP/2 without TLS",
+        ),
+        (
+            "backends:\n  v1:\n    urls: [\"http://a\", {url: \"http://b\", weight: 0}]\n",
+            ":3:",
+            "backends.v1.urls[1]: weight must be between 1 and 1000",
+        ),
+        (
+            "backends:\n  v1:\n    url: \"http://a\"\n    hash_by: \"cookie:x\"\n    load_balancing: hash\n",
+            ":4:",
+            "backends.v1.hash_by: \"cookie:x\" is not a key",
+        ),
+        (
+            "backends:\n  v1:\n    url: \"http://a\"\n    load_balancing: fastest\n",
+            ":4:",
+            "backends.v1.load_balancing: unknown variant",
+        ),
         ("gateway:\n  listen: \"nowhere\"\n", ":2:", "gateway.listen"),
         ("gateway:\n  tls: {enabled: true, cert: /nonexistent.pem, key: /x.key}\n", ":2:", "/nonexistent.pem: no such file"),
         ("routes: [\n", ":1:", "did not find expected node content"),

@@ -325,3 +325,91 @@ async fn a_post_is_never_sent_twice() {
         "some connections were reset: {statuses:?}"
     );
 }
+
+const AGENTS: &str = r#"
+gateway:
+  listen: "{listen}"
+  pid_file: "{dir}/clawgate.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  threads: 2
+agents:
+  "finance-agent":
+    api_key: "fk_1234567890abcdef"
+    scopes: ["/api/v1/finance/*"]
+  "hr-agent":
+    api_key: "hr_abcdef1234567890"
+    scopes: ["/api/v1/hr/*"]
+  "data-agent":
+    api_key: "da_9876543210fedcba"
+    scopes: ["/api/v1/data/*", "/api/v1/analytics/*"]
+backends:
+  data-fast: {url: "FAST"}
+  data-lake: {url: "LAKE"}
+  gpt4o: {url: "GPT"}
+routes:
+  - path: "/api/v1/data/*"
+    backend: data-lake
+    allowed_agents: ["data-agent", "finance-agent"]
+  - path: "/api/v1/data/*"
+    backend: data-fast
+    allowed_agents: ["data-agent", "finance-agent"]
+    match: {agent: data-agent}
+  - path: "/api/v1/llm/*"
+    backend: data-lake
+  - path: "/api/v1/llm/*"
+    backend: gpt4o
+    match: {method: POST, body: {model: "gpt-4o"}, headers: {X-Tier: gold}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_agents_headers_and_body_fields() {
+    let (fast, lake, gpt) = (
+        Stoppable::start(local()).unwrap(),
+        Stoppable::start(local()).unwrap(),
+        Stoppable::start(local()).unwrap(),
+    );
+    let yaml = AGENTS
+        .replace("FAST", &fast.url())
+        .replace("LAKE", &lake.url())
+        .replace("GPT", &gpt.url());
+    let g = Gateway::start(&yaml, "");
+    let client = client();
+    let get = |key: &'static str| {
+        client
+            .get(g.url("/api/v1/data/q"))
+            .header("x-api-key", key)
+            .send()
+    };
+    // data-agent goes to the fast backend, finance-agent (also allowed) to the lake, hr-agent
+    // nowhere (the routes' allowed agents), an unknown key nowhere.
+    assert_eq!(get("da_9876543210fedcba").await.unwrap().status(), 200);
+    assert_eq!((count(&fast), count(&lake)), (1, 0));
+    assert_eq!(get("fk_1234567890abcdef").await.unwrap().status(), 200);
+    assert_eq!((count(&fast), count(&lake)), (1, 1));
+    assert_eq!(get("hr_abcdef1234567890").await.unwrap().status(), 403);
+    assert_eq!(get("nope_nope_nope_nope").await.unwrap().status(), 401);
+    assert_eq!((count(&fast), count(&lake)), (1, 1));
+
+    // The body field, the method and the header must all hold; the body reaches the backend
+    // whole either way.
+    let post = |model: &str, tier: &str| {
+        client
+            .post(g.url("/api/v1/llm/chat"))
+            .header("x-tier", tier)
+            .body(format!(r#"{{"model":"{model}","messages":[]}}"#))
+            .send()
+    };
+    let r = post("gpt-4o", "gold").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echoed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echoed["body"], r#"{"model":"gpt-4o","messages":[]}"#);
+    assert_eq!((count(&gpt), count(&lake)), (1, 1));
+    assert_eq!(post("gpt-3.5", "gold").await.unwrap().status(), 200);
+    assert_eq!(post("gpt-4o", "silver").await.unwrap().status(), 200);
+    assert_eq!((count(&gpt), count(&lake)), (1, 3));
+    let r = client
+        .get(g.url("/api/v1/llm/chat"))
+        .header("x-tier", "gold");
+    assert_eq!(r.send().await.unwrap().status(), 200);
+    assert_eq!((count(&gpt), count(&lake)), (1, 4));
+}

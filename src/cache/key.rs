@@ -16,22 +16,9 @@ pub enum KeyPart {
 impl KeyPart {
     pub fn parse(s: &str) -> Result<KeyPart, String> {
         if let Some(field) = s.strip_prefix("request_body.") {
-            if field.is_empty() {
-                return Err(format!("{s:?} names no body field"));
-            }
-            if field.starts_with('/') {
-                return Ok(KeyPart::Body(field.to_string()));
-            }
-            // Dotted path → JSON pointer (RFC 6901 escapes `~` and `/` in a segment).
-            let mut pointer = String::with_capacity(field.len() + 1);
-            for seg in field.split('.') {
-                if seg.is_empty() {
-                    return Err(format!("{s:?} has an empty field name"));
-                }
-                pointer.push('/');
-                pointer.push_str(&seg.replace('~', "~0").replace('/', "~1"));
-            }
-            return Ok(KeyPart::Body(pointer));
+            return crate::matching::json_pointer(field)
+                .map(KeyPart::Body)
+                .map_err(|e| format!("{s:?} {e}"));
         }
         if let Some(name) = s.strip_prefix("request_headers.") {
             return HeaderName::from_bytes(name.trim().as_bytes())

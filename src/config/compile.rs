@@ -136,6 +136,8 @@ pub struct Route {
     pub strip: StripRule,
     /// The pools the route sends to, and how it splits between them.
     pub backends: RouteBackends,
+    /// `match`: the conditions under which the route takes a request.
+    pub matcher: Option<crate::matching::Match>,
     pub preserve_host: bool,
     /// As set on the route (else the backend's, else the gateway's).
     pub connect_timeout: Option<Duration>,
@@ -355,17 +357,24 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         }
         let pattern = Pattern::new(&format!("{base_path}{rel}"))
             .map_err(|m| Problem::new(at!("routes", i, "path"), m))?;
-        if routes
-            .iter()
-            .any(|other: &Route| other.pattern.source() == pattern.source())
+        // A path may repeat when the earlier routes' `match` tells them apart; a second route
+        // without one could never be reached.
+        if r.match_.is_none()
+            && routes.iter().any(|other: &Route| {
+                other.pattern.source() == pattern.source() && other.matcher.is_none()
+            })
         {
             return Err(Problem::new(
                 at!("routes", i, "path"),
-                format!("{rel:?} is already the path of an earlier route"),
+                format!("{rel:?} is already the path of an earlier route without match"),
             ));
         }
 
         let access = auth::compile::route_access(&auth, r, i)?;
+        let matcher = match &r.match_ {
+            Some(m) => Some(crate::matching::Match::compile(m, i, access.is_some())?),
+            None => None,
+        };
         let own = r.transforms.as_ref();
         let global_at = at!("transforms", "request");
         let mut request_transforms = transforms::compile(global_request, &global_at)?;
@@ -506,6 +515,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             pattern,
             strip,
             backends,
+            matcher,
             preserve_host: r.preserve_host.0,
             connect_timeout: r.connect_timeout.map(|d| d.0),
             timeout: timeout.or(total_timeout),
@@ -517,8 +527,14 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             cache,
         });
     }
-    // Stable sort: among equally specific routes the first written wins.
-    routes.sort_by_key(|r| std::cmp::Reverse(r.pattern.specificity()));
+    // Stable sort: among equally specific routes those with `match` come first, then the first
+    // written wins.
+    routes.sort_by_key(|r| {
+        (
+            std::cmp::Reverse(r.pattern.specificity()),
+            r.matcher.is_none(),
+        )
+    });
 
     let monitoring = file.monitoring.as_ref();
     let access_log = monitoring
