@@ -14,8 +14,8 @@ pub struct Match {
     agents: Option<Vec<Arc<str>>>,
     methods: Option<Vec<Method>>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// JSON pointer and the text its value must have.
-    body: Vec<(String, String)>,
+    /// JSON pointer, the text its value must have, and that text as a JSON number or boolean.
+    body: Vec<(String, String, Option<serde_json::Value>)>,
 }
 
 /// `model` or `a.b` (dotted) or `/a/b` (a JSON pointer) as a JSON pointer.
@@ -81,7 +81,10 @@ impl Match {
         for (field, value) in &m.body {
             let p = json_pointer(field)
                 .map_err(|e| Problem::new(at!("routes", i, "match", "body", field), e))?;
-            body.push((p, value.0.clone()));
+            let scalar = serde_json::from_str(&value.0)
+                .ok()
+                .filter(|v: &serde_json::Value| v.is_number() || v.is_boolean());
+            body.push((p, value.0.clone(), scalar));
         }
         if agents.is_none() && methods.is_none() && headers.is_empty() && body.is_empty() {
             return Err(Problem::new(
@@ -123,15 +126,13 @@ impl Match {
         {
             return false;
         }
-        self.body.iter().all(
-            |(pointer, want)| match body.and_then(|b| b.pointer(pointer)) {
+        self.body.iter().all(|(pointer, want, scalar)| {
+            match body.and_then(|b| b.pointer(pointer)) {
                 Some(serde_json::Value::String(s)) => s == want,
-                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                    v.to_string() == *want
-                }
-                _ => false,
-            },
-        )
+                Some(v) => scalar.as_ref() == Some(v),
+                None => false,
+            }
+        })
     }
 
     pub fn agent_holds(&self, agent: &str) -> bool {
@@ -162,8 +163,8 @@ mod tests {
                 HeaderValue::from_static("gold"),
             )],
             body: vec![
-                ("/model".into(), "gpt-4o".into()),
-                ("/n".into(), "2".into()),
+                ("/model".into(), "gpt-4o".into(), None),
+                ("/n".into(), "2".into(), Some(serde_json::json!(2))),
             ],
             ..Match::default()
         };
