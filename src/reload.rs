@@ -30,6 +30,7 @@ pub fn carry_over(old: &Config, new: &mut Config) -> Vec<&'static str> {
     new.pid_file = old.pid_file.clone();
     new.upgrade_sock = old.upgrade_sock.clone();
     new.error_log = old.error_log.clone();
+    new.h2c = old.h2c;
 
     if was.metrics != is.metrics {
         later.push("monitoring.metrics");

@@ -83,6 +83,13 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         Gateway::new(current, cache),
         "clawgate",
     );
+    if config.h2c && config.tls.is_none() {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+    }
     for addr in &config.listen {
         match &config.tls {
             Some(files) => {

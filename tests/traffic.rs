@@ -413,3 +413,108 @@ async fn routes_match_agents_headers_and_body_fields() {
     assert_eq!(r.send().await.unwrap().status(), 200);
     assert_eq!((count(&gpt), count(&lake)), (1, 4));
 }
+
+const GRPC: &str = r#"
+gateway:
+  listen: "{listen}"
+  pid_file: "{dir}/clawgate.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  threads: 2
+  h2c: true
+backends:
+  grpc:
+    url: "{backend}"
+    protocol: h2c
+    max_h2_streams: 100
+routes:
+  - path: "/grpc.health.v1.Health/*"
+    backend: grpc
+"#;
+
+/// tonic's gRPC health service (unary Check, server-streaming Watch) on a port of its own;
+/// counts the connections it accepts.
+async fn grpc_backend() -> (
+    SocketAddr,
+    tonic_health::server::HealthReporter,
+    Arc<AtomicU64>,
+) {
+    use tokio_stream::StreamExt;
+    let listener = tokio::net::TcpListener::bind(local()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |s| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        s
+    });
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("agents", tonic_health::ServingStatus::Serving)
+        .await;
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (addr, reporter, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_unary_and_streaming_calls_pass_with_trailers_over_few_connections() {
+    use tonic_health::pb::health_check_response::ServingStatus as Status;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let (backend, reporter, accepted) = grpc_backend().await;
+    let g = Gateway::start(GRPC, &format!("http://{backend}"));
+    let channel = tonic::transport::Channel::from_shared(g.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let ask = |service: &str| {
+        tonic::Request::new(HealthCheckRequest {
+            service: service.into(),
+        })
+    };
+
+    // Unary: the answer, and a backend's error status passed on as it was (grpc-status in the
+    // trailers, not rewritten to an HTTP error).
+    let r = client.check(ask("agents")).await.unwrap();
+    assert_eq!(r.into_inner().status, Status::Serving as i32);
+    let e = client.check(ask("unknown")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // Server streaming: each change arrives as the backend sends it.
+    let mut watch = client.watch(ask("agents")).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, Status::Serving as i32);
+    reporter
+        .set_service_status("agents", tonic_health::ServingStatus::NotServing)
+        .await;
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the change streamed through")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, Status::NotServing as i32);
+    drop(watch);
+
+    // Multiplexing: 200 concurrent calls share a few upstream connections.
+    let before = accepted.load(Ordering::Relaxed);
+    let mut calls = Vec::new();
+    for _ in 0..200 {
+        let mut c = client.clone();
+        calls.push(tokio::spawn(async move { c.check(ask("agents")).await }));
+    }
+    for c in calls {
+        let r = c.await.unwrap().unwrap();
+        assert_eq!(r.into_inner().status, Status::NotServing as i32);
+    }
+    let opened = accepted.load(Ordering::Relaxed);
+    assert!(
+        opened <= 4,
+        "{opened} upstream connections in all ({before} before the 200 concurrent calls)"
+    );
+}

@@ -44,6 +44,8 @@ pub struct Config {
     pub pools: Vec<Arc<Pool>>,
     /// `gateway.connect_timeout`: for backends and routes that set none.
     pub connect_timeout: Duration,
+    /// `gateway.h2c`: plaintext listeners also speak HTTP/2 (prior knowledge).
+    pub h2c: bool,
     pub agent_count: usize,
     pub auth: Arc<Auth>,
     pub quotas: Quotas,
@@ -100,8 +102,8 @@ fn sections(file: &File) -> Sections {
     let c = file.caching.as_ref();
     Sections {
         sockets: format!(
-            "{:?} {:?} {:?} {:?} {:?} {:?}",
-            g.listen, g.tls, g.threads, g.pid_file, g.upgrade_sock, g.error_log
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            g.listen, g.tls, g.threads, g.pid_file, g.upgrade_sock, g.error_log, g.h2c
         ),
         metrics: format!("{:?}", m.map(|m| &m.metrics)),
         logging: format!("{:?}", m.map(|m| &m.logging)),
@@ -610,6 +612,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         routes,
         pools,
         connect_timeout,
+        h2c: g.h2c.0,
         agent_count: file.agents.len(),
         keys_store: file
             .auth

@@ -44,6 +44,9 @@ pub struct Gateway {
     pub max_header_size: Option<Size>,
     pub max_headers: Option<Count>,
     pub connect_timeout: Option<Dur>,
+    /// HTTP/2 without TLS (prior knowledge) on plaintext listeners, e.g. for gRPC clients.
+    #[serde(default)]
+    pub h2c: Flag,
 }
 
 #[derive(Debug, Deserialize)]
