@@ -421,12 +421,37 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(p) = &ctx.picked {
-            p.pool.report(&p.addr, resp.status.as_u16() < 500);
+        let Some(p) = &ctx.picked else {
+            return Ok(());
+        };
+        let status = resp.status.as_u16();
+        p.pool.report(&p.addr, status < 500);
+        // `retries.on_status`: an idempotent request whose body can be sent again (none, or read
+        // ahead whole) goes to another address, within the attempts and the budget.
+        let pool = p.pool.clone();
+        let replayable = ctx.pre_read.is_some() || no_body(session.req_header());
+        if pool.retries.on_status.contains(&status)
+            && session.req_header().method.is_idempotent()
+            && replayable
+            && ctx.tried.len() < pool.retries.attempts as usize
+            && pool.retries.take()
+        {
+            ctx.tried.push(p.addr.addr);
+            ctx.next = select(session, ctx, &pool);
+            if ctx.next.is_some() {
+                ctx.picked = None;
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "the backend answered with a status retried on another address",
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+            ctx.tried.pop();
         }
         Ok(())
     }
@@ -1153,6 +1178,15 @@ fn select(session: &Session, ctx: &Ctx, pool: &Arc<Pool>) -> Option<Picked> {
         b""
     };
     pool.select(key, &ctx.tried)
+}
+
+/// The request announced no body (no `Transfer-Encoding`, no or a zero `Content-Length`).
+fn no_body(req: &RequestHeader) -> bool {
+    !req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
 }
 
 fn no_backend() -> Box<Error> {
