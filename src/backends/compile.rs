@@ -8,7 +8,7 @@ use crate::config::schema::{self, Balance};
 use crate::config::{parse_target, Problem};
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::{Backends, LoadBalancer};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -440,6 +440,7 @@ fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
         balancer,
         table,
         fingerprint: spec.fingerprint,
+        turn: AtomicUsize::new(0),
         next_resolve: AtomicU64::new(0),
         next_check: AtomicU64::new(0),
     })

@@ -15,26 +15,76 @@ use std::time::Duration;
 /// How long one lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The resolved addresses, sorted, with their state.
+/// The resolved addresses, sorted, with their state, and the order weighted round robin takes
+/// them in.
 #[derive(Default)]
-pub struct Table(ArcSwap<Vec<Arc<Addr>>>);
+pub struct Table(ArcSwap<Snapshot>);
+
+#[derive(Default)]
+pub struct Snapshot {
+    pub addrs: Vec<Arc<Addr>>,
+    /// Indices into `addrs`, each as often as its weight (reduced), interleaved smoothly.
+    pub ring: Vec<u32>,
+}
 
 impl Table {
-    pub fn load(&self) -> arc_swap::Guard<Arc<Vec<Arc<Addr>>>> {
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.0.load()
     }
 }
 
-pub trait Find {
-    fn find(&self, addr: &SocketAddr) -> Option<&Arc<Addr>>;
+impl Snapshot {
+    pub fn find(&self, addr: &SocketAddr) -> Option<&Arc<Addr>> {
+        self.addrs
+            .binary_search_by(|a| a.addr.cmp(addr))
+            .ok()
+            .map(|i| &self.addrs[i])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    fn new(addrs: Vec<Arc<Addr>>) -> Snapshot {
+        let ring = smooth_ring(&addrs.iter().map(|a| a.weight).collect::<Vec<_>>());
+        Snapshot { addrs, ring }
+    }
 }
 
-impl Find for Vec<Arc<Addr>> {
-    fn find(&self, addr: &SocketAddr) -> Option<&Arc<Addr>> {
-        self.binary_search_by(|a| a.addr.cmp(addr))
-            .ok()
-            .map(|i| &self[i])
+/// nginx's smooth weighted round robin, unrolled over one cycle: weights 5, 1, 1 give
+/// a a b a c a a rather than a a a a a b c.
+fn smooth_ring(weights: &[usize]) -> Vec<u32> {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
     }
+    let g = weights.iter().fold(0, |g, w| gcd(g, *w)).max(1);
+    let w: Vec<i64> = weights.iter().map(|w| (w / g) as i64).collect();
+    let total: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut ring = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, wi) in current.iter_mut().zip(&w) {
+            *c += wi;
+        }
+        let Some((best, _)) = current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, -(*i as i64)))
+        else {
+            break;
+        };
+        current[best] -= total;
+        ring.push(best as u32);
+    }
+    ring
 }
 
 /// The balancer's view of an address (equal to the one discovery gave it).
@@ -118,7 +168,7 @@ impl ServiceDiscovery for Resolver {
             }
         }
         let old = self.table.load();
-        let table: Vec<Arc<Addr>> = merged
+        let addrs: Vec<Arc<Addr>> = merged
             .iter()
             .map(|(addr, (weight, url))| match old.find(addr) {
                 Some(a) if a.weight == *weight && a.url == *url => a.clone(),
@@ -133,8 +183,22 @@ impl ServiceDiscovery for Resolver {
                 }),
             })
             .collect();
-        let set = table.iter().map(|a| backend_of(a)).collect();
-        self.table.0.store(Arc::new(table));
+        let set = addrs.iter().map(|a| backend_of(a)).collect();
+        self.table.0.store(Arc::new(Snapshot::new(addrs)));
         Ok((set, HashMap::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smooth_ring;
+
+    #[test]
+    fn rings_interleave_by_weight() {
+        assert_eq!(smooth_ring(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_ring(&[90, 10]).len(), 10);
+        assert_eq!(smooth_ring(&[2, 2, 2]), vec![0, 1, 2]);
+        assert_eq!(smooth_ring(&[1]), vec![0]);
+        assert!(smooth_ring(&[]).is_empty());
     }
 }
