@@ -182,6 +182,8 @@ pub struct Entry<'a> {
     pub agent_id: Option<&'a str>,
     pub route: &'a str,
     pub method: &'a str,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    pub protocol: &'static str,
     /// Without the query string.
     pub path: &'a str,
     pub status: u16,
@@ -251,6 +253,9 @@ impl Entry<'_> {
         push_str(o, self.route);
         o.extend_from_slice(b",\"method\":");
         push_str(o, self.method);
+        o.extend_from_slice(b",\"protocol\":\"");
+        o.extend_from_slice(self.protocol.as_bytes());
+        o.push(b'"');
         o.extend_from_slice(b",\"path\":");
         push_str(o, self.path);
         o.extend_from_slice(b",\"status\":");
@@ -333,6 +338,7 @@ mod tests {
             agent_id: Some("bot"),
             route: "llm",
             method: "POST",
+            protocol: "HTTP/1.1",
             path: "/api/v1/llm/chat",
             status: 200,
             duration_ms: 1.23456,
@@ -377,6 +383,7 @@ mod tests {
             agent_id: Some(&nasty),
             route: &nasty,
             method: &nasty,
+            protocol: "HTTP/2.0",
             path: &nasty,
             status: u16::MAX,
             duration_ms: 1e300,

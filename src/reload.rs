@@ -31,6 +31,7 @@ pub fn carry_over(old: &Config, new: &mut Config) -> Vec<&'static str> {
     new.upgrade_sock = old.upgrade_sock.clone();
     new.error_log = old.error_log.clone();
     new.h2c = old.h2c;
+    new.upstream_pool_size = old.upstream_pool_size;
 
     if was.metrics != is.metrics {
         later.push("monitoring.metrics");

@@ -51,6 +51,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         threads: config.threads,
         grace_period_seconds: Some(config.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
+        upstream_keepalive_pool_size: config.upstream_pool_size,
         ..ServerConf::default()
     };
     let opt = Opt {

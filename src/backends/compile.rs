@@ -8,6 +8,7 @@ use crate::config::schema::{self, Balance};
 use crate::config::{parse_target, Problem};
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::{Backends, LoadBalancer};
+use pingora::utils::tls::{parse_x509, WrappedX509};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,27 +151,25 @@ pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
         Some(c) => c.0 as usize,
         None => DEFAULT_H2_STREAMS,
     };
-    let (sni, verify) = match &b.tls {
+    let (sni, verify, ca) = match &b.tls {
         Some(tls) => {
             if !first.tls {
                 return Err(problem(&at, "tls", "applies to https URLs only"));
             }
-            if let Some(ca) = &tls.ca_file {
-                return Err(problem(
-                    &at,
-                    "tls",
-                    format!(
-                        "ca_file {:?}: a per-backend CA is not supported by this build; add the CA to the system's trust store",
-                        ca.0
-                    ),
-                ));
-            }
+            let ca = match &tls.ca_file {
+                Some(f) => Some(
+                    load_ca(f)
+                        .map_err(|m| Problem::new(at!("backends", name, "tls", "ca_file"), m))?,
+                ),
+                None => None,
+            };
             (
                 tls.sni.as_ref().map(|s| s.0.clone()),
                 tls.verify.is_none_or(|v| v.0),
+                ca,
             )
         }
-        None => (None, true),
+        None => (None, true, None),
     };
     let active = match &b.health_check {
         Some(h) => Some(active_check(h, &at)?),
@@ -236,6 +235,7 @@ pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
         protocol,
         max_h2_streams,
         verify,
+        ca,
         connect_timeout: positive("connect_timeout", dur(&b.connect_timeout))?,
         timeout: positive("timeout", dur(&b.timeout))?,
         idle_timeout: dur(&b.idle_timeout).unwrap_or(DEFAULT_IDLE),
@@ -259,6 +259,25 @@ const DEFAULT_PASSIVE: Passive = Passive {
 };
 const DEFAULT_ATTEMPTS: u32 = 1;
 const DEFAULT_BUDGET: f64 = 0.2;
+
+/// The certificates of a PEM file, to verify a backend's certificate with (instead of the
+/// system's roots). Each is parsed here first: Pingora's wrapper panics on one it cannot parse.
+fn load_ca(path: &str) -> Result<Arc<[WrappedX509]>, String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let data =
+        std::fs::read(path).map_err(|e| format!("{path}: {}", crate::config::io_reason(&e)))?;
+    let mut certs = Vec::new();
+    for der in CertificateDer::pem_slice_iter(&data) {
+        let der = der.map_err(|e| format!("{path}: not a PEM certificate ({e})"))?;
+        x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("{path}: a certificate that cannot be read ({e})"))?;
+        certs.push(WrappedX509::new(der.to_vec(), parse_x509));
+    }
+    if certs.is_empty() {
+        return Err(format!("{path}: holds no PEM certificate"));
+    }
+    Ok(Arc::from(certs))
+}
 
 /// `"20%"` or `0.2`.
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -321,6 +340,7 @@ struct Spec<'a> {
     protocol: Protocol,
     max_h2_streams: usize,
     verify: bool,
+    ca: Option<Arc<[WrappedX509]>>,
     connect_timeout: Option<Duration>,
     timeout: Option<Duration>,
     idle_timeout: Duration,
@@ -418,6 +438,7 @@ fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
             spec.max_h2_streams
         },
         verify: spec.verify,
+        ca: spec.ca,
         connect_timeout: spec.connect_timeout,
         timeout: spec.timeout,
         idle_timeout: if spec.idle_timeout.is_zero() {

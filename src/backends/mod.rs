@@ -251,6 +251,8 @@ pub struct Pool {
     pub protocol: Protocol,
     pub max_h2_streams: usize,
     pub verify: bool,
+    /// `tls.ca_file`: the roots a backend's certificate is verified with.
+    pub ca: Option<Arc<[pingora::utils::tls::WrappedX509]>>,
     pub connect_timeout: Option<Duration>,
     pub timeout: Option<Duration>,
     pub idle_timeout: Duration,
@@ -276,6 +278,8 @@ impl std::fmt::Debug for Pool {
         f.debug_struct("Pool").field("name", &self.name).finish()
     }
 }
+
+const UNRESOLVED_RETRY: Duration = Duration::from_secs(1);
 
 /// Bounds the walk over a weighted ring looking for a usable address.
 const MAX_ITERATIONS: usize = 256;
@@ -386,6 +390,7 @@ impl Pool {
         o.idle_timeout = Some(self.idle_timeout);
         o.verify_cert = self.verify;
         o.verify_hostname = self.verify;
+        o.ca = self.ca.clone();
         match (self.protocol, self.tls) {
             (Protocol::Http1, _) => {}
             (Protocol::H2 | Protocol::H2c, _) => {
@@ -445,11 +450,15 @@ impl Pool {
     pub async fn maintain(&self) {
         let now = clock_ms();
         if now >= self.next_resolve.load(Ordering::Relaxed) {
-            self.next_resolve.store(
-                now + self.resolve_every.as_millis() as u64,
-                Ordering::Relaxed,
-            );
             self.update().await;
+            // A name that does not resolve yet is tried again every second.
+            let every = if self.resolved() {
+                self.resolve_every
+            } else {
+                UNRESOLVED_RETRY
+            };
+            self.next_resolve
+                .store(clock_ms() + every.as_millis() as u64, Ordering::Relaxed);
         }
         if let Some(a) = &self.active {
             if now >= self.next_check.load(Ordering::Relaxed) {

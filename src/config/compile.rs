@@ -46,6 +46,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `gateway.h2c`: plaintext listeners also speak HTTP/2 (prior knowledge).
     pub h2c: bool,
+    /// `gateway.upstream_keepalive_pool_size`: idle backend connections kept (Pingora's 128).
+    pub upstream_pool_size: usize,
     pub agent_count: usize,
     pub auth: Arc<Auth>,
     pub quotas: Quotas,
@@ -102,8 +104,15 @@ fn sections(file: &File) -> Sections {
     let c = file.caching.as_ref();
     Sections {
         sockets: format!(
-            "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
-            g.listen, g.tls, g.threads, g.pid_file, g.upgrade_sock, g.error_log, g.h2c
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            g.listen,
+            g.tls,
+            g.threads,
+            g.pid_file,
+            g.upgrade_sock,
+            g.error_log,
+            g.h2c,
+            g.upstream_keepalive_pool_size
         ),
         metrics: format!("{:?}", m.map(|m| &m.metrics)),
         logging: format!("{:?}", m.map(|m| &m.logging)),
@@ -613,6 +622,9 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         pools,
         connect_timeout,
         h2c: g.h2c.0,
+        upstream_pool_size: g
+            .upstream_keepalive_pool_size
+            .map_or(128, |c| c.0.min(1 << 20) as usize),
         agent_count: file.agents.len(),
         keys_store: file
             .auth

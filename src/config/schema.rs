@@ -47,6 +47,8 @@ pub struct Gateway {
     /// HTTP/2 without TLS (prior knowledge) on plaintext listeners, e.g. for gRPC clients.
     #[serde(default)]
     pub h2c: Flag,
+    /// Idle connections to backends kept for reuse, over all backends.
+    pub upstream_keepalive_pool_size: Option<Count>,
 }
 
 #[derive(Debug, Deserialize)]
