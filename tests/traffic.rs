@@ -793,3 +793,27 @@ async fn hashing_keeps_a_key_on_one_address_and_least_conn_spreads_slow_requests
     assert_eq!(counts()[busy[0]] - before[busy[0]], 1, "{:?}", counts());
     assert_eq!(slow.await.unwrap().unwrap(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_names_resolve_and_a_name_that_does_not_answers_503() {
+    let backend = Stoppable::start(local()).unwrap();
+    let port = backend.addr.port();
+    let yaml = format!(
+        "gateway:\n  listen: \"{{listen}}\"\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\nbackends:\n  named: {{url: \"http://localhost:{port}\", resolve_every: \"1s\"}}\n  nowhere: {{url: \"http://no-such-host.invalid\"}}\nroutes:\n  - path: \"/named/*\"\n    backend: named\n    strip_prefix: true\n  - path: \"/nowhere/*\"\n    backend: nowhere\n"
+    );
+    let g = Gateway::start(&yaml, "");
+    let r = client().get(g.url("/named/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // `localhost` may also resolve to ::1, where nothing listens: the connect failure goes to
+    // the other address, so every request succeeds.
+    let bad = load(&g.url("/named/x"), 20, 2, &[]).await;
+    assert!(bad.is_empty(), "{bad:?}");
+    let r = client().get(g.url("/nowhere/x")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_json_error(&v, 503, "service_unavailable");
+    // Still serving after the resolver ran again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = client().get(g.url("/named/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

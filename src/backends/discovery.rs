@@ -101,8 +101,9 @@ pub struct Resolver {
     /// Host, port, weight of each URL.
     pub urls: Vec<(String, u16, usize)>,
     pub table: Arc<Table>,
-    /// The last addresses each URL resolved to.
-    last: Mutex<Vec<Vec<SocketAddr>>>,
+    /// The last addresses each URL resolved to, and whether its last lookup failed (a failure
+    /// is logged when it starts, not at every retry).
+    last: Mutex<Vec<(Vec<SocketAddr>, bool)>>,
 }
 
 impl Resolver {
@@ -114,7 +115,7 @@ impl Resolver {
                 .map(|u| (u.host.clone(), u.port, u.weight))
                 .collect(),
             table,
-            last: Mutex::new(vec![Vec::new(); urls.len()]),
+            last: Mutex::new(vec![(Vec::new(), false); urls.len()]),
         }
     }
 
@@ -152,17 +153,29 @@ impl ServiceDiscovery for Resolver {
             let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
             for (i, result) in found.into_iter().enumerate() {
                 let (host, _, weight) = &self.urls[i];
+                let (addrs, failing) = &mut last[i];
                 match result {
-                    Ok(addrs) => last[i] = addrs,
-                    Err(e) if last[i].is_empty() => {
-                        log::warn!("backend {}: cannot resolve {host}: {e}", self.name)
+                    Ok(found) => {
+                        if *failing {
+                            log::info!("backend {}: {host} resolves again", self.name);
+                        }
+                        *addrs = found;
+                        *failing = false;
                     }
-                    Err(e) => log::warn!(
-                        "backend {}: cannot resolve {host} ({e}); keeping its last addresses",
-                        self.name
-                    ),
+                    Err(_) if *failing => {}
+                    Err(e) if addrs.is_empty() => {
+                        *failing = true;
+                        log::warn!("backend {}: cannot resolve {host}: {e}", self.name);
+                    }
+                    Err(e) => {
+                        *failing = true;
+                        log::warn!(
+                            "backend {}: cannot resolve {host} ({e}); keeping its last addresses",
+                            self.name
+                        );
+                    }
                 }
-                for a in &last[i] {
+                for a in &last[i].0 {
                     merged.entry(*a).or_insert((0, i)).0 += weight;
                 }
             }
