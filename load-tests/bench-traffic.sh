@@ -46,6 +46,19 @@ start_pair_member weighted "backends:
 routes:
   - path: \"/*\"
     backend: three"
+# The same three addresses hashed by client address: wrk's one address always lands on one of
+# them. Same selection work, one pool of upstream connections: what spreading costs apart.
+start_pair_member hashed "backends:
+  three:
+    urls:
+      - {url: \"http://127.0.0.1:$P1\", weight: 5}
+      - {url: \"http://127.0.0.1:$P2\", weight: 3}
+      - {url: \"http://127.0.0.1:$P3\", weight: 2}
+    load_balancing: hash
+    hash_by: client_ip
+routes:
+  - path: \"/*\"
+    backend: three"
 start_pair_member h2c "backends:
   multiplexed:
     url: \"http://127.0.0.1:$PH\"
@@ -57,12 +70,13 @@ routes:
 
 HALF=$((CONNS / 2))
 declare -A RATIOS CPU P99
-for n in single weighted h2c; do
+for n in single weighted hashed h2c; do
     WRK_SECONDS=2 wrk_for "$n" "$TMP/warmup-$n.txt" "$CONNS"
 done
 log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
 for r in $(seq 1 "$ROUNDS"); do
     if ((r % 2)); then pair_run weighted single "$r"; else pair_run single weighted "$r"; fi
+    if ((r % 2)); then pair_run hashed single "$r"; else pair_run single hashed "$r"; fi
     if ((r % 2)); then pair_run h2c single "$r"; else pair_run single h2c "$r"; fi
 done
 
@@ -73,14 +87,17 @@ ratio() {
     printf '%s' "$all"
 }
 w=$(ratio weighted)
+k=$(ratio hashed)
 h=$(ratio h2c)
 echo "===================================================================================="
 echo "Traffic management ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each)"
 echo "  weighted round robin over 3 addresses / single address, every round: $w"
 echo "  median: $(median <<<"$w")   (target >= 0.97)"
+echo "  the same three addresses hashed by client address (one address, one connection pool): $k"
+echo "  median: $(median <<<"$k")"
 echo "  h2c upstream (max_h2_streams 100) / HTTP/1.1 upstream, every round: $h"
 echo "  median: $(median <<<"$h")"
-for n in single weighted h2c; do
+for n in single weighted hashed h2c; do
     echo "  $n: CPU us/request $(median <<<"${CPU[$n]}"), p99 ms $(median <<<"${P99[$n]}")"
 done
 echo "===================================================================================="

@@ -1,7 +1,7 @@
 //! From the file's `backends` (and routes' `backend_url`) to pools.
 
 use super::discovery::{Resolver, Table};
-use super::{ActiveHealth, Balancer, Breaker, KeyFrom, Passive, Pool, Protocol, Retries, Url};
+use super::{ActiveHealth, Breaker, KeyFrom, Passive, Policy, Pool, Protocol, Retries, Url};
 use crate::at;
 use crate::config::locate::Seg;
 use crate::config::schema::{self, Balance};
@@ -410,17 +410,23 @@ fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
             String::new()
         }
     });
-    let discovery = Box::new(Resolver::new(&spec.name, &spec.urls, table.clone()));
+    let hashing = spec.balance == Balance::Hash;
+    let discovery = Box::new(Resolver::new(
+        &spec.name,
+        &spec.urls,
+        table.clone(),
+        hashing,
+    ));
     let mut backends = Backends::new(discovery);
     if let Some((h, host)) = &spec.check {
         backends.set_health_check(health_check(h, host, spec.tls, &sni)?);
     }
-    let balancer = match spec.balance {
-        Balance::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
-        Balance::Random => Balancer::Random(LoadBalancer::from_backends(backends)),
-        Balance::Hash => Balancer::Hash(LoadBalancer::from_backends(backends)),
-        Balance::LeastConn => Balancer::LeastConn(LoadBalancer::from_backends(backends)),
-        Balance::P2c => Balancer::P2c(LoadBalancer::from_backends(backends)),
+    let policy = match spec.balance {
+        Balance::RoundRobin => Policy::RoundRobin,
+        Balance::Random => Policy::Random,
+        Balance::Hash => Policy::Hash,
+        Balance::LeastConn => Policy::LeastConn,
+        Balance::P2c => Policy::P2c,
     };
     Ok(Pool {
         name: spec.name,
@@ -458,7 +464,8 @@ fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
             .retries
             .unwrap_or_else(|| Retries::new(DEFAULT_ATTEMPTS, Vec::new(), DEFAULT_BUDGET)),
         breaker: spec.breaker,
-        balancer,
+        policy,
+        balancer: LoadBalancer::from_backends(backends),
         table,
         fingerprint: spec.fingerprint,
         turn: AtomicUsize::new(0),

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub addrs: Vec<Arc<Addr>>,
     /// Indices into `addrs`, each as often as its weight (reduced), interleaved smoothly.
     pub ring: Vec<u32>,
+    /// The Ketama continuum of the addresses by weight (Pingora's consistent hashing).
+    pub continuum: Option<pingora_ketama::Continuum>,
 }
 
 impl Table {
@@ -49,9 +51,20 @@ impl Snapshot {
         self.addrs.len()
     }
 
-    fn new(addrs: Vec<Arc<Addr>>) -> Snapshot {
+    fn new(addrs: Vec<Arc<Addr>>, hashing: bool) -> Snapshot {
         let ring = smooth_ring(&addrs.iter().map(|a| a.weight).collect::<Vec<_>>());
-        Snapshot { addrs, ring }
+        let continuum = hashing.then(|| {
+            let buckets: Vec<pingora_ketama::Bucket> = addrs
+                .iter()
+                .map(|a| pingora_ketama::Bucket::new(a.addr, a.weight as u32))
+                .collect();
+            pingora_ketama::Continuum::new(&buckets)
+        });
+        Snapshot {
+            addrs,
+            ring,
+            continuum,
+        }
     }
 }
 
@@ -101,13 +114,15 @@ pub struct Resolver {
     /// Host, port, weight of each URL.
     pub urls: Vec<(String, u16, usize)>,
     pub table: Arc<Table>,
+    /// Build the Ketama continuum (for `load_balancing: hash`).
+    pub hashing: bool,
     /// The last addresses each URL resolved to, and whether its last lookup failed (a failure
     /// is logged when it starts, not at every retry).
     last: Mutex<Vec<(Vec<SocketAddr>, bool)>>,
 }
 
 impl Resolver {
-    pub fn new(name: &str, urls: &[Url], table: Arc<Table>) -> Resolver {
+    pub fn new(name: &str, urls: &[Url], table: Arc<Table>, hashing: bool) -> Resolver {
         Resolver {
             name: name.to_string(),
             urls: urls
@@ -115,6 +130,7 @@ impl Resolver {
                 .map(|u| (u.host.clone(), u.port, u.weight))
                 .collect(),
             table,
+            hashing,
             last: Mutex::new(vec![(Vec::new(), false); urls.len()]),
         }
     }
@@ -197,7 +213,9 @@ impl ServiceDiscovery for Resolver {
             })
             .collect();
         let set = addrs.iter().map(|a| backend_of(a)).collect();
-        self.table.0.store(Arc::new(Snapshot::new(addrs)));
+        self.table
+            .0
+            .store(Arc::new(Snapshot::new(addrs, self.hashing)));
         Ok((set, HashMap::new()))
     }
 }
