@@ -31,6 +31,7 @@ fn check_passes_on_the_article_configs_and_the_quickstart() {
         "openclaw-api-gateway.yaml",
         "multi-agent-gateway.yaml",
         "quickstart.yaml",
+        "traffic.yaml",
     ] {
         let out = check(&conf_dir().join(name), &env);
         assert!(
