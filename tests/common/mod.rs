@@ -9,11 +9,23 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 
+/// A port nothing listens on now, and not handed out before in this test binary. The OS may hand
+/// a just-released port out again: a second gateway given it fails to bind, but its test's
+/// readiness check connects to the first one and talks to another test's gateway (seen once in
+/// CI: a cache test counted no backend call for a MISS).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn clawgate(args: &[&str]) -> Output {
