@@ -204,6 +204,35 @@ async fn every_address_down_answers_503_at_once() {
     }
 }
 
+/// Reads one HTTP/1.1 request (head, then `Content-Length` bytes of body) from `conn`, keeping
+/// what follows in `buf`; its head in lower case, or `None` when the connection ends.
+fn read_request(conn: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..head_end + length);
+    Some(head)
+}
+
 /// A backend that answers the first request of each connection and resets the connection on
 /// the second, after reading it whole; counts the requests it read by method.
 fn resetting_backend() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
@@ -218,31 +247,7 @@ fn resetting_backend() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
             std::thread::spawn(move || {
                 let mut served = 0;
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // One request: the head, then Content-Length bytes of body.
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match conn.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + length {
-                        match conn.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..head_end + length);
+                while let Some(head) = read_request(&mut conn, &mut buf) {
                     if head.starts_with("post") {
                         p.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -532,30 +537,7 @@ fn status_backend(status: Arc<std::sync::atomic::AtomicU16>) -> (SocketAddr, Arc
             let (counter, status) = (counter.clone(), status.clone());
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match conn.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + length {
-                        match conn.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..head_end + length);
+                while read_request(&mut conn, &mut buf).is_some() {
                     counter.fetch_add(1, Ordering::Relaxed);
                     let code = status.load(Ordering::Relaxed);
                     let answer = format!("HTTP/1.1 {code} X\r\ncontent-length: 2\r\n\r\nok");
