@@ -386,12 +386,7 @@ impl ProxyHttp for Gateway {
         // Nothing reached the backend: any request may go to another address.
         if let Some(failed) = ctx.picked.take() {
             failed.pool.report(&failed.addr, false);
-            ctx.tried.push(failed.addr.addr);
-            let pool = &failed.pool;
-            if ctx.tried.len() <= pool.retries.attempts as usize && pool.retries.take() {
-                ctx.next = select(session, ctx, pool);
-                e.set_retry(ctx.next.is_some());
-            }
+            e.set_retry(retry_elsewhere(session, ctx, &failed));
         }
         e
     }
@@ -425,34 +420,27 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(p) = &ctx.picked else {
+        let Some(p) = ctx.picked.take() else {
             return Ok(());
         };
         let status = resp.status.as_u16();
         p.pool.report(&p.addr, status < 500);
         // `retries.on_status`: an idempotent request whose body can be sent again (none, or read
-        // ahead whole) goes to another address, within the attempts and the budget.
-        let pool = p.pool.clone();
+        // ahead whole) goes to another address.
         let replayable = ctx.pre_read.is_some() || no_body(session.req_header());
-        if pool.retries.on_status.contains(&status)
+        if p.pool.retries.on_status.contains(&status)
             && session.req_header().method.is_idempotent()
             && replayable
-            && ctx.tried.len() < pool.retries.attempts as usize
-            && pool.retries.take()
+            && retry_elsewhere(session, ctx, &p)
         {
-            ctx.tried.push(p.addr.addr);
-            ctx.next = select(session, ctx, &pool);
-            if ctx.next.is_some() {
-                ctx.picked = None;
-                let mut e = Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "the backend answered with a status retried on another address",
-                );
-                e.set_retry(true);
-                return Err(e);
-            }
-            ctx.tried.pop();
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                "the backend answered with a status retried on another address",
+            );
+            e.set_retry(true);
+            return Err(e);
         }
+        ctx.picked = Some(p);
         Ok(())
     }
 
@@ -1178,6 +1166,18 @@ fn select(session: &Session, ctx: &Ctx, pool: &Arc<Pool>) -> Option<Picked> {
         b""
     };
     pool.select(key, &ctx.tried)
+}
+
+/// After `failed` failed this request: whether another address takes it, within the backend's
+/// attempts and retry budget (that address is then held in `ctx.next` for `upstream_peer`).
+fn retry_elsewhere(session: &Session, ctx: &mut Ctx, failed: &Picked) -> bool {
+    let pool = &failed.pool;
+    if ctx.tried.len() >= pool.retries.attempts as usize || !pool.retries.take() {
+        return false;
+    }
+    ctx.tried.push(failed.addr.addr);
+    ctx.next = select(session, ctx, pool);
+    ctx.next.is_some()
 }
 
 /// The request announced no body (no `Transfer-Encoding`, no or a zero `Content-Length`).
