@@ -173,3 +173,79 @@ async fn an_invalid_file_is_refused_and_the_old_routes_keep_answering() {
         .expect("log")
         .contains("take effect after `clawgate upgrade`"));
 }
+
+const POOLS_BEFORE: &str = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+backends:
+  one:
+    urls: ["{backend}", "DEAD"]
+    passive_health: {failures: 1, cool_off: "60s"}
+    retries: {attempts: 0}
+routes:
+  - {path: "/one/*", backend: one}
+"#;
+
+const POOLS_AFTER: &str = r#"
+  two: {urls: ["{backend}", "OTHER"]}
+  - {path: "/two/*", backend_weights: {one: 1, two: 1}, strip_prefix: true}
+"#;
+
+#[tokio::test]
+async fn a_backend_added_by_reload_serves_at_once_and_unchanged_pools_are_kept() {
+    let (a, b) = (mock_backend::spawn(), mock_backend::spawn());
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let before = POOLS_BEFORE.replace("DEAD", &dead);
+    let g = Gateway::start(&before, &a.url());
+    // Round robin sends one of the first two requests to the dead address: with no retries it
+    // fails (502) and the address is left out for a minute; then every answer is a 200.
+    let mut first_two = vec![
+        status(&g.url("/one/x"), None).await,
+        status(&g.url("/one/x"), None).await,
+    ];
+    first_two.sort();
+    assert_eq!(first_two, vec![200, 502]);
+    for _ in 0..50 {
+        assert_eq!(status(&g.url("/one/x"), None).await, 200);
+    }
+
+    let mut lines = POOLS_AFTER.trim_start_matches('\n').lines();
+    let (backend_line, route_line) = (lines.next().unwrap(), lines.next().unwrap());
+    let after = before
+        .replace(
+            "routes:\n",
+            &format!("{}\nroutes:\n", backend_line.replace("OTHER", &b.url())),
+        )
+        .replace(
+            "backend: one}\n",
+            &format!("backend: one}}\n{route_line}\n"),
+        );
+    rewrite(&g, &after, &a.url());
+    let out = clawgate(&["reload", "--config", g.config_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The new backend was resolved before the swap: the new route's first answer is a 200,
+    // never a 503 of a pool without addresses.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let first = loop {
+        let s = status(&g.url("/two/echo"), None).await;
+        if s != 404 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the new route never answered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(first, 200);
+    // The unchanged backend kept its pool: the dead address is still left out (a new pool would
+    // know nothing of it and send it one of the next two requests).
+    for _ in 0..50 {
+        assert_eq!(status(&g.url("/one/x"), None).await, 200);
+        assert_eq!(status(&g.url("/two/echo"), None).await, 200);
+    }
+    assert!(
+        b.stats.total.load(Ordering::Relaxed) > 0,
+        "the new address is used"
+    );
+}
