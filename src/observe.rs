@@ -41,6 +41,9 @@ pub fn status(session: &Session, e: Option<&Error>) -> u16 {
 
 /// The kind of a backend failure, for `upstream_errors_total`.
 fn upstream_error_kind(e: &Error) -> Option<&'static str> {
+    if e.etype() == &ErrorType::Custom(crate::backends::NO_BACKEND) {
+        return Some("unavailable");
+    }
     if e.esource() != &ErrorSource::Upstream {
         return None;
     }

@@ -1191,12 +1191,10 @@ fn no_body(req: &RequestHeader) -> bool {
 
 fn no_backend() -> Box<Error> {
     Error::explain(
-        ErrorType::Custom(NO_BACKEND),
+        ErrorType::Custom(crate::backends::NO_BACKEND),
         "no address of the backend can take the request",
     )
 }
-
-const NO_BACKEND: &str = "no backend available";
 
 fn sent_content_length(head: &[u8]) -> bool {
     head.split(|b| *b == b'\n')
@@ -1220,7 +1218,9 @@ fn classify(e: &Error) -> (u16, &'static str) {
     match (e.etype(), e.esource()) {
         (HTTPStatus(413), _) => (413, "request body larger than max_body_size"),
         (HTTPStatus(c), _) => (*c, "the request could not be served"),
-        (Custom(NO_BACKEND), _) => (503, "no healthy backend can take the request"),
+        (Custom(crate::backends::NO_BACKEND), _) => {
+            (503, "no healthy backend can take the request")
+        }
         (
             ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
             ErrorSource::Upstream,

@@ -187,7 +187,8 @@ async fn every_address_down_answers_503_at_once() {
     let dead: Vec<String> = (0..2)
         .map(|_| format!("\"http://127.0.0.1:{}\"", free_port()))
         .collect();
-    let g = Gateway::start(&POOL.replace("URLS", &dead.join(", ")), "");
+    let yaml = POOL.replace("URLS", &dead.join(", ")) + "monitoring:\n  metrics: {enabled: true}\n";
+    let g = Gateway::start(&yaml, "");
     // The checks mark both down.
     tokio::time::sleep(Duration::from_millis(600)).await;
     for _ in 0..5 {
@@ -202,6 +203,13 @@ async fn every_address_down_answers_503_at_once() {
             "503 took {took:?}, not at once"
         );
     }
+    let metrics = metrics_text(&g).await;
+    assert!(
+        metrics.contains(
+            "openclaw_gateway_upstream_errors_total{kind=\"unavailable\",route=\"/*\"} 5"
+        ),
+        "{metrics}"
+    );
 }
 
 /// Reads one HTTP/1.1 request (head, then `Content-Length` bytes of body) from `conn`, keeping

@@ -26,6 +26,9 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The error type of a request whose backend has no address that can take it (503).
+pub const NO_BACKEND: &str = "no backend available";
+
 /// Milliseconds since the first call: the clock of ejections and breakers.
 pub fn clock_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
