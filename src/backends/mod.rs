@@ -452,17 +452,6 @@ impl Pool {
             }
         }
     }
-
-    /// The addresses and whether each could take a request now.
-    pub fn addresses(&self) -> Vec<(SocketAddr, bool)> {
-        let now = clock_ms();
-        let table = self.table.load();
-        table
-            .addrs
-            .iter()
-            .map(|a| (a.addr, self.ready(a, now)))
-            .collect()
-    }
 }
 
 /// A route's pools and how traffic is split between them.
