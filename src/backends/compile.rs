@@ -358,6 +358,7 @@ fn health_check(
     host: &str,
     tls: bool,
     sni: &str,
+    protocol: Protocol,
 ) -> Result<Box<dyn pingora::lb::health_check::HealthCheck + Send + Sync>, (&'static str, String)> {
     let timeout = h.timeout.map_or(Duration::from_secs(1), |d| d.0);
     let up = h.healthy_after.map_or(1, |c| c.0.max(1) as usize);
@@ -375,6 +376,10 @@ fn health_check(
     }
     let mut c = HttpHealthCheck::new(host, tls);
     c.peer_template.sni = sni.to_string();
+    // Checks speak the backend's protocol: an h2c gRPC server may not answer HTTP/1.1.
+    if matches!(protocol, Protocol::H2 | Protocol::H2c) {
+        c.peer_template.options.alpn = pingora::protocols::ALPN::H2;
+    }
     c.peer_template.options.connection_timeout = Some(timeout);
     c.peer_template.options.read_timeout = Some(timeout);
     c.consecutive_success = up;
@@ -419,7 +424,7 @@ fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
     ));
     let mut backends = Backends::new(discovery);
     if let Some((h, host)) = &spec.check {
-        backends.set_health_check(health_check(h, host, spec.tls, &sni)?);
+        backends.set_health_check(health_check(h, host, spec.tls, &sni, spec.protocol)?);
     }
     let policy = match spec.balance {
         Balance::RoundRobin => Policy::RoundRobin,
