@@ -43,6 +43,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub active: IntGauge,
     pub reloads: IntCounterVec,
+    /// 1 while a backend address can take requests (healthy, not ejected), else 0.
+    pub backend_up: prometheus::IntGaugeVec,
     custom: Vec<Custom>,
     models: Mutex<HashSet<String>>,
     /// Per configured route, the series made on first use: a request then finds its counters
@@ -268,6 +270,17 @@ impl Metrics {
             "Configuration reloads, by result.",
             &["result"],
         )?;
+        let backend_up = prometheus::IntGaugeVec::new(
+            Opts::new(
+                name("backend_up"),
+                "1 while a backend address can take requests (healthy, not ejected), else 0.",
+            ),
+            &["backend", "address"],
+        )
+        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        registry
+            .register(Box::new(backend_up.clone()))
+            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
         let active = IntGauge::new(name("active_connections"), "Requests in progress.")
             .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
         registry
@@ -370,6 +383,7 @@ impl Metrics {
             upstream_errors,
             active,
             reloads,
+            backend_up,
             custom: customs,
             models: Mutex::new(HashSet::new()),
             routes: Box::default(),
@@ -395,6 +409,7 @@ impl Metrics {
             upstream_errors: self.upstream_errors.clone(),
             active: self.active.clone(),
             reloads: self.reloads.clone(),
+            backend_up: self.backend_up.clone(),
             custom: self.custom.clone(),
             models: Mutex::new(self.models.lock().map(|m| m.clone()).unwrap_or_default()),
             routes: Box::default(),

@@ -184,8 +184,10 @@ async fn a_dead_address_is_left_out_and_taken_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_address_down_answers_503_at_once() {
-    let dead: Vec<String> = (0..2)
-        .map(|_| format!("\"http://127.0.0.1:{}\"", free_port()))
+    let ports = [free_port(), free_port()];
+    let dead: Vec<String> = ports
+        .iter()
+        .map(|p| format!("\"http://127.0.0.1:{p}\""))
         .collect();
     let yaml = POOL.replace("URLS", &dead.join(", ")) + "monitoring:\n  metrics: {enabled: true}\n";
     let g = Gateway::start(&yaml, "");
@@ -210,6 +212,11 @@ async fn every_address_down_answers_503_at_once() {
         ),
         "{metrics}"
     );
+    for p in ports {
+        let down =
+            format!("openclaw_gateway_backend_up{{address=\"127.0.0.1:{p}\",backend=\"three\"}} 0");
+        assert!(metrics.contains(&down), "{down} in {metrics}");
+    }
 }
 
 /// Reads one HTTP/1.1 request (head, then `Content-Length` bytes of body) from `conn`, keeping

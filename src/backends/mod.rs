@@ -454,6 +454,19 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Each address (`ip:port`) and whether it can take requests now, for `backend_up`.
+    pub fn health(&self) -> Vec<(String, bool)> {
+        let now = clock_ms();
+        let table = self.table.load();
+        table
+            .addrs
+            .iter()
+            .map(|a| (a.label.clone(), self.ready(a, now)))
+            .collect()
+    }
+}
+
 /// A route's pools and how traffic is split between them.
 #[derive(Debug)]
 pub struct RouteBackends {
