@@ -1141,6 +1141,9 @@ fn match_route(
 
 /// The route's pool for this caller (weights, stickiness, pools that can take requests).
 fn choose_pool(session: &Session, ctx: &Ctx, route: &Route) -> Arc<Pool> {
+    if let [(only, _)] = &route.backends.pools[..] {
+        return only.clone();
+    }
     route
         .backends
         .choose(&Who {
@@ -1154,18 +1157,16 @@ fn choose_pool(session: &Session, ctx: &Ctx, route: &Route) -> Arc<Pool> {
 /// An address of `pool` for this request (keyed by the caller when the pool hashes), not one
 /// that already failed it.
 fn select(session: &Session, ctx: &Ctx, pool: &Arc<Pool>) -> Option<Picked> {
+    if !pool.hashes() {
+        return pool.select(b"", &ctx.tried);
+    }
     let who = Who {
         agent: ctx.identity.as_ref().map(|i| &*i.agent.id),
         ip: upstream::client_ip(session),
         headers: &session.req_header().headers,
     };
     let mut scratch = [0u8; 16];
-    let key = if pool.hashes() {
-        who.key(&pool.hash_by, &mut scratch)
-    } else {
-        b""
-    };
-    pool.select(key, &ctx.tried)
+    pool.select(who.key(&pool.hash_by, &mut scratch), &ctx.tried)
 }
 
 /// After `failed` failed this request: whether another address takes it, within the backend's

@@ -341,19 +341,29 @@ impl Pool {
                 .min_by_key(|a| a.in_flight.load(Ordering::Relaxed) * 1000 / a.weight.max(1))
                 .cloned(),
             Policy::P2c => {
-                let candidates: Vec<&Arc<Addr>> =
-                    table.addrs.iter().filter(|a| usable(a)).collect();
-                match candidates.len() {
-                    0 => None,
-                    1 => Some(candidates[0].clone()),
-                    n => {
-                        let r = crate::trace::random_u64();
-                        let i = (r % n as u64) as usize;
-                        let j = (i + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-                        let (a, b) = (candidates[i], candidates[j]);
-                        let busy = |x: &Arc<Addr>| x.in_flight.load(Ordering::Relaxed);
+                // Two addresses at random (unweighted), the less busy of them; no allocation.
+                let n = table.addrs.len();
+                let busy = |x: &Arc<Addr>| x.in_flight.load(Ordering::Relaxed);
+                let r = crate::trace::random_u64() as usize;
+                let (i, j) = if n < 2 {
+                    (0, 0)
+                } else {
+                    let i = r % n;
+                    (i, (i + 1 + (r >> 32) % (n - 1)) % n)
+                };
+                match (table.addrs.get(i), table.addrs.get(j)) {
+                    (Some(a), Some(b)) if usable(a) && usable(b) => {
                         Some(if busy(b) < busy(a) { b } else { a }.clone())
                     }
+                    (Some(a), _) if usable(a) => Some(a.clone()),
+                    (_, Some(b)) if usable(b) => Some(b.clone()),
+                    // Both drawn are out: the least busy of those left.
+                    _ => table
+                        .addrs
+                        .iter()
+                        .filter(|a| usable(a))
+                        .min_by_key(|a| busy(a))
+                        .cloned(),
                 }
             }
         }?;
