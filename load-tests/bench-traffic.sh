@@ -37,28 +37,18 @@ start_pair_member() { # NAME BACKENDS_AND_ROUTES_YAML
 start_pair_member single "routes:
   - path: \"/*\"
     backend_url: \"http://127.0.0.1:$P1\""
-start_pair_member weighted "backends:
-  three:
-    urls:
-      - {url: \"http://127.0.0.1:$P1\", weight: 5}
-      - {url: \"http://127.0.0.1:$P2\", weight: 3}
-      - {url: \"http://127.0.0.1:$P3\", weight: 2}
-routes:
-  - path: \"/*\"
-    backend: three"
+# three_backend [EXTRA_LINES]: one backend of the three addresses weighted 5/3/2, and the route.
+three_backend() {
+    printf 'backends:\n  three:\n    urls:\n'
+    printf '      - {url: "http://127.0.0.1:%s", weight: %s}\n' "$P1" 5 "$P2" 3 "$P3" 2
+    [[ -z ${1:-} ]] || printf '%s\n' "$1"
+    printf 'routes:\n  - path: "/*"\n    backend: three\n'
+}
+start_pair_member weighted "$(three_backend)"
 # The same three addresses hashed by client address: wrk's one address always lands on one of
 # them. Same selection work, one pool of upstream connections: what spreading costs apart.
-start_pair_member hashed "backends:
-  three:
-    urls:
-      - {url: \"http://127.0.0.1:$P1\", weight: 5}
-      - {url: \"http://127.0.0.1:$P2\", weight: 3}
-      - {url: \"http://127.0.0.1:$P3\", weight: 2}
-    load_balancing: hash
-    hash_by: client_ip
-routes:
-  - path: \"/*\"
-    backend: three"
+start_pair_member hashed "$(three_backend '    load_balancing: hash
+    hash_by: client_ip')"
 start_pair_member h2c "backends:
   multiplexed:
     url: \"http://127.0.0.1:$PH\"
