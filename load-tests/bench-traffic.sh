@@ -22,7 +22,6 @@ P1=$(free_port)
 nginx_conf "$TMP/pool" "$P1" "        listen 127.0.0.1:$P2 reuseport;
         listen 127.0.0.1:$P3 reuseport;
         listen 127.0.0.1:$PH http2;
-        http2_max_requests 1000000;
         location / { return 200 \"ok\\n\"; }"
 taskset -c "$LOAD_CPU" nginx -p "$TMP/pool" -c "$TMP/pool/nginx.conf" -e "$TMP/pool/logs/error.log" \
     >"$TMP/pool/logs/stdout.log" 2>&1 &

@@ -72,12 +72,14 @@ enter_tmp() {
     trap 'exit 130' INT TERM
 }
 
-# A free TCP port on 127.0.0.1 (not listening now, not handed out before in this run).
+# A free TCP port on 127.0.0.1 (not listening now, not handed out before in this run), below
+# the kernel's ephemeral range (32768 and up): a port there may be the local end of a connection
+# (or one in TIME_WAIT) that `ss -l` does not show, and then a listener cannot bind it.
 USED_PORTS=" "
 free_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000))
         [[ $USED_PORTS == *" $p "* ]] && continue
         if [[ -z $(ss -Htln "sport = :$p") ]]; then
             USED_PORTS+="$p "
