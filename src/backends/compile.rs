@@ -37,11 +37,8 @@ pub fn from_url(name: &str, url: &str) -> Result<Pool, String> {
         fingerprint: format!("url {url}"),
         urls,
         tls: t.tls,
-        sni: None,
         host_header: Some(t.host_header),
         path_prefix: t.path_prefix,
-        verify: true,
-        passive: Some(DEFAULT_PASSIVE),
         ..Spec::default()
     })
     .map_err(|(_, m)| m)
@@ -238,12 +235,14 @@ pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
         ca,
         connect_timeout: positive("connect_timeout", dur(&b.connect_timeout))?,
         timeout: positive("timeout", dur(&b.timeout))?,
-        idle_timeout: dur(&b.idle_timeout).unwrap_or(DEFAULT_IDLE),
+        idle_timeout: dur(&b.idle_timeout)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_IDLE),
         resolve_every: positive("resolve_every", dur(&b.resolve_every))?
             .unwrap_or(DEFAULT_RESOLVE_EVERY),
         active,
         passive,
-        retries: Some(retries),
+        retries,
         breaker,
         check: b
             .health_check
@@ -326,7 +325,8 @@ fn active_check(h: &schema::HealthCheck, at: &[Seg]) -> Result<ActiveHealth, Pro
     Ok(ActiveHealth { interval })
 }
 
-#[derive(Default)]
+/// A pool as compiled from the file, before its balancer and tables exist; `Default` holds the
+/// defaults of a backend that sets nothing (a route's `backend_url`).
 struct Spec<'a> {
     name: String,
     fingerprint: String,
@@ -347,10 +347,39 @@ struct Spec<'a> {
     resolve_every: Duration,
     active: Option<ActiveHealth>,
     passive: Option<Passive>,
-    retries: Option<Retries>,
+    retries: Retries,
     breaker: Option<Breaker>,
     /// The health check as written, and the `Host` it sends.
     check: Option<(&'a schema::HealthCheck, String)>,
+}
+
+impl Default for Spec<'_> {
+    fn default() -> Self {
+        Spec {
+            name: String::new(),
+            fingerprint: String::new(),
+            urls: Vec::new(),
+            tls: false,
+            sni: None,
+            host_header: None,
+            path_prefix: String::new(),
+            balance: Balance::default(),
+            hash_by: KeyFrom::default(),
+            protocol: Protocol::default(),
+            max_h2_streams: DEFAULT_H2_STREAMS,
+            verify: true,
+            ca: None,
+            connect_timeout: None,
+            timeout: None,
+            idle_timeout: DEFAULT_IDLE,
+            resolve_every: DEFAULT_RESOLVE_EVERY,
+            active: None,
+            passive: Some(DEFAULT_PASSIVE),
+            retries: Retries::new(DEFAULT_ATTEMPTS, Vec::new(), DEFAULT_BUDGET),
+            breaker: None,
+            check: None,
+        }
+    }
 }
 
 fn health_check(
@@ -443,31 +472,17 @@ fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
             .unwrap_or(http::HeaderValue::from_static("")),
         path_prefix: spec.path_prefix,
         protocol: spec.protocol,
-        max_h2_streams: if spec.max_h2_streams == 0 {
-            DEFAULT_H2_STREAMS
-        } else {
-            spec.max_h2_streams
-        },
+        max_h2_streams: spec.max_h2_streams,
         verify: spec.verify,
         ca: spec.ca,
         connect_timeout: spec.connect_timeout,
         timeout: spec.timeout,
-        idle_timeout: if spec.idle_timeout.is_zero() {
-            DEFAULT_IDLE
-        } else {
-            spec.idle_timeout
-        },
-        resolve_every: if spec.resolve_every.is_zero() {
-            DEFAULT_RESOLVE_EVERY
-        } else {
-            spec.resolve_every
-        },
+        idle_timeout: spec.idle_timeout,
+        resolve_every: spec.resolve_every,
         hash_by: spec.hash_by,
         active: spec.active,
         passive: spec.passive,
-        retries: spec
-            .retries
-            .unwrap_or_else(|| Retries::new(DEFAULT_ATTEMPTS, Vec::new(), DEFAULT_BUDGET)),
+        retries: spec.retries,
         breaker: spec.breaker,
         policy,
         balancer: LoadBalancer::from_backends(backends),
