@@ -105,13 +105,7 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         agent_id: seen.agent_id,
         route: seen.route,
         method: req.method.as_str(),
-        protocol: match req.version {
-            http::Version::HTTP_2 => "HTTP/2.0",
-            http::Version::HTTP_10 => "HTTP/1.0",
-            http::Version::HTTP_09 => "HTTP/0.9",
-            http::Version::HTTP_3 => "HTTP/3.0",
-            _ => "HTTP/1.1",
-        },
+        version: req.version,
         path: req.uri.path(),
         status,
         duration_ms: seen.seconds * 1000.0,
@@ -125,10 +119,10 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         bytes_out: seen.bytes_out,
         limit,
         error,
-        tokens: seen.tokens,
+        tokens: seen.tokens.map(Into::into),
         cache: seen.cache,
     };
-    log.write_with(|buf| line.write_to(buf));
+    log.log(&line);
 }
 
 /// Ends a sampled request's spans with what happened. Attributes hold no header, body or

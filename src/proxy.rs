@@ -94,7 +94,7 @@ pub struct Ctx {
     request_body: Option<Vec<Bytes>>,
     tokens: Option<Box<crate::usage::Usage>>,
     /// The `traceparent` the backend receives, when tracing is on.
-    traceparent: Option<HeaderValue>,
+    traceparent: Option<crate::trace::Traceparent>,
     /// The spans of a sampled request (boxed: most requests are not sampled).
     trace: Option<Box<crate::trace::Sampled>>,
     body_bytes: u64,

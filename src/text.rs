@@ -90,20 +90,29 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// Two hex digits for each byte value.
+static PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
+
 /// Lowercase hex, two digits per byte from one table lookup.
 pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    static PAIRS: [[u8; 2]; 256] = {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut t = [[0u8; 2]; 256];
-        let mut i = 0;
-        while i < 256 {
-            t[i] = [HEX[i >> 4], HEX[i & 15]];
-            i += 1;
-        }
-        t
-    };
     for &b in bytes {
         out.extend_from_slice(&PAIRS[usize::from(b)]);
+    }
+}
+
+/// Lowercase hex into `out`, which holds two bytes per byte of `bytes`.
+pub fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
 }
 
@@ -159,5 +168,8 @@ mod tests {
         let mut o = b"x".to_vec();
         push_hex(&mut o, &[0x00, 0xab, 0x7f, 0xff]);
         assert_eq!(o, b"x00ab7fff");
+        let mut fixed = [0u8; 4];
+        hex_into(&mut fixed, &[0x0f, 0xa0]);
+        assert_eq!(&fixed, b"0fa0");
     }
 }

@@ -109,7 +109,7 @@ pub struct Forward<'a> {
     /// The tightest rate limit that applied: response headers and `${rate_limit_*}`.
     pub limit: Option<Standing>,
     /// The `traceparent` of the upstream call (a client's `tracestate` passes unchanged).
-    pub traceparent: Option<&'a HeaderValue>,
+    pub traceparent: Option<&'a crate::trace::Traceparent>,
 }
 
 pub fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -140,7 +140,7 @@ impl Forward<'_> {
     ) {
         headers.remove(&X_AGENT_ID);
         if let Some(parent) = self.traceparent {
-            headers.set(&TRACEPARENT, parent.clone());
+            headers.set(&TRACEPARENT, parent.header_value());
         }
         if let Some(identity) = self.identity {
             headers.remove(&http::header::AUTHORIZATION);

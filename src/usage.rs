@@ -76,7 +76,9 @@ impl Tracker {
     pub fn for_content_type(ct: &[u8]) -> Option<Tracker> {
         // No allocation: most responses are neither, and this runs for each of them.
         let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
-        let plus_json = ct.windows(5).any(|w| w.eq_ignore_ascii_case(b"+json"));
+        // `application/problem+json` and the like; most types have no '+' to look further for.
+        let plus_json =
+            || ct.contains(&b'+') && ct.windows(5).any(|w| w.eq_ignore_ascii_case(b"+json"));
         if starts(b"text/event-stream") {
             Some(Tracker::Sse {
                 line: Vec::new(),
@@ -84,7 +86,7 @@ impl Tracker {
                 seen: false,
                 skipping: false,
             })
-        } else if starts(b"application/json") || plus_json {
+        } else if starts(b"application/json") || plus_json() {
             Some(Tracker::Json {
                 chunks: Vec::new(),
                 len: 0,

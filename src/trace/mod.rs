@@ -97,7 +97,39 @@ pub struct Sampled {
 pub enum Begun {
     Sampled(Box<Sampled>),
     /// Not recorded: only the `traceparent` for the backend.
-    Unsampled(HeaderValue),
+    Unsampled(Traceparent),
+}
+
+/// A `traceparent` value, `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, kept as bytes
+/// until it goes into the upstream request: a header value made early and cloned into the
+/// request would cost a second allocation (`Bytes` shares a buffer only from its first clone).
+#[derive(Clone, Copy)]
+pub struct Traceparent([u8; 55]);
+
+impl Traceparent {
+    /// Written by hand: `format!` of two wide hex numbers was most of the cost of an unsampled
+    /// request's tracing.
+    fn new(trace_id: u128, span_id: u64, sampled: bool) -> Traceparent {
+        use crate::text::hex_into;
+        let mut b = [0u8; 55];
+        b[..3].copy_from_slice(b"00-");
+        hex_into(&mut b[3..35], &trace_id.to_be_bytes());
+        b[35] = b'-';
+        hex_into(&mut b[36..52], &span_id.to_be_bytes());
+        b[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
+        Traceparent(b)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        // SAFETY: the bytes are hex digits and '-', all visible ASCII, as a header value must
+        // be (checked in debug builds by http itself). Skipping the check saves a pass over
+        // them on every request.
+        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&self.0)) }
+    }
 }
 
 impl Tracing {
@@ -130,7 +162,7 @@ impl Tracing {
         };
         let span_id = nonzero_u64();
         if !sampled {
-            return Begun::Unsampled(traceparent(trace_id, span_id, false));
+            return Begun::Unsampled(Traceparent::new(trace_id, span_id, false));
         }
         Begun::Sampled(Box::new(Sampled {
             trace_id,
@@ -142,10 +174,10 @@ impl Tracing {
     }
 
     /// Starts the upstream call's span; the `traceparent` the backend receives names it.
-    pub fn upstream(&self, s: &mut Sampled) -> HeaderValue {
+    pub fn upstream(&self, s: &mut Sampled) -> Traceparent {
         let id = nonzero_u64();
         s.upstream = Some((id, SystemTime::now()));
-        traceparent(s.trace_id, id, true)
+        Traceparent::new(s.trace_id, id, true)
     }
 
     /// Ends the upstream call's span (when it is running).
@@ -233,22 +265,6 @@ fn nonzero_u128() -> u128 {
     }
 }
 
-/// `00-<trace id>-<span id>-<flags>`, written by hand: `format!` of two wide hex numbers was
-/// most of the cost of an unsampled request's tracing.
-fn traceparent(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
-    use crate::text::push_hex;
-    let mut b = Vec::with_capacity(55);
-    b.extend_from_slice(b"00-");
-    push_hex(&mut b, &trace_id.to_be_bytes());
-    b.push(b'-');
-    push_hex(&mut b, &span_id.to_be_bytes());
-    b.extend_from_slice(if sampled { b"-01" } else { b"-00" });
-    // SAFETY: `b` holds only hex digits and '-', all visible ASCII, as a header value must
-    // (checked in debug builds by http itself). Skipping the check saves a pass over the bytes
-    // on every request.
-    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from(b)) }
-}
-
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`: trace id, parent span id, sampled.
 fn parse_traceparent(v: &[u8]) -> Option<(u128, u64, bool)> {
     let s = std::str::from_utf8(v).ok()?.trim();
@@ -298,7 +314,7 @@ mod tests {
         };
         assert_eq!(s.parent, 0x00f067aa0ba902b7);
         let tp = t.upstream(&mut s);
-        let tp = tp.to_str().unwrap();
+        let tp = std::str::from_utf8(tp.as_bytes()).unwrap();
         assert!(
             tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"),
             "{tp}"
@@ -325,7 +341,7 @@ mod tests {
         )) else {
             panic!("an unsampled parent is followed")
         };
-        let tp = tp.to_str().unwrap();
+        let tp = std::str::from_utf8(tp.as_bytes()).unwrap();
         assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-00"));
         assert!(!tp.contains("00f067aa0ba902b7"));
         let Begun::Unsampled(root) = t.begin(&http::HeaderMap::new()) else {
@@ -358,12 +374,12 @@ mod tests {
             0x00f067aa0ba902b7u64,
         );
         assert_eq!(
-            traceparent(t, sp, true),
+            Traceparent::new(t, sp, true).header_value(),
             format!("00-{t:032x}-{sp:016x}-01").as_str()
         );
         assert_eq!(
-            traceparent(1, 2, false),
-            format!("00-{:032x}-{:016x}-00", 1, 2).as_str()
+            Traceparent::new(1, 2, false).as_bytes(),
+            format!("00-{:032x}-{:016x}-00", 1, 2).as_bytes()
         );
     }
 }

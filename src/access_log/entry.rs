@@ -1,177 +1,36 @@
-//! The access log: one JSON line per request, written by a thread of its own. A request
-//! appends its line to its worker thread's buffer (`shards`) and never waits for the file: when
-//! the writer falls behind and the buffer is full, the line is dropped and counted. SIGUSR1
-//! reopens the file (for logrotate).
-//!
-//! A line holds no header and no body, and the path without its query string, so credentials
-//! (`Authorization`, API keys, cookies, `?api_key=...`) cannot reach it.
+//! One request's access-log line and its JSON form.
 
-use crate::shards::Shards;
+use super::timestamp;
 use crate::text::{push_ip, push_ms, push_num, push_str};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-/// Bytes waiting in one thread's buffer; beyond this, new lines are dropped (and counted).
-const SHARD_LIMIT: usize = 2 << 20;
-
-static REOPEN: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigusr1(_: libc::c_int) {
-    REOPEN.store(true, Ordering::Relaxed);
+/// LLM token usage, as the line shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tokens<'a> {
+    pub prompt: u64,
+    pub completion: u64,
+    pub model: Option<&'a str>,
 }
 
-pub enum Output {
-    Stdout,
-    File(PathBuf),
-}
-
-pub struct AccessLog {
-    lines: Shards,
-    output: Output,
-    started: AtomicBool,
-    /// Writing rounds completed, for `flush`.
-    rounds: AtomicU64,
-}
-
-impl std::fmt::Debug for AccessLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AccessLog")
-    }
-}
-
-fn open(path: &PathBuf) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
-}
-
-impl AccessLog {
-    pub fn new(output: Output) -> AccessLog {
-        AccessLog {
-            lines: Shards::new(SHARD_LIMIT),
-            output,
-            started: AtomicBool::new(false),
-            rounds: AtomicU64::new(0),
-        }
-    }
-
-    /// Checks that the file can be opened for appending (its folder exists, permissions). A
-    /// pipe is not opened here: opening one blocks until it has a reader, which only the writer
-    /// thread may wait for.
-    pub fn check(&self) -> Result<(), String> {
-        use std::os::unix::fs::FileTypeExt;
-        match &self.output {
-            Output::File(p) if std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()) => {
-                Ok(())
-            }
-            Output::File(p) => open(p)
-                .map(|_| ())
-                .map_err(|e| format!("{}: {}", p.display(), crate::config::io_reason(&e))),
-            Output::Stdout => Ok(()),
-        }
-    }
-
-    /// Starts the writer thread (once, in the serving process) and the SIGUSR1 handler.
-    pub fn start(self: &Arc<Self>) {
-        if self.started.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t);
-        }
-        let log = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("clawgate-access-log".into())
-            .spawn(move || log.write_loop());
-        if let Err(e) = spawned {
-            log::error!("cannot start the access-log writer: {e}");
-        }
-    }
-
-    /// Appends a line (made by `line`) without waiting for the file.
-    pub fn write_with(&self, line: impl FnOnce(&mut Vec<u8>)) {
-        self.lines.append(line);
-    }
-
-    pub fn write(&self, line: &[u8]) {
-        self.write_with(|buf| buf.extend_from_slice(line));
-    }
-
-    /// Waits (at most `limit`) until what was written before the call is in the file: at stop.
-    pub async fn flush(&self, limit: Duration) {
-        if !self.started.load(Ordering::Relaxed) {
-            return;
-        }
-        // A round that starts after this call writes everything written before it.
-        let target = self.rounds.load(Ordering::Acquire) + 2;
-        let deadline = Instant::now() + limit;
-        while self.rounds.load(Ordering::Acquire) < target && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    fn write_loop(&self) {
-        let path = match &self.output {
-            Output::Stdout => None,
-            Output::File(p) => Some(p.clone()),
-        };
-        let sink = |p: &Option<PathBuf>| -> Box<dyn Write + Send> {
-            match p {
-                None => Box::new(std::io::stdout()),
-                Some(p) => match open(p) {
-                    Ok(f) => Box::new(f),
-                    Err(e) => {
-                        log::error!("access log {}: {e}; lines go to stdout", p.display());
-                        Box::new(std::io::stdout())
-                    }
-                },
-            }
-        };
-        // Each thread's lines go out in one write, straight from its buffer: no second buffer
-        // to copy through (and to keep in the caches).
-        let mut out = sink(&path);
-        let mut spare = Vec::new();
-        let mut warned = Instant::now() - DROP_WARNING_EVERY;
-        loop {
-            std::thread::sleep(WRITE_EVERY);
-            if REOPEN.swap(false, Ordering::Relaxed) {
-                let _ = out.flush();
-                out = sink(&path);
-            }
-            self.lines.take(&mut spare, |lines| {
-                let _ = out.write_all(lines);
-            });
-            let _ = out.flush();
-            self.rounds.fetch_add(1, Ordering::Release);
-            if warned.elapsed() >= DROP_WARNING_EVERY {
-                let dropped = self.lines.take_dropped();
-                if dropped > 0 {
-                    warned = Instant::now();
-                    log::warn!("access log: {dropped} lines dropped (the writer fell behind)");
-                }
-            }
+impl<'a> From<&'a crate::usage::Usage> for Tokens<'a> {
+    fn from(u: &'a crate::usage::Usage) -> Tokens<'a> {
+        Tokens {
+            prompt: u.prompt,
+            completion: u.completion,
+            model: u.model.as_deref(),
         }
     }
 }
 
-/// How often the writer wakes. It is never woken per line: a request that writes a line then
-/// costs no wake-up and no context switch, and lines are written in batches. Often enough that
-/// the buffers stay small and hot in the CPU caches: at 100 ms they cycled through about a
-/// megabyte per thread and the log cost 4 % of throughput instead of about 1 % (measured).
-const WRITE_EVERY: Duration = Duration::from_millis(20);
-const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn timestamp(t: SystemTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from(t)
-        .format(&format)
-        .unwrap_or_default()
+/// `HTTP/1.1`, `HTTP/2.0`.
+pub fn protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// One request's line.
@@ -182,8 +41,7 @@ pub struct Entry<'a> {
     pub agent_id: Option<&'a str>,
     pub route: &'a str,
     pub method: &'a str,
-    /// `HTTP/1.1`, `HTTP/2.0`.
-    pub protocol: &'static str,
+    pub version: http::Version,
     /// Without the query string.
     pub path: &'a str,
     pub status: u16,
@@ -196,7 +54,7 @@ pub struct Entry<'a> {
     /// `"passed"` (with the tightest limit's remaining count) or `"refused"`.
     pub limit: Option<(&'a str, Option<u64>)>,
     pub error: Option<&'a str>,
-    pub tokens: Option<&'a crate::usage::Usage>,
+    pub tokens: Option<Tokens<'a>>,
     /// `X-Cache` on caching routes.
     pub cache: Option<&'a str>,
 }
@@ -264,7 +122,7 @@ impl Entry<'_> {
         o.extend_from_slice(b",\"method\":");
         push_plain(o, self.method);
         o.extend_from_slice(b",\"protocol\":\"");
-        o.extend_from_slice(self.protocol.as_bytes());
+        o.extend_from_slice(protocol(self.version).as_bytes());
         o.push(b'"');
         o.extend_from_slice(b",\"path\":");
         push_str(o, self.path);
@@ -292,14 +150,14 @@ impl Entry<'_> {
             o.extend_from_slice(b",\"cache\":");
             push_str(o, cache);
         }
-        if let Some(u) = self.tokens {
+        if let Some(u) = &self.tokens {
             o.extend_from_slice(b",\"tokens\":{\"prompt\":");
             push_num(o, u.prompt);
             o.extend_from_slice(b",\"completion\":");
             push_num(o, u.completion);
             o.extend_from_slice(b",\"total\":");
-            push_num(o, u.total());
-            if let Some(model) = &u.model {
+            push_num(o, u.prompt.saturating_add(u.completion));
+            if let Some(model) = u.model {
                 o.extend_from_slice(b",\"model\":");
                 push_str(o, model);
             }
@@ -322,19 +180,6 @@ impl Entry<'_> {
     }
 }
 
-/// An event line (start, stop, errors).
-pub fn event(level: &str, message: &str) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&serde_json::json!({
-        "time": timestamp(SystemTime::now()),
-        "type": "event",
-        "level": level,
-        "message": message,
-    }))
-    .unwrap_or_default();
-    line.push(b'\n');
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +193,7 @@ mod tests {
             agent_id: Some("bot"),
             route: "llm",
             method: "POST",
-            protocol: "HTTP/1.1",
+            version: http::Version::HTTP_11,
             path: "/api/v1/llm/chat",
             status: 200,
             duration_ms: 1.23456,
@@ -394,7 +239,7 @@ mod tests {
             agent_id: Some(&nasty),
             route: &nasty,
             method: "M-SEARCH",
-            protocol: "HTTP/2.0",
+            version: http::Version::HTTP_2,
             path: &nasty,
             status: u16::MAX,
             duration_ms: 1e300,
@@ -405,7 +250,7 @@ mod tests {
             bytes_out: u64::MAX,
             limit: Some((&nasty, Some(u64::MAX))),
             error: Some(&nasty),
-            tokens: Some(&usage),
+            tokens: Some((&usage).into()),
             cache: None,
         };
         let mut line = b"before".to_vec();
