@@ -154,6 +154,7 @@ pub fn encode_line(line: &[u8], out: &mut Vec<u8>) {
 }
 
 /// What a record holds.
+#[allow(clippy::large_enum_variant)] // one at a time, on the writer's stack; a box would allocate
 pub enum Item<'a> {
     Entry(Entry<'a>),
     Line(&'a [u8]),
