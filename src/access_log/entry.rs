@@ -23,7 +23,7 @@ impl<'a> From<&'a crate::usage::Usage> for Tokens<'a> {
 }
 
 /// `HTTP/1.1`, `HTTP/2.0`.
-pub fn protocol(v: http::Version) -> &'static str {
+fn protocol(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_2 => "HTTP/2.0",
         http::Version::HTTP_10 => "HTTP/1.0",

@@ -10,7 +10,7 @@
 mod entry;
 mod record;
 
-pub use entry::{protocol, Entry, Tokens};
+pub use entry::{Entry, Tokens};
 
 use crate::shards::Shards;
 use std::fs::{File, OpenOptions};
