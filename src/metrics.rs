@@ -45,6 +45,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// 1 while a backend address can take requests (healthy, not ejected), else 0.
     pub backend_up: prometheus::IntGaugeVec,
+    /// Addresses left out by passive health, and circuit-breaker openings, per backend.
+    pub ejections: IntCounterVec,
+    pub breaker_opens: IntCounterVec,
     custom: Vec<Custom>,
     models: Mutex<HashSet<String>>,
     /// Per configured route, the series made on first use: a request then finds its counters
@@ -281,6 +284,16 @@ impl Metrics {
         registry
             .register(Box::new(backend_up.clone()))
             .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        let ejections = counter(
+            "upstream_ejections_total",
+            "Backend addresses left out by passive health checks (failures in a row).",
+            &["backend"],
+        )?;
+        let breaker_opens = counter(
+            "circuit_breaker_opens_total",
+            "Times a backend's circuit breaker opened.",
+            &["backend"],
+        )?;
         let active = IntGauge::new(name("active_connections"), "Requests in progress.")
             .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
         registry
@@ -384,6 +397,8 @@ impl Metrics {
             active,
             reloads,
             backend_up,
+            ejections,
+            breaker_opens,
             custom: customs,
             models: Mutex::new(HashSet::new()),
             routes: Box::default(),
@@ -410,6 +425,8 @@ impl Metrics {
             active: self.active.clone(),
             reloads: self.reloads.clone(),
             backend_up: self.backend_up.clone(),
+            ejections: self.ejections.clone(),
+            breaker_opens: self.breaker_opens.clone(),
             custom: self.custom.clone(),
             models: Mutex::new(self.models.lock().map(|m| m.clone()).unwrap_or_default()),
             routes: Box::default(),

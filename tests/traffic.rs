@@ -602,6 +602,8 @@ routes:
     backend: pair
   - path: "/flaky/*"
     backend: flaky
+monitoring:
+  metrics: {enabled: true}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -661,6 +663,36 @@ async fn idempotent_requests_retry_a_503_and_breakers_open() {
         assert_eq!(r.status(), 200);
     }
     assert_eq!(flaky_seen.load(Ordering::Relaxed), 8);
+    // It opened once (the probe closed it), and the metrics say so.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = metrics_text(&g).await;
+    let opens = "openclaw_gateway_circuit_breaker_opens_total{backend=\"flaky\"} 1";
+    assert!(metrics.contains(opens), "{opens} in {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejections_by_passive_health_are_counted() {
+    let live = Stoppable::start(local()).unwrap();
+    let dead = free_port();
+    let yaml = format!(
+        "gateway:\n  listen: \"{{listen}}\"\n  pid_file: \"{{dir}}/p.pid\"\n  upgrade_sock: \"{{dir}}/u.sock\"\nbackends:\n  two:\n    urls: [\"{}\", \"http://127.0.0.1:{dead}\"]\n    passive_health: {{failures: 2, cool_off: \"10s\"}}\nroutes:\n  - path: \"/*\"\n    backend: two\nmonitoring:\n  metrics: {{enabled: true}}\n",
+        live.url()
+    );
+    let g = Gateway::start(&yaml, "");
+    // Connect failures go to the live address; the dead one is left out after its second.
+    for _ in 0..10 {
+        let r = client().get(g.url("/echo/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(count(&live), 10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = metrics_text(&g).await;
+    for series in [
+        "openclaw_gateway_upstream_ejections_total{backend=\"two\"} 1".to_string(),
+        format!("openclaw_gateway_backend_up{{address=\"127.0.0.1:{dead}\",backend=\"two\"}} 0"),
+    ] {
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

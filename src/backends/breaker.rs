@@ -16,6 +16,8 @@ pub struct Breaker {
     open_until: AtomicU64,
     /// A half-open probe is under way.
     probing: AtomicBool,
+    /// Times it opened (a failed probe reopening it included), for the metrics.
+    pub opens: AtomicU64,
 }
 
 impl Breaker {
@@ -28,6 +30,7 @@ impl Breaker {
             count: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            opens: AtomicU64::new(0),
         }
     }
 
@@ -65,6 +68,7 @@ impl Breaker {
         if half_open {
             self.open_until.store(now + self.open_ms, Ordering::Relaxed);
             self.probing.store(false, Ordering::Release);
+            self.opens.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let start = self.window_start.load(Ordering::Relaxed);
@@ -75,6 +79,7 @@ impl Breaker {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.failures && self.open_until.load(Ordering::Relaxed) == 0 {
             self.open_until.store(now + self.open_ms, Ordering::Relaxed);
+            self.opens.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "backend {name}: circuit open after {n} failures; one probe in {:?}",
                 Duration::from_millis(self.open_ms)

@@ -484,6 +484,7 @@ fn build(spec: Spec) -> Result<Pool, (&'static str, String)> {
         passive: spec.passive,
         retries: spec.retries,
         breaker: spec.breaker,
+        ejections: AtomicU64::new(0),
         policy,
         balancer: LoadBalancer::from_backends(backends),
         table,

@@ -1,6 +1,7 @@
 //! The background service that keeps pools current: re-resolution and active health checks of
 //! every pool of the configuration in use (a reload's new pools included).
 
+use super::Pool;
 use crate::config::Config;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -16,29 +17,58 @@ pub struct Maintainer {
     pub current: Arc<ArcSwap<Config>>,
 }
 
-/// Sets `backend_up` for every address of the configuration's pools, and removes the series of
-/// addresses that are gone; `shown` holds what was set last time.
-fn report(config: &Config, shown: &mut Vec<(String, String)>) {
+/// What `report` showed last time: the `backend_up` series set, and each pool's ejections and
+/// breaker openings already counted (the pool is held, so that a rebuilt pool of the same name
+/// is told apart and counted from zero).
+#[derive(Default)]
+struct Shown {
+    up: Vec<(String, String)>,
+    events: Vec<(Arc<Pool>, (u64, u64))>,
+}
+
+/// Sets `backend_up` for every address of the configuration's pools (removing the series of
+/// addresses that are gone) and adds each pool's new ejections and breaker openings to their
+/// counters.
+fn report(config: &Config, shown: &mut Shown) {
     let Some(m) = &config.metrics else { return };
-    let mut now = Vec::new();
+    let mut up = Vec::new();
+    let mut events = Vec::new();
     for pool in config.pools() {
-        for (address, up) in pool.health() {
+        for (address, is_up) in pool.health() {
             m.backend_up
                 .with_label_values(&[pool.name.as_str(), address.as_str()])
-                .set(i64::from(up));
-            now.push((pool.name.clone(), address));
+                .set(i64::from(is_up));
+            up.push((pool.name.clone(), address));
         }
+        let now = pool.events();
+        let before = shown
+            .events
+            .iter()
+            .find(|(p, _)| Arc::ptr_eq(p, &pool))
+            .map_or((0, 0), |(_, e)| *e);
+        let name = [pool.name.as_str()];
+        if now.0 > before.0 {
+            m.ejections
+                .with_label_values(&name)
+                .inc_by(now.0 - before.0);
+        }
+        if now.1 > before.1 {
+            m.breaker_opens
+                .with_label_values(&name)
+                .inc_by(now.1 - before.1);
+        }
+        events.push((pool, now));
     }
-    for (backend, address) in shown.iter().filter(|s| !now.contains(s)) {
+    for (backend, address) in shown.up.iter().filter(|s| !up.contains(s)) {
         let _ = m.backend_up.remove_label_values(&[backend, address]);
     }
-    *shown = now;
+    *shown = Shown { up, events };
 }
 
 #[async_trait]
 impl BackgroundService for Maintainer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut shown = Vec::new();
+        let mut shown = Shown::default();
         loop {
             let config = self.current.load_full();
             // Pools are independent: one slow check does not delay the others.

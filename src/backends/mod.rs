@@ -246,6 +246,8 @@ pub struct Pool {
     pub passive: Option<Passive>,
     pub retries: Retries,
     breaker: Option<Breaker>,
+    /// Addresses ejected by passive health so far, for the metrics.
+    ejections: AtomicU64,
     policy: Policy,
     balancer: LoadBalancer<RoundRobin>,
     table: Arc<Table>,
@@ -431,6 +433,7 @@ impl Pool {
             addr.failures.store(0, Ordering::Relaxed);
             addr.ejected_until
                 .store(now + p.cool_off.as_millis() as u64, Ordering::Relaxed);
+            self.ejections.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "backend {} address {}: {n} failures in a row, left out for {:?}",
                 self.name,
@@ -465,6 +468,16 @@ impl Pool {
 }
 
 impl Pool {
+    /// Passive ejections and circuit-breaker openings so far.
+    pub fn events(&self) -> (u64, u64) {
+        (
+            self.ejections.load(Ordering::Relaxed),
+            self.breaker
+                .as_ref()
+                .map_or(0, |b| b.opens.load(Ordering::Relaxed)),
+        )
+    }
+
     /// Each address (`ip:port`) and whether it can take requests now, for `backend_up`.
     pub fn health(&self) -> Vec<(String, bool)> {
         let now = clock_ms();
