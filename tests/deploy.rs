@@ -81,8 +81,17 @@ async fn the_dashboard_and_alerts_use_metrics_the_gateway_exports() {
 gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
 agents:
   "bot": {api_key: "key-bot", rate_limit: "1/minute"}
+backends:
+  dead:
+    url: "http://127.0.0.1:9"
+    retries: {attempts: 0}
+    circuit_breaker: {failures: 1}
+  half:
+    urls: ["http://127.0.0.1:9", "{backend}"]
+    passive_health: {failures: 1}
 routes:
-  - {path: "/dead/*", backend_url: "http://127.0.0.1:9"}
+  - {path: "/dead/*", backend: dead}
+  - {path: "/half/*", backend: half}
   - {path: "/*", backend_url: "{backend}", auth_required: true}
 monitoring:
   metrics:
@@ -102,8 +111,12 @@ monitoring:
             .await
             .unwrap();
     }
-    // A vector metric shows once it has a series: make a backend fail too.
+    // A vector metric shows once it has a series: make a backend fail (its breaker opens), and
+    // an address be ejected.
     let _ = c.get(g.url("/dead/x")).send().await.unwrap();
+    for _ in 0..2 {
+        let _ = c.get(g.url("/half/x")).send().await.unwrap();
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let exported = loop {
         let text = c
@@ -120,7 +133,13 @@ monitoring:
             .filter_map(|l| l.split(' ').next())
             .map(str::to_string)
             .collect();
-        if text.contains("rate_limited_total{") && text.contains("upstream_errors_total{") {
+        let shown = [
+            "rate_limited_total{",
+            "upstream_errors_total{",
+            "upstream_ejections_total{",
+            "circuit_breaker_opens_total{",
+        ];
+        if shown.iter().all(|s| text.contains(s)) {
             break names;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");
