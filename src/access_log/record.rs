@@ -125,21 +125,18 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
     }
     head[FLAGS] = flags;
     head[VERSION] = version_code(e.version);
+    // A string too long for its length field is left out (no request can carry one).
+    let strings = strings.map(|s| s.filter(|s| s.len() < NONE as usize));
     let mut total = 0;
     for (i, s) in strings.iter().enumerate() {
-        // A string too long for its length field is left out (no request can carry one).
-        let len = s.map_or(NONE, |s| u32::try_from(s.len()).unwrap_or(NONE));
-        if len != NONE {
-            total += len as usize;
-        }
+        let len = s.map_or(NONE, |s| s.len() as u32);
+        total += s.map_or(0, str::len);
         put(&mut head, LENGTHS + 4 * i, len.to_le_bytes());
     }
     out.reserve(HEAD + total);
     out.extend_from_slice(&head);
     for s in strings.into_iter().flatten() {
-        if u32::try_from(s.len()).is_ok_and(|l| l != NONE) {
-            out.extend_from_slice(s.as_bytes());
-        }
+        out.extend_from_slice(s.as_bytes());
     }
 }
 
