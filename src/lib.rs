@@ -1,6 +1,7 @@
 //! clawgate: an API gateway for AI-agent traffic on Pingora.
 
 pub mod access_log;
+pub mod admin;
 pub mod auth;
 pub mod backends;
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod reload;
 pub mod request_id;
 pub mod respond;
 pub mod router;
+pub mod runtime;
 pub mod server;
 pub mod shards;
 pub mod starter;

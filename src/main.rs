@@ -1,8 +1,9 @@
 //! The `clawgate` command line.
 
 use clap::{Args, Parser, Subcommand};
-use clawgate::auth::admin;
-use clawgate::{config, process, server, starter};
+use clawgate::admin::keys as admin;
+use clawgate::runtime::{self, Config};
+use clawgate::{process, server, starter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -171,8 +172,13 @@ fn main() -> ExitCode {
 
 type CmdResult = Result<u8, (u8, String)>;
 
-fn load(path: &Path) -> Result<config::Config, (u8, String)> {
-    config::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))
+fn load(path: &Path) -> Result<Config, (u8, String)> {
+    runtime::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))
+}
+
+/// What `status` and `stop` need (pid file, listeners, timings), without compiling the rest.
+fn read_process(path: &Path) -> Result<runtime::process::Light, (u8, String)> {
+    runtime::Process::read(path).map_err(|e| (EXIT_USAGE, e.to_string()))
 }
 
 fn run(command: Command) -> CmdResult {
@@ -202,8 +208,8 @@ fn run(command: Command) -> CmdResult {
                 .map(|_| 0)
                 .map_err(|e| (EXIT_RUNTIME, e))
         }
-        Command::Status(c) => status(&load(&c.config)?),
-        Command::Stop(c) => stop(&load(&c.config)?),
+        Command::Status(c) => status(&read_process(&c.config)?),
+        Command::Stop(c) => stop(&read_process(&c.config)?.process),
         Command::Reload(c) => reload(&load(&c.config)?),
         Command::Upgrade(c) => upgrade(&c.config, &load(&c.config)?),
         Command::Token { config, agent, ttl } => {
@@ -224,12 +230,12 @@ fn run(command: Command) -> CmdResult {
         } => {
             let cfg = load(&config.config)?;
             let target = match (route, url) {
-                (Some(r), _) => clawgate::cache::purge::Target::Route(r),
-                (None, Some(u)) => clawgate::cache::purge::Target::Url(u, agent),
+                (Some(r), _) => clawgate::admin::purge::Target::Route(r),
+                (None, Some(u)) => clawgate::admin::purge::Target::Url(u, agent),
                 (None, None) => return Err((EXIT_USAGE, "give --route or --url".into())),
             };
             let (code, body) =
-                clawgate::cache::purge::ask(&cfg, &target).map_err(|m| (EXIT_RUNTIME, m))?;
+                clawgate::admin::purge::ask(&cfg, &target).map_err(|m| (EXIT_RUNTIME, m))?;
             println!("{body}");
             Ok(if code == 200 { 0 } else { EXIT_RUNTIME })
         }
@@ -296,18 +302,22 @@ fn init_logging(level: log::LevelFilter) {
     builder.init();
 }
 
-fn summary(cfg: &config::Config) -> String {
+fn summary(cfg: &Config) -> String {
     format!(
         "{} listener(s): {}{}; {} route(s); {} agent(s)",
-        cfg.listen.len(),
-        cfg.listen.join(", "),
-        if cfg.tls.is_some() { " (TLS)" } else { "" },
+        cfg.process.listen.len(),
+        cfg.process.listen.join(", "),
+        if cfg.process.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        },
         cfg.routes.len(),
         cfg.agent_count
     )
 }
 
-fn warnings(cfg: &config::Config) -> Vec<String> {
+fn warnings(cfg: &Config) -> Vec<String> {
     let mut w = Vec::new();
     if let Some(store) = &cfg.keys_store {
         if !Path::new(store).exists() {
@@ -348,9 +358,9 @@ fn init_starter(path: &Path) -> CmdResult {
 
 fn init(path: &Path) -> CmdResult {
     let cfg = load(path)?;
-    let mut dirs: Vec<&str> = vec![cfg.pid_file.as_str()];
+    let mut dirs: Vec<&str> = vec![cfg.process.pid_file.as_str()];
     dirs.extend(cfg.log_output.as_deref());
-    dirs.extend(cfg.error_log.as_deref());
+    dirs.extend(cfg.process.error_log.as_deref());
     for file in dirs {
         if let Some(dir) = Path::new(file)
             .parent()
@@ -385,8 +395,12 @@ fn init(path: &Path) -> CmdResult {
     println!("  name:      {} (config version {})", cfg.name, cfg.version);
     println!(
         "  listeners: {}{}",
-        cfg.listen.join(", "),
-        if cfg.tls.is_some() { " (TLS)" } else { "" }
+        cfg.process.listen.join(", "),
+        if cfg.process.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        }
     );
     println!("  routes:    {}", cfg.routes.len());
     for r in &cfg.routes {
@@ -396,40 +410,49 @@ fn init(path: &Path) -> CmdResult {
     if let Some(store) = &cfg.keys_store {
         println!("  key store: {store}");
     }
-    println!("  pid file:  {}", cfg.pid_file);
+    println!("  pid file:  {}", cfg.process.pid_file);
     for w in warnings(&cfg) {
         eprintln!("warning: {w}");
     }
     Ok(0)
 }
 
-fn start_daemon(path: &Path, cfg: &config::Config, upgrade: bool) -> CmdResult {
+fn start_daemon(path: &Path, cfg: &Config, upgrade: bool) -> CmdResult {
     if !upgrade {
-        if let Some(pid) = process::running_pid(&cfg.pid_file) {
+        if let Some(pid) = process::running_pid(&cfg.process.pid_file) {
             return Err((
                 EXIT_RUNTIME,
                 format!(
                     "clawgate is already running with pid {pid} (pid file {})",
-                    cfg.pid_file
+                    cfg.process.pid_file
                 ),
             ));
         }
     }
-    let log = process::daemon_log_path(cfg.error_log.as_deref(), &cfg.pid_file);
-    let pid = process::spawn_daemon(path, upgrade, &cfg.pid_file, &cfg.listen, &log)
-        .map_err(|e| (EXIT_RUNTIME, e))?;
+    let log = process::daemon_log_path(cfg.process.error_log.as_deref(), &cfg.process.pid_file);
+    let pid = process::spawn_daemon(
+        path,
+        upgrade,
+        &cfg.process.pid_file,
+        &cfg.process.listen,
+        &log,
+    )
+    .map_err(|e| (EXIT_RUNTIME, e))?;
     println!("clawgate started in the background (pid {pid}, log {log})");
     Ok(0)
 }
 
-fn status(cfg: &config::Config) -> CmdResult {
-    let Some(pid) = process::running_pid(&cfg.pid_file) else {
-        println!("clawgate is not running (pid file {})", cfg.pid_file);
+fn status(cfg: &runtime::process::Light) -> CmdResult {
+    let Some(pid) = process::running_pid(&cfg.process.pid_file) else {
+        println!(
+            "clawgate is not running (pid file {})",
+            cfg.process.pid_file
+        );
         return Ok(EXIT_NOT_RUNNING);
     };
     println!("clawgate is running");
     println!("  pid:       {pid}");
-    if let Some(age) = process::pid_file_age(&cfg.pid_file) {
+    if let Some(age) = process::pid_file_age(&cfg.process.pid_file) {
         println!(
             "  uptime:    {}",
             clawgate::respond::human_uptime(age.as_secs())
@@ -443,10 +466,14 @@ fn status(cfg: &config::Config) -> CmdResult {
     );
     println!(
         "  listeners: {}{}",
-        cfg.listen.join(", "),
-        if cfg.tls.is_some() { " (TLS)" } else { "" }
+        cfg.process.listen.join(", "),
+        if cfg.process.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        }
     );
-    match (&cfg.tls, cfg.listen.first()) {
+    match (&cfg.process.tls, cfg.process.listen.first()) {
         (None, Some(addr)) => {
             match clawgate::probe::health(addr, &cfg.health_path, Duration::from_secs(2)) {
                 Ok(body) => println!("  health:    {body}"),
@@ -462,41 +489,47 @@ fn status(cfg: &config::Config) -> CmdResult {
 /// the handover.
 const HANDOVER_NOTICE: Duration = Duration::from_millis(300);
 
-fn upgrade(path: &Path, cfg: &config::Config) -> CmdResult {
+fn upgrade(path: &Path, cfg: &Config) -> CmdResult {
     let old = running_for_change(cfg)?;
-    let log = process::daemon_log_path(cfg.error_log.as_deref(), &cfg.pid_file);
+    let log = process::daemon_log_path(cfg.process.error_log.as_deref(), &cfg.process.pid_file);
     // The new process binds the upgrade socket and waits there for the listeners: a socket file
     // that exists after this removal is the new process waiting.
-    let sock = Path::new(&cfg.upgrade_sock);
+    let sock = Path::new(&cfg.process.upgrade_sock);
     let _ = std::fs::remove_file(sock);
     let new = process::spawn_detached(path, true, &log).map_err(|e| (EXIT_RUNTIME, e))?;
     let new_pid = new.id();
     let started = Instant::now();
     let mut handed = false;
-    let serving = process::wait_serving(new, &cfg.pid_file, &cfg.listen, &log, || {
-        if handed {
-            return Ok(());
-        }
-        if sock.exists() {
-            // First every connection to the old process is made to close after its response
-            // (keep-alive connections would otherwise be cut under a request at the
-            // handover); then Pingora's handoff: on SIGQUIT the old process sends its listening
-            // sockets over the upgrade socket, stops accepting and drains.
-            let signal = |sig| {
-                process::signal(old, sig)
-                    .map_err(|e| format!("cannot signal the running gateway (pid {old}): {e}"))
-            };
-            signal(libc::SIGUSR2)?;
-            std::thread::sleep(HANDOVER_NOTICE);
-            signal(libc::SIGQUIT)?;
-            handed = true;
-        } else if started.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "the new process (pid {new_pid}) did not wait for the sockets within 10s"
-            ));
-        }
-        Ok(())
-    });
+    let serving = process::wait_serving(
+        new,
+        &cfg.process.pid_file,
+        &cfg.process.listen,
+        &log,
+        || {
+            if handed {
+                return Ok(());
+            }
+            if sock.exists() {
+                // First every connection to the old process is made to close after its response
+                // (keep-alive connections would otherwise be cut under a request at the
+                // handover); then Pingora's handoff: on SIGQUIT the old process sends its listening
+                // sockets over the upgrade socket, stops accepting and drains.
+                let signal = |sig| {
+                    process::signal(old, sig)
+                        .map_err(|e| format!("cannot signal the running gateway (pid {old}): {e}"))
+                };
+                signal(libc::SIGUSR2)?;
+                std::thread::sleep(HANDOVER_NOTICE);
+                signal(libc::SIGQUIT)?;
+                handed = true;
+            } else if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "the new process (pid {new_pid}) did not wait for the sockets within 10s"
+                ));
+            }
+            Ok(())
+        },
+    );
     if let Err(e) = serving {
         if !handed {
             let _ = process::signal(new_pid as i32, libc::SIGKILL);
@@ -511,7 +544,7 @@ fn upgrade(path: &Path, cfg: &config::Config) -> CmdResult {
             format!("upgrade failed: {e}; {still} (pid {old}); see {log}"),
         ));
     }
-    let limit = cfg.grace_period + cfg.shutdown_timeout + Duration::from_secs(5);
+    let limit = cfg.process.grace_period + cfg.process.shutdown_timeout + Duration::from_secs(5);
     if process::wait_gone(old, limit) {
         println!(
             "clawgate upgraded: pid {new_pid} serves, pid {old} finished its requests and exited"
@@ -529,7 +562,7 @@ fn upgrade(path: &Path, cfg: &config::Config) -> CmdResult {
 }
 
 /// The running gateway's pid, for a configuration it can take (reload or upgrade).
-fn running_for_change(cfg: &config::Config) -> Result<i32, (u8, String)> {
+fn running_for_change(cfg: &Config) -> Result<i32, (u8, String)> {
     if !cfg.pending_features.is_empty() {
         return Err((
             EXIT_USAGE,
@@ -540,15 +573,18 @@ fn running_for_change(cfg: &config::Config) -> Result<i32, (u8, String)> {
             ),
         ));
     }
-    process::running_pid(&cfg.pid_file).ok_or_else(|| {
+    process::running_pid(&cfg.process.pid_file).ok_or_else(|| {
         (
             EXIT_NOT_RUNNING,
-            format!("clawgate is not running (pid file {})", cfg.pid_file),
+            format!(
+                "clawgate is not running (pid file {})",
+                cfg.process.pid_file
+            ),
         )
     })
 }
 
-fn reload(cfg: &config::Config) -> CmdResult {
+fn reload(cfg: &Config) -> CmdResult {
     let pid = running_for_change(cfg)?;
     process::signal(pid, libc::SIGHUP)
         .map_err(|e| (EXIT_RUNTIME, format!("cannot signal pid {pid}: {e}")))?;
@@ -559,7 +595,7 @@ fn reload(cfg: &config::Config) -> CmdResult {
     Ok(0)
 }
 
-fn stop(cfg: &config::Config) -> CmdResult {
+fn stop(cfg: &runtime::Process) -> CmdResult {
     let Some(pid) = process::running_pid(&cfg.pid_file) else {
         println!("clawgate is not running (pid file {})", cfg.pid_file);
         return Ok(0);

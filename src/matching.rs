@@ -18,26 +18,6 @@ pub struct Match {
     body: Vec<(String, String, Option<serde_json::Value>)>,
 }
 
-/// `model` or `a.b` (dotted) or `/a/b` (a JSON pointer) as a JSON pointer.
-pub fn json_pointer(field: &str) -> Result<String, String> {
-    if field.is_empty() {
-        return Err("names no body field".into());
-    }
-    if field.starts_with('/') {
-        return Ok(field.to_string());
-    }
-    // RFC 6901 escapes `~` and `/` in a segment.
-    let mut pointer = String::with_capacity(field.len() + 1);
-    for seg in field.split('.') {
-        if seg.is_empty() {
-            return Err(format!("{field:?} has an empty field name"));
-        }
-        pointer.push('/');
-        pointer.push_str(&seg.replace('~', "~0").replace('/', "~1"));
-    }
-    Ok(pointer)
-}
-
 impl Match {
     pub fn compile(m: &schema::Match, i: usize, authenticated: bool) -> Result<Match, Problem> {
         let agents = match &m.agent {
@@ -79,7 +59,7 @@ impl Match {
         }
         let mut body = Vec::new();
         for (field, value) in &m.body {
-            let p = json_pointer(field)
+            let p = crate::text::json_pointer(field)
                 .map_err(|e| Problem::new(at!("routes", i, "match", "body", field), e))?;
             let scalar = serde_json::from_str(&value.0)
                 .ok()
@@ -145,14 +125,6 @@ impl Match {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pointers() {
-        assert_eq!(json_pointer("model").unwrap(), "/model");
-        assert_eq!(json_pointer("a.b/c").unwrap(), "/a/b~1c");
-        assert_eq!(json_pointer("/x/0").unwrap(), "/x/0");
-        assert!(json_pointer("a..b").is_err());
-    }
 
     #[test]
     fn conditions_all_hold() {

@@ -50,23 +50,28 @@ pub struct Metrics {
     pub breaker_opens: IntCounterVec,
     custom: Vec<Custom>,
     models: Mutex<HashSet<String>>,
-    /// Per configured route, the series made on first use: a request then finds its counters
-    /// by index instead of hashing label values.
-    routes: Box<[RouteSeries]>,
     anonymous: [OnceLock<IntCounter>; STATUSES],
 }
 
 const METHODS: usize = 8;
 const STATUSES: usize = 19;
 
+/// A configured route's series, made on first use and held by the route itself: a request then
+/// finds its counters there instead of hashing label values.
 #[derive(Default)]
-struct RouteSeries {
+pub struct RouteSeries {
     requests: [[OnceLock<IntCounter>; STATUSES]; METHODS],
     duration: OnceLock<Histogram>,
     upstream: OnceLock<Histogram>,
     /// Custom metrics labelled by route, method and status only: slot
     /// `(custom * METHODS + method) * STATUSES + status`, made when the route is first used.
     custom: OnceLock<Box<[OnceLock<CustomSeries>]>>,
+}
+
+impl std::fmt::Debug for RouteSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteSeries")
+    }
 }
 
 /// One series of a custom metric.
@@ -122,8 +127,8 @@ impl Custom {
 /// What one finished request contributes.
 pub struct Observation<'a> {
     pub route: &'a str,
-    /// The configured route's index (its series are found by index).
-    pub route_index: Option<usize>,
+    /// The configured route's series (none for built-in endpoints and unmatched requests).
+    pub series: Option<&'a RouteSeries>,
     pub method: &'a http::Method,
     pub status: u16,
     pub agent_id: Option<&'a str>,
@@ -184,7 +189,33 @@ fn status_index(s: u16) -> usize {
     }
 }
 
+/// `monitoring.metrics` as checked: what the registry (a process-lived service) is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub prefix: String,
+    pub custom: Vec<schema::CustomMetric>,
+}
+
+impl Settings {
+    pub fn compile(m: &schema::Metrics) -> Result<Settings, Problem> {
+        let settings = Settings {
+            prefix: m
+                .prefix
+                .as_ref()
+                .map_or_else(|| "openclaw_gateway_".into(), |p| p.0.clone()),
+            custom: m.custom_metrics.clone(),
+        };
+        // Building the registry is what finds bad names and labels.
+        Metrics::new(&settings.prefix, &settings.custom)?;
+        Ok(settings)
+    }
+}
+
 impl Metrics {
+    pub fn build(s: &Settings) -> Result<Metrics, Problem> {
+        Metrics::new(&s.prefix, &s.custom)
+    }
+
     pub fn new(prefix: &str, custom: &[schema::CustomMetric]) -> Result<Metrics, Problem> {
         let registry = Registry::new();
         let name = |n: &str| format!("{prefix}{n}");
@@ -401,51 +432,15 @@ impl Metrics {
             breaker_opens,
             custom: customs,
             models: Mutex::new(HashSet::new()),
-            routes: Box::default(),
             anonymous: Default::default(),
         })
-    }
-
-    /// The same series (one registry, the counts so far) for a reloaded configuration of `n`
-    /// routes: only the per-route handles, found by route index, start afresh.
-    pub fn for_reload(&self, n: usize) -> Metrics {
-        Metrics {
-            registry: self.registry.clone(),
-            requests: self.requests.clone(),
-            duration: self.duration.clone(),
-            upstream_duration: self.upstream_duration.clone(),
-            rate_limited: self.rate_limited.clone(),
-            agent_requests: self.agent_requests.clone(),
-            cache_hits: self.cache_hits.clone(),
-            cache_misses: self.cache_misses.clone(),
-            cache_bypasses: self.cache_bypasses.clone(),
-            cache_bytes: self.cache_bytes.clone(),
-            cache_evictions: self.cache_evictions.clone(),
-            upstream_errors: self.upstream_errors.clone(),
-            active: self.active.clone(),
-            reloads: self.reloads.clone(),
-            backend_up: self.backend_up.clone(),
-            ejections: self.ejections.clone(),
-            breaker_opens: self.breaker_opens.clone(),
-            custom: self.custom.clone(),
-            models: Mutex::new(self.models.lock().map(|m| m.clone()).unwrap_or_default()),
-            routes: Box::default(),
-            anonymous: Default::default(),
-        }
-        .with_routes(n)
-    }
-
-    /// Room for the series of `n` configured routes.
-    pub fn with_routes(mut self, n: usize) -> Metrics {
-        self.routes = (0..n).map(|_| RouteSeries::default()).collect();
-        self
     }
 
     /// Records a finished request.
     pub fn observe(&self, o: &Observation) {
         let (mi, si) = (method_index(o.method), status_index(o.status));
         let (method, status) = (METHOD_LABELS[mi], STATUS_LABELS[si]);
-        match o.route_index.and_then(|i| self.routes.get(i)) {
+        match o.series {
             Some(r) => {
                 r.requests[mi][si]
                     .get_or_init(|| self.requests.with_label_values(&[o.route, method, status]))
@@ -485,7 +480,7 @@ impl Metrics {
                 .with_label_values(&[o.agent_id.unwrap_or("anonymous")])
                 .inc();
         }
-        let route = o.route_index.and_then(|i| self.routes.get(i));
+        let route = o.series;
         for (ci, c) in self.custom.iter().enumerate().filter(|(_, c)| !c.tokens) {
             let values = || -> Vec<&str> {
                 c.labels
@@ -587,7 +582,7 @@ mod tests {
         let m = Metrics::new("openclaw_gateway_", &custom).unwrap();
         let ok = Observation {
             route: "/llm/*",
-            route_index: None,
+            series: None,
             method: &http::Method::POST,
             status: 200,
             agent_id: Some("fin"),

@@ -8,7 +8,8 @@ use pingora::{Error, ErrorSource, ErrorType};
 /// The parts of a request's context that observation needs.
 pub struct Seen<'a> {
     pub route: &'a str,
-    pub route_index: Option<usize>,
+    /// The configured route's metric series.
+    pub series: Option<&'a crate::metrics::RouteSeries>,
     pub agent_id: Option<&'a str>,
     /// Seconds since the request arrived (read once for all three).
     pub seconds: f64,
@@ -59,7 +60,7 @@ fn upstream_error_kind(e: &Error) -> Option<&'static str> {
 pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, seen: &Seen) {
     m.observe(&Observation {
         route: seen.route,
-        route_index: seen.route_index,
+        series: seen.series,
         method: &session.req_header().method,
         status,
         agent_id: seen.agent_id,

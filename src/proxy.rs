@@ -3,8 +3,8 @@
 
 use crate::auth::{Failure, Identity, Strategy};
 use crate::backends::{Picked, Pool, Who};
-use crate::config::{Config, Route};
 use crate::limits::{Exceeded, Refused, Standing, Subject};
+use crate::runtime::{Config, Route, Services};
 use crate::{request_id, respond, router, upstream};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -50,14 +50,14 @@ pub struct Gateway {
     /// The running configuration; a reload swaps it (`reload.rs`).
     config: Arc<ArcSwap<Config>>,
     started: Instant,
-    /// The response cache, when a route caches (built once: entries outlive reloads).
-    cache: Option<&'static crate::cache::Cache>,
+    /// What outlives reloads: metrics, access log, tracer, limit buckets, the response cache.
+    services: Arc<Services>,
 }
 
 impl Gateway {
-    pub fn new(config: Arc<ArcSwap<Config>>, cache: Option<&'static crate::cache::Cache>) -> Self {
+    pub fn new(config: Arc<ArcSwap<Config>>, services: Arc<Services>) -> Self {
         Gateway {
-            cache,
+            services,
             config,
             started: Instant::now(),
         }
@@ -134,7 +134,7 @@ impl Ctx {
                 .map(|r| r.label.as_str())
                 .or(self.built_in)
                 .unwrap_or("unmatched"),
-            route_index: self.route,
+            series: self.route().map(|r| &r.series),
             agent_id: self.identity.as_ref().map(|i| &*i.agent.id),
             seconds: self.start.elapsed().as_secs_f64(),
             upstream_seconds: self.upstream_seconds,
@@ -279,7 +279,7 @@ impl ProxyHttp for Gateway {
         }
         let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
-        if let Some(t) = &ctx.config.tracing {
+        if let Some(t) = &self.services.tracing {
             match t.begin(&session.req_header().headers) {
                 crate::trace::Begun::Sampled(s) => ctx.trace = Some(s),
                 crate::trace::Begun::Unsampled(parent) => ctx.traceparent = Some(parent),
@@ -313,13 +313,13 @@ impl ProxyHttp for Gateway {
         }
         match decision {
             Ok(Admit::Proxy) => {
-                if let (Some(t), Some(sampled)) = (&ctx.config.tracing, ctx.trace.as_mut()) {
+                if let (Some(t), Some(sampled)) = (&self.services.tracing, ctx.trace.as_mut()) {
                     ctx.traceparent = Some(t.upstream(sampled));
                 }
                 if let Some(fwd) = ctx.forward() {
                     upstream::set_forwarding_headers(session, &fwd);
                 }
-                if self.cache.is_some() && ctx.route().is_some_and(|r| r.cache.is_some()) {
+                if self.services.cache.is_some() && ctx.route().is_some_and(|r| r.cache.is_some()) {
                     Box::pin(self.prepare_cache_key(session, ctx)).await?;
                 }
                 Ok(false)
@@ -445,7 +445,10 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        if let (Some(cache), Some(_)) = (self.cache, ctx.route().and_then(|r| r.cache.as_ref())) {
+        if let (Some(cache), Some(_)) = (
+            self.services.cache,
+            ctx.route().and_then(|r| r.cache.as_ref()),
+        ) {
             if !ctx.cache_bypass {
                 cache.enable(session);
             }
@@ -546,7 +549,7 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if ctx.config.metrics.is_some() || ctx.config.access_log.is_some() {
+        if self.services.metrics.is_some() || self.services.access_log.is_some() {
             ctx.upstream_sent = Some(Instant::now());
         }
         if session.is_upgrade_req() {
@@ -566,7 +569,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(chunk) = body {
-            if ctx.config.track_tokens && ctx.body_bytes < crate::usage::MAX_REQUEST as u64 {
+            if self.services.track_tokens && ctx.body_bytes < crate::usage::MAX_REQUEST as u64 {
                 ctx.request_body.get_or_insert_default().push(chunk.clone());
             }
             ctx.body_bytes += chunk.len() as u64;
@@ -592,7 +595,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_status = Some(resp.status.as_u16());
         }
         if let (Some(t), Some(sampled), Some(route)) =
-            (&ctx.config.tracing, ctx.trace.as_mut(), ctx.route)
+            (&self.services.tracing, ctx.trace.as_mut(), ctx.route)
         {
             t.end_upstream(
                 sampled,
@@ -606,7 +609,8 @@ impl ProxyHttp for Gateway {
             ctx.cache_status = Some(status);
         }
         // A cached answer consumed no tokens.
-        if ctx.config.track_tokens && resp.status.is_success() && ctx.cache_status != Some("HIT") {
+        if self.services.track_tokens && resp.status.is_success() && ctx.cache_status != Some("HIT")
+        {
             ctx.usage = resp
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -651,7 +655,7 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let sampled = ctx.trace.take();
-        let config = &ctx.config;
+        let config = &*self.services;
         if config.metrics.is_none() && config.access_log.is_none() && sampled.is_none() {
             return;
         }
@@ -747,14 +751,17 @@ impl Gateway {
             ctx.built_in = Some("health");
             return Ok(Admit::Health);
         }
-        if cfg.metrics.is_some() && cfg.metrics_listen.is_none() && *path == *cfg.metrics_path {
+        if self.services.metrics.is_some()
+            && cfg.metrics_listen.is_none()
+            && *path == *cfg.metrics_path
+        {
             ctx.built_in = Some("metrics");
             return Ok(Admit::Metrics);
         }
         if !ctx.ceiling_taken {
             ctx.ceiling_taken = cfg
                 .quotas
-                .take_ceiling()
+                .take_ceiling(&self.services.limits)
                 .map_err(|e| Refusal::limited(e, "the gateway is over its request rate"))?;
         }
         if *path == *cfg.token_path && cfg.auth.jwt.as_ref().is_some_and(|j| j.can_sign()) {
@@ -818,12 +825,12 @@ impl Gateway {
         ctx.forward = forward.map(Box::new);
         ctx.pool = Some(pool);
         if cfg.quotas.apply_to(route.rate_limit) {
-            if cfg.quotas.store.is_some() {
+            if self.services.limits.store.is_some() {
                 return Ok(Admit::SharedLimits);
             }
             let (subject, key_limit) = subject_of(session, ctx);
             let route_limit = route.rate_limit.map(|l| (route.label.as_str(), l));
-            match cfg.quotas.take(subject, key_limit, route_limit) {
+            match (cfg.quotas).take(&self.services.limits, subject, key_limit, route_limit) {
                 Ok(standing) => ctx.limit = standing,
                 Err(e) => return Err(self.refuse_limited(ctx, Refused::Limit(e))),
             }
@@ -849,7 +856,7 @@ impl Gateway {
                 "request body larger than max_body_size",
             );
         }
-        if ctx.config.track_tokens {
+        if self.services.track_tokens {
             ctx.request_body = Some(vec![body.clone()]);
         }
         ctx.pre_read = Some(body);
@@ -914,7 +921,7 @@ impl Gateway {
             let extra: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             return respond::json_error(session, code, message, &id, close, &extra).await;
         }
-        let Some(cache) = self.cache else {
+        let Some(cache) = self.services.cache else {
             return respond::json_error(
                 session,
                 404,
@@ -933,11 +940,11 @@ impl Gateway {
                     .await;
             }
         }
-        let (code, answer) = match crate::cache::purge::Request::parse(&body) {
+        let (code, answer) = match crate::admin::purge::Request::parse(&body) {
             Err(message) => (400, respond::error_body(400, &message, &id)),
             Ok(req) => {
                 let headers = &session.req_header().headers;
-                crate::cache::purge::run(cache, &config, req, headers, &id).await
+                crate::admin::purge::run(cache, &config, req, headers, &id).await
             }
         };
         respond::write_json(session, code, answer, &id, &[]).await
@@ -976,7 +983,7 @@ impl Gateway {
     /// `GET {monitoring.metrics.endpoint}`: Prometheus text.
     async fn metrics(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
         let id = request_id::as_str(&ctx.request_id);
-        let Some(m) = &ctx.config.metrics else {
+        let Some(m) = &self.services.metrics else {
             return Ok(());
         };
         let method = &session.req_header().method;
@@ -986,7 +993,7 @@ impl Gateway {
         }
         m.active
             .set(crate::proxy::IN_FLIGHT.load(Ordering::Relaxed) as i64);
-        if let Some(cache) = self.cache {
+        if let Some(cache) = self.services.cache {
             let (bytes, evictions) = cache.stats();
             m.cache_bytes.set(bytes);
             let seen = m.cache_evictions.get();
@@ -1006,7 +1013,7 @@ impl Gateway {
         let (subject, key_limit) = subject_of(session, ctx);
         match config
             .quotas
-            .take_shared(subject, key_limit, route_limit)
+            .take_shared(&self.services.limits, subject, key_limit, route_limit)
             .await
         {
             Ok(standing) => {
@@ -1021,7 +1028,7 @@ impl Gateway {
     /// token is given back.
     fn refuse_limited(&self, ctx: &Ctx, refused: Refused) -> Refusal {
         if ctx.ceiling_taken {
-            ctx.config.quotas.give_back_ceiling();
+            ctx.config.quotas.give_back_ceiling(&self.services.limits);
         }
         match refused {
             Refused::Limit(e) => Refusal::limited(e, "rate limit exceeded"),

@@ -3,67 +3,55 @@
 //! configuration they started with. A file that does not load is refused and the running
 //! configuration keeps serving.
 //!
-//! What lives as long as the process is taken over from the running configuration: the metric
-//! series and their counts, the access log and its writer, tracing, the rate-limit buckets and
-//! the Redis connection, the JWT keys fetched from a JWKS (when `auth.jwt` is unchanged), and
-//! the response cache (built once at start). Changes to the sections those come from, and to
-//! listeners, TLS, threads, pid file and sockets, are reported as needing `clawgate upgrade`.
+//! What lives as long as the process (metrics, access log, tracing, the limits' buckets and
+//! Redis link, the response cache: `runtime::Services`) is not rebuilt; changes to the sections
+//! those come from, and to listeners, TLS, threads, pid file and sockets, are reported as needing
+//! `clawgate upgrade`. Backends defined as before keep their pools (addresses, health, breaker),
+//! and an unchanged `auth.jwt` keeps its keys (those a JWKS brought included).
 
-use crate::config::Config;
+use crate::runtime::{Config, Services};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 
-/// Takes over from `old` what outlives a configuration; the changes that need an upgrade.
-pub fn carry_over(old: &Config, new: &mut Config) -> Vec<&'static str> {
-    keep_pools(old, new);
-    let mut later = Vec::new();
+/// The changes of `new` that wait for `clawgate upgrade`: its process-lived sections. What the
+/// running process was set up with stays in the new tables, so that they describe it; backends
+/// and JWT keys that did not change keep their state.
+pub fn needs_upgrade(old: &Config, new: &mut Config) -> Vec<&'static str> {
     let (was, is) = (&old.sections, &new.sections);
-    if was.sockets != is.sockets {
-        later.push("listeners, TLS, threads, pid file and sockets");
+    let jwt_same = was.jwt == is.jwt;
+    let mut later = Vec::new();
+    for (changed, what) in [
+        (
+            was.sockets != is.sockets,
+            "listeners, TLS, threads, pid file and sockets",
+        ),
+        (was.metrics != is.metrics, "monitoring.metrics"),
+        (was.logging != is.logging, "monitoring.logging"),
+        (was.tracing != is.tracing, "monitoring.tracing"),
+        (was.limits_store != is.limits_store, "rate_limiting.store"),
+        (
+            was.cache_store != is.cache_store || (old.cache.is_none() && new.cache.is_some()),
+            "the cache store (caching.store, sizes, timeouts, admin networks)",
+        ),
+    ] {
+        if changed {
+            later.push(what);
+        }
     }
-    new.listen = old.listen.clone();
-    new.tls = old.tls.clone();
-    new.threads = old.threads;
-    new.pid_file = old.pid_file.clone();
-    new.upgrade_sock = old.upgrade_sock.clone();
-    new.error_log = old.error_log.clone();
-    new.h2c = old.h2c;
-    new.upstream_pool_size = old.upstream_pool_size;
-
-    if was.metrics != is.metrics {
-        later.push("monitoring.metrics");
-    }
-    new.metrics = (old.metrics.as_ref()).map(|m| Arc::new(m.for_reload(new.routes.len())));
+    new.process = old.process.clone();
+    new.metrics = old.metrics.clone();
     new.metrics_path = old.metrics_path.clone();
     new.metrics_listen = old.metrics_listen.clone();
-
-    if was.logging != is.logging {
-        later.push("monitoring.logging");
-    }
-    new.access_log = old.access_log.clone();
     new.log_output = old.log_output.clone();
     new.log_level = old.log_level;
-
-    if was.tracing != is.tracing {
-        later.push("monitoring.tracing");
-    }
     new.tracing = old.tracing.clone();
-
-    if was.cache_store != is.cache_store || (old.cache.is_none() && new.cache.is_some()) {
-        later.push("the cache store (caching.store, sizes, timeouts, admin networks)");
-    }
+    new.quotas.store = old.quotas.store.clone();
     new.cache = old.cache.clone();
-
-    new.quotas.buckets = old.quotas.buckets.clone();
-    new.quotas.ceiling_bucket = old.quotas.ceiling_bucket.clone();
-    if was.limits_store == is.limits_store {
-        new.quotas.store = old.quotas.store.clone();
-    }
-
-    if was.jwt == is.jwt {
+    keep_pools(old, new);
+    if jwt_same {
         if let (Some(jwt), Some(auth)) = (&old.auth.jwt, Arc::get_mut(&mut new.auth)) {
             // The same keys (and those a JWKS brought); the agents may have changed.
             jwt.forget_verified();
@@ -101,20 +89,21 @@ fn keep_pools(old: &Config, new: &mut Config) {
 /// Pingora background service).
 pub struct Reloader {
     pub current: Arc<ArcSwap<Config>>,
+    pub services: Arc<Services>,
 }
 
 impl Reloader {
     /// One reload; what happened, as a log message.
     pub async fn reload(&self) -> Result<String, String> {
         let old = self.current.load_full();
-        let mut new = crate::config::load(&old.source).map_err(|e| e.to_string())?;
+        let mut new = crate::runtime::load(&old.source).map_err(|e| e.to_string())?;
         if !new.pending_features.is_empty() {
             return Err(format!(
                 "this build does not provide {} yet",
                 new.pending_features.join(", ")
             ));
         }
-        let later = carry_over(&old, &mut new);
+        let later = needs_upgrade(&old, &mut new);
         // New backends are resolved before they take requests.
         for pool in new.pools.iter().filter(|p| !p.resolved()) {
             pool.update().await;
@@ -133,7 +122,6 @@ impl Reloader {
 
     async fn on_signal(&self) {
         let result = self.reload().await;
-        let config = self.current.load();
         let (outcome, level, message) = match &result {
             Ok(m) => ("success", "info", m.clone()),
             Err(e) => (
@@ -146,10 +134,10 @@ impl Reloader {
             "info" => log::info!("{message}"),
             _ => log::error!("{message}"),
         }
-        if let Some(m) = &config.metrics {
+        if let Some(m) = &self.services.metrics {
             m.reloads.with_label_values(&[outcome]).inc();
         }
-        if let Some(log) = &config.access_log {
+        if let Some(log) = &self.services.access_log {
             log.write(&crate::access_log::event(level, &message));
         }
     }

@@ -1,8 +1,8 @@
 //! Assembles the Pingora server from the configuration: server options, listeners, TLS, the
 //! proxy service, and a background task that ends a graceful stop as soon as requests are done.
 
-use crate::config::Config;
 use crate::proxy::{Gateway, IN_FLIGHT};
+use crate::runtime::{Config, Services};
 use crate::{process, upstream};
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
@@ -29,14 +29,14 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         ));
     }
     if !opts.upgrade {
-        for addr in &config.listen {
+        for addr in &config.process.listen {
             std::net::TcpListener::bind(addr)
                 .map_err(|e| format!("cannot listen on {addr}: {}", e.kind()))?;
         }
-        if let Some(pid) = process::running_pid(&config.pid_file) {
+        if let Some(pid) = process::running_pid(&config.process.pid_file) {
             return Err(format!(
                 "clawgate is already running with pid {pid} (pid file {})",
-                config.pid_file
+                config.process.pid_file
             ));
         }
     }
@@ -45,13 +45,14 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     // `--daemon` is handled by the CLI (process::spawn_daemon), which re-runs us in the
     // foreground detached from the terminal; Pingora's own fork would lose threads started before
     // it and release its parent before the listeners are up.
+    let p = &config.process;
     let conf = ServerConf {
-        pid_file: config.pid_file.clone(),
-        upgrade_sock: config.upgrade_sock.clone(),
-        threads: config.threads,
-        grace_period_seconds: Some(config.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
-        upstream_keepalive_pool_size: config.upstream_pool_size,
+        pid_file: p.pid_file.clone(),
+        upgrade_sock: p.upgrade_sock.clone(),
+        threads: p.threads,
+        grace_period_seconds: Some(p.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(p.shutdown_timeout.as_secs().max(1)),
+        upstream_keepalive_pool_size: p.upstream_pool_size,
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -61,38 +62,38 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let services = Arc::new(Services::build(&config)?);
     let config = Arc::new(config);
-    let cache = match &config.cache {
-        Some(settings) => Some(crate::cache::Cache::new(settings)?),
-        None => None,
-    };
     let current = Arc::new(arc_swap::ArcSwap::new(config.clone()));
     server.add_service(background_service(
         "reload",
         crate::reload::Reloader {
             current: current.clone(),
+            services: services.clone(),
         },
     ));
     server.add_service(background_service(
         "backends",
-        crate::backends::health::Maintainer {
+        crate::runtime::health::Maintainer {
             current: current.clone(),
+            metrics: services.metrics.clone(),
         },
     ));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(current, cache),
+        Gateway::new(current, services.clone()),
         "clawgate",
     );
-    if config.h2c && config.tls.is_none() {
+    let p = &config.process;
+    if p.h2c && p.tls.is_none() {
         if let Some(app) = proxy.app_logic_mut() {
             let mut options = pingora::apps::HttpServerOptions::default();
             options.h2c = true;
             app.server_options = Some(options);
         }
     }
-    for addr in &config.listen {
-        match &config.tls {
+    for addr in &p.listen {
+        match &p.tls {
             Some(files) => {
                 let mut tls = TlsSettings::intermediate(&files.cert, &files.key)
                     .map_err(|e| format!("cannot use the TLS certificate {}: {e}", files.cert))?;
@@ -106,40 +107,36 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     if let Some(store) = &config.auth.store {
         store.watch();
     }
-    if let Some(t) = config.tracing.as_ref().filter(|t| t.endpoint.is_some()) {
+    if let Some(t) = services.tracing.as_ref().filter(|t| t.endpoint.is_some()) {
         server.add_service(background_service(
             "tracing-export",
             crate::trace::Exporter(t.clone()),
         ));
     }
-    let redis_cache = cache.and_then(|c| c.redis);
-    if config.quotas.store.is_some() || redis_cache.is_some() {
+    if services.limits.store.is_some() || services.cache.is_some_and(|c| c.redis.is_some()) {
         server.add_service(background_service(
             "redis-stores",
             StoreWarmUp {
-                config: config.clone(),
-                cache: redis_cache,
+                services: services.clone(),
             },
         ));
     }
-    if let Some(log) = &config.access_log {
+    let started = format!(
+        "clawgate {} started: {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.name,
+        p.listen.join(", ")
+    );
+    if let Some(log) = &services.access_log {
         log.check()
             .map_err(|e| format!("cannot open the access log: {e}"))?;
         log.start();
-        log.write(&crate::access_log::event(
-            "info",
-            &format!(
-                "clawgate {} started: {} on {}",
-                env!("CARGO_PKG_VERSION"),
-                config.name,
-                config.listen.join(", ")
-            ),
-        ));
+        log.write(&crate::access_log::event("info", &started));
     }
     if let Some(jwt) = config.auth.jwt.clone().filter(|j| j.jwks.is_some()) {
         start_jwks(&mut server, jwt);
     }
-    if let (Some(metrics), Some(addr)) = (&config.metrics, &config.metrics_listen) {
+    if let (Some(metrics), Some(addr)) = (&services.metrics, &config.metrics_listen) {
         let mut service = pingora::services::listening::Service::new(
             "metrics".into(),
             MetricsApp {
@@ -153,21 +150,15 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     server.add_service(background_service(
         "drain",
         Drain {
-            pid_file: config.pid_file.clone(),
-            tracing: config.tracing.clone(),
-            access_log: config.access_log.clone(),
+            pid_file: p.pid_file.clone(),
+            services: services.clone(),
         },
     ));
-    process::write_pid_file(&config.pid_file)
-        .map_err(|e| format!("cannot write the pid file {}: {e}", config.pid_file))?;
-    log::info!(
-        "clawgate {} started: {} on {}",
-        env!("CARGO_PKG_VERSION"),
-        config.name,
-        config.listen.join(", ")
-    );
+    process::write_pid_file(&p.pid_file)
+        .map_err(|e| format!("cannot write the pid file {}: {e}", p.pid_file))?;
+    log::info!("{started}");
     server.run(RunArgs::default());
-    process::remove_pid_file_if_ours(&config.pid_file);
+    process::remove_pid_file_if_ours(&config.process.pid_file);
     Ok(())
 }
 
@@ -220,17 +211,16 @@ fn start_jwks(server: &mut Server, jwt: Arc<crate::auth::jwt::Jwt>) {
 }
 
 struct StoreWarmUp {
-    config: Arc<Config>,
-    cache: Option<&'static crate::cache::redis::RedisCache>,
+    services: Arc<Services>,
 }
 
 #[async_trait]
 impl BackgroundService for StoreWarmUp {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        if let Some(store) = &self.config.quotas.store {
+        if let Some(store) = &self.services.limits.store {
             store.warm_up().await;
         }
-        if let Some(cache) = self.cache {
+        if let Some(cache) = self.services.cache.and_then(|c| c.redis) {
             cache.link.warm_up().await;
         }
     }
@@ -262,8 +252,7 @@ impl BackgroundService for JwksRefresh {
 /// grace period (which always sleeps in full) remains the upper bound.
 struct Drain {
     pid_file: String,
-    tracing: Option<Arc<crate::trace::Tracing>>,
-    access_log: Option<Arc<crate::access_log::AccessLog>>,
+    services: Arc<Services>,
 }
 
 #[async_trait]
@@ -280,10 +269,10 @@ impl BackgroundService for Drain {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         log::info!("all requests done; exiting");
-        if let Some(t) = &self.tracing {
+        if let Some(t) = &self.services.tracing {
             t.flush().await;
         }
-        if let Some(log) = &self.access_log {
+        if let Some(log) = &self.services.access_log {
             log.write(&crate::access_log::event("info", "clawgate stopped"));
             log.flush(Duration::from_secs(2)).await;
         }

@@ -2,8 +2,8 @@
 
 use crate::auth::Identity;
 use crate::backends::Picked;
-use crate::config::{Config, Route, StripRule};
 use crate::limits::Standing;
+use crate::runtime::{Config, Route, StripRule};
 use crate::transforms::{self, Vars};
 use http::header::HOST;
 use http::{HeaderName, HeaderValue};
@@ -36,7 +36,7 @@ pub fn peer(config: &Config, route: &Route, picked: &Picked) -> Box<HttpPeer> {
     let read = route
         .timeout
         .or(pool.timeout)
-        .unwrap_or(crate::config::DEFAULT_TIMEOUT);
+        .unwrap_or(crate::runtime::DEFAULT_TIMEOUT);
     let read = match route.total_timeout {
         Some(total) => total.min(read),
         None => read,

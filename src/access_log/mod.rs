@@ -73,7 +73,7 @@ impl AccessLog {
             }
             Output::File(p) => open(p)
                 .map(|_| ())
-                .map_err(|e| format!("{}: {}", p.display(), crate::config::io_reason(&e))),
+                .map_err(|e| format!("{}: {}", p.display(), crate::text::io_reason(&e))),
             Output::Stdout => Ok(()),
         }
     }

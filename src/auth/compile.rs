@@ -1,7 +1,8 @@
 //! Compiles `auth` and `agents` into [`Auth`]; errors are located by field path.
 
+use super::jwks::KeySpec;
 use super::jwks::{self, Jwks, Source};
-use super::jwt::{self, Jwt, KeySpec, Rules};
+use super::jwt::{self, Jwt, Rules};
 use super::keys::{self, KeyTable, Store};
 use super::{Access, AgentInfo, Auth, Strategy};
 use crate::at;
@@ -303,5 +304,5 @@ fn compile_jwt(j: &schema::Jwt) -> Result<Jwt, Problem> {
 }
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{path}: {}", crate::config::io_reason(&e)))
+    std::fs::read(path).map_err(|e| format!("{path}: {}", crate::text::io_reason(&e)))
 }

@@ -1,9 +1,8 @@
 //! An identity provider's keys (JWKS), from a file or a URL: loaded at start, refreshed on a
 //! schedule, and fetched again (once, for everyone waiting) when a token names an unknown `kid`.
 
-use super::jwt::{Jwt, KeySpec};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -11,6 +10,14 @@ use std::time::{Duration, Instant};
 /// A JWKS document larger than this is refused.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A key as configured, before it joins a key set.
+pub struct KeySpec {
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    pub decoding: DecodingKey,
+    pub encoding: Option<EncodingKey>,
+}
 
 pub enum Source {
     File(PathBuf),
@@ -22,7 +29,7 @@ pub struct Jwks {
     pub refresh: Duration,
     pub cooldown: Duration,
     /// When a token with an unknown `kid` last caused a fetch; held while one runs.
-    refetch: tokio::sync::Mutex<Option<Instant>>,
+    pub(super) refetch: tokio::sync::Mutex<Option<Instant>>,
     /// The SHA-256 of the document in use: an unchanged document changes nothing.
     last: std::sync::Mutex<Option<[u8; 32]>>,
 }
@@ -50,7 +57,7 @@ impl Jwks {
         let body = match &self.source {
             Source::File(p) => tokio::fs::read(p)
                 .await
-                .map_err(|e| format!("{}: {}", p.display(), crate::config::io_reason(&e)))?,
+                .map_err(|e| format!("{}: {}", p.display(), crate::text::io_reason(&e)))?,
             Source::Url(u) => fetch_url(u).await?,
         };
         let digest = super::keys::sha256(&body);
@@ -66,46 +73,6 @@ impl Jwks {
     /// Remembers the document loaded at start (from `jwks_file`).
     pub fn loaded(&self, body: &[u8]) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(super::keys::sha256(body));
-    }
-}
-
-impl Jwt {
-    /// Loads the JWKS keys; on failure the keys in use stay.
-    pub async fn reload_jwks(&self) -> Result<usize, String> {
-        let Some(jwks) = &self.jwks else {
-            return Ok(0);
-        };
-        match jwks.fetch().await? {
-            Some(specs) => {
-                self.set_jwks_keys(&specs);
-                Ok(specs.len())
-            }
-            None => Ok(self.keys().len()),
-        }
-    }
-
-    /// A token named a `kid` we do not know: fetch the JWKS again, unless another request is
-    /// doing it (then wait for it) or one did so within the cooldown. True when the kid is known
-    /// afterwards.
-    pub async fn refetch_for(&self, kid: &str) -> bool {
-        let Some(jwks) = &self.jwks else {
-            return false;
-        };
-        let mut last = jwks.refetch.lock().await;
-        if self.keys().contains_kid(kid) {
-            return true;
-        }
-        if last.is_some_and(|t| t.elapsed() < jwks.cooldown) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        match self.reload_jwks().await {
-            Ok(_) => self.keys().contains_kid(kid),
-            Err(e) => {
-                log::warn!("JWKS fetch failed, the known keys stay: {e}");
-                false
-            }
-        }
     }
 }
 

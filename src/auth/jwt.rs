@@ -1,7 +1,7 @@
 //! JWT verification and minting: keys by `kid` with their algorithm pinned, the checks of
 //! `auth.jwt`, and a bounded cache of verified tokens.
 
-use super::jwks::Jwks;
+use super::jwks::{Jwks, KeySpec};
 use super::AgentInfo;
 use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Finds or makes the agent of a token: its id and the token's scopes.
 pub type AgentFor<'a> = dyn Fn(&str, Vec<String>) -> Option<Arc<AgentInfo>> + 'a;
@@ -59,14 +59,6 @@ pub struct Rules {
     /// The longest lifetime accepted and minted.
     pub expiry: Duration,
     pub leeway: Duration,
-}
-
-/// A key as configured, before it joins a key set.
-pub struct KeySpec {
-    pub kid: Option<String>,
-    pub alg: Algorithm,
-    pub decoding: DecodingKey,
-    pub encoding: Option<EncodingKey>,
 }
 
 pub struct Jwt {
@@ -384,6 +376,46 @@ pub fn key_from_files(
         .transpose()
         .map_err(|e| format!("private_key_file is not a {alg:?} private key in PEM ({e})"))?;
     Ok((decoding, encoding))
+}
+
+impl Jwt {
+    /// Loads the JWKS keys; on failure the keys in use stay.
+    pub async fn reload_jwks(&self) -> Result<usize, String> {
+        let Some(jwks) = &self.jwks else {
+            return Ok(0);
+        };
+        match jwks.fetch().await? {
+            Some(specs) => {
+                self.set_jwks_keys(&specs);
+                Ok(specs.len())
+            }
+            None => Ok(self.keys().len()),
+        }
+    }
+
+    /// A token named a `kid` we do not know: fetch the JWKS again, unless another request is
+    /// doing it (then wait for it) or one did so within the cooldown. True when the kid is known
+    /// afterwards.
+    pub async fn refetch_for(&self, kid: &str) -> bool {
+        let Some(jwks) = &self.jwks else {
+            return false;
+        };
+        let mut last = jwks.refetch.lock().await;
+        if self.keys().contains_kid(kid) {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < jwks.cooldown) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match self.reload_jwks().await {
+            Ok(_) => self.keys().contains_kid(kid),
+            Err(e) => {
+                log::warn!("JWKS fetch failed, the known keys stay: {e}");
+                false
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -189,7 +189,7 @@ pub fn table_of(file: &StoreFile, agent_of: &AgentOfKey) -> Result<KeyTable, Str
 
 pub fn read_store(path: &Path) -> Result<StoreFile, String> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: {}", path.display(), crate::config::io_reason(&e)))?;
+        .map_err(|e| format!("{}: {}", path.display(), crate::text::io_reason(&e)))?;
     if text.trim().is_empty() {
         return Ok(StoreFile::default());
     }
@@ -216,7 +216,7 @@ pub fn write_store(path: &Path, store: &StoreFile) -> Result<(), String> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("{}: {}", path.display(), crate::config::io_reason(&e))
+        format!("{}: {}", path.display(), crate::text::io_reason(&e))
     })
 }
 

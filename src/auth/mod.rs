@@ -1,6 +1,5 @@
 //! Agent identity: who is calling (a JWT or an API key), and whether they may call a route.
 
-pub mod admin;
 pub mod compile;
 pub mod jwks;
 pub mod jwt;

@@ -1,11 +1,12 @@
 //! From the file's `backends` (and routes' `backend_url`) to pools.
 
 use super::discovery::{Resolver, Table};
+use super::{parse_target, Target};
 use super::{ActiveHealth, Breaker, KeyFrom, Passive, Policy, Pool, Protocol, Retries, Url};
 use crate::at;
 use crate::config::locate::Seg;
 use crate::config::schema::{self, Balance};
-use crate::config::{parse_target, Problem};
+use crate::config::Problem;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::{Backends, LoadBalancer};
 use pingora::utils::tls::{parse_x509, WrappedX509};
@@ -68,7 +69,7 @@ pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
             .collect(),
     };
     let mut urls = Vec::new();
-    let mut first: Option<crate::config::Target> = None;
+    let mut first: Option<Target> = None;
     for (url, weight, path) in list {
         let t = parse_target(&url).map_err(|m| Problem::new(path.clone(), m))?;
         if weight == 0 || weight > 1000 {
@@ -264,7 +265,7 @@ const DEFAULT_BUDGET: f64 = 0.2;
 fn load_ca(path: &str) -> Result<Arc<[WrappedX509]>, String> {
     use rustls_pki_types::{pem::PemObject, CertificateDer};
     let data =
-        std::fs::read(path).map_err(|e| format!("{path}: {}", crate::config::io_reason(&e)))?;
+        std::fs::read(path).map_err(|e| format!("{path}: {}", crate::text::io_reason(&e)))?;
     let mut certs = Vec::new();
     for der in CertificateDer::pem_slice_iter(&data) {
         let der = der.map_err(|e| format!("{path}: not a PEM certificate ({e})"))?;

@@ -12,7 +12,8 @@
 mod breaker;
 pub mod compile;
 mod discovery;
-pub mod health;
+mod route;
+mod target;
 
 use breaker::Breaker;
 use discovery::Table;
@@ -20,11 +21,13 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
+pub use route::Named;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+pub use target::{parse_target, Target};
 
 /// The error type of a request whose backend has no address that can take it (503).
 pub const NO_BACKEND: &str = "no backend available";

@@ -16,7 +16,7 @@ pub enum KeyPart {
 impl KeyPart {
     pub fn parse(s: &str) -> Result<KeyPart, String> {
         if let Some(field) = s.strip_prefix("request_body.") {
-            return crate::matching::json_pointer(field)
+            return crate::text::json_pointer(field)
                 .map(KeyPart::Body)
                 .map_err(|e| format!("{s:?} {e}"));
         }

@@ -1,17 +1,14 @@
-//! Configuration: loading (with `${VAR}` interpolation and located errors), validation, and
-//! compilation into the immutable runtime tables the proxy reads.
+//! The configuration file: its schema (unknown keys refused), its values (`${VAR}`, durations,
+//! rates, sizes), parsing, and errors located at file, line, column and field. Imports no domain
+//! module: each of those compiles its own section, and `runtime/` puts the tables together.
 
-mod compile;
 pub mod locate;
 pub mod schema;
 pub mod values;
 
-pub use compile::{
-    compile, parse_target, Config, Route, StripRule, Target, TlsFiles, DEFAULT_TIMEOUT,
-};
 use locate::{format_path, locate, Seg};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A configuration error: where (file, line, column, field path) and what was expected.
 #[derive(Debug, Clone)]
@@ -63,35 +60,34 @@ macro_rules! at {
     };
 }
 
-/// Reads, parses, validates and compiles a configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads a configuration file: its text, and its name for errors.
+pub fn read(path: &Path) -> Result<(String, String), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
         line: None,
         column: None,
         path: String::new(),
-        message: format!("cannot read the file: {}", io_reason(&e)),
+        message: format!("cannot read the file: {}", crate::text::io_reason(&e)),
     })?;
-    load_str(&text, &file, path.to_path_buf())
+    Ok((text, file))
 }
 
-/// Parses, validates and compiles configuration text; `file` names it in errors.
-pub fn load_str(text: &str, file: &str, source: PathBuf) -> Result<Config, ConfigError> {
-    let parsed = parse(text, file)?;
-    compile(parsed, source).map_err(|p| {
-        let (line, column) = locate(text, &p.path).unzip();
-        ConfigError {
-            file: file.to_string(),
-            line,
-            column,
-            path: format_path(&p.path),
-            message: p.message,
-        }
-    })
+/// A problem found after parsing, placed at its line and column in `text`.
+pub fn located(text: &str, file: &str, p: Problem) -> ConfigError {
+    let (line, column) = locate(text, &p.path).unzip();
+    ConfigError {
+        file: file.to_string(),
+        line,
+        column,
+        path: format_path(&p.path),
+        message: p.message,
+    }
 }
 
-fn parse(text: &str, file: &str) -> Result<schema::File, ConfigError> {
+/// Parses configuration text (with `${VAR}` interpolation) into the schema; `file` names it in
+/// errors.
+pub fn parse(text: &str, file: &str) -> Result<schema::File, ConfigError> {
     if text.trim().is_empty() {
         return Ok(schema::File::default());
     }
@@ -139,12 +135,4 @@ fn clean_message(msg: &str) -> String {
         }
     });
     msg.replace('`', "\"")
-}
-
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }

@@ -4,7 +4,7 @@ use super::values::{Count, Dur, Flag, OneOrMany, Rate, Size, Text};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub name: Option<Text>,
@@ -24,7 +24,7 @@ pub struct File {
     pub monitoring: Option<Monitoring>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct Gateway {
     pub upstream_keepalive_pool_size: Option<Count>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     #[serde(default)]
@@ -68,7 +68,7 @@ pub enum AuthStrategy {
     Any,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     pub strategy: Option<AuthStrategy>,
@@ -76,7 +76,7 @@ pub struct Auth {
     pub api_key: Option<ApiKey>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Jwt {
     pub secret: Option<Text>,
@@ -97,7 +97,7 @@ pub struct Jwt {
     pub token_cache: Option<Count>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
     pub kid: Text,
@@ -107,14 +107,14 @@ pub struct JwtKey {
     pub private_key_file: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKey {
     pub header: Option<Text>,
     pub keys_store: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Agent {
     pub api_key: Option<Text>,
@@ -138,7 +138,7 @@ pub enum OnStoreError {
     Deny,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimiting {
     pub strategy: Option<LimitStrategy>,
@@ -152,14 +152,14 @@ pub struct RateLimiting {
     pub store_timeout: Option<Dur>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub tokens: Count,
     pub refill: Rate,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     pub url: Option<Text>,
@@ -183,7 +183,7 @@ pub struct Backend {
 }
 
 /// One of a backend's `urls`: `"http://a:1"` or `{url: "http://a:1", weight: 3}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Address {
     Url(Text),
@@ -220,7 +220,7 @@ pub enum Protocol {
     Auto,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTls {
     pub sni: Option<Text>,
@@ -228,7 +228,7 @@ pub struct BackendTls {
     pub ca_file: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// `http` (default) or `tcp`.
@@ -242,7 +242,7 @@ pub struct HealthCheck {
     pub unhealthy_after: Option<Count>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealth {
     #[serde(default = "yes")]
@@ -257,7 +257,7 @@ fn yes() -> Flag {
     Flag(true)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     /// Further tries after the first (0: none).
@@ -269,7 +269,7 @@ pub struct Retries {
     pub budget: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreaker {
     /// Failures within `window` that open the circuit.
@@ -280,7 +280,7 @@ pub struct CircuitBreaker {
 }
 
 /// `match` of a route: every condition given must hold.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     pub agent: Option<OneOrMany<Text>>,
@@ -293,7 +293,7 @@ pub struct Match {
 }
 
 /// `strip_prefix: true` or `strip_prefix: "/prefix"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum StripPrefix {
     Flag(bool),
@@ -301,7 +301,7 @@ pub enum StripPrefix {
 }
 
 /// `backend_weights` as a map `{v1: 90}` or the article's list `[{v1: 90}, {v2: 10}]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Weights {
     Map(BTreeMap<String, Count>),
@@ -320,7 +320,7 @@ impl Weights {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub path: Text,
@@ -356,7 +356,7 @@ pub enum CacheStrategy {
 }
 
 /// Gateway-wide `caching`, and a route's `caching` which overrides it field by field.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Caching {
     pub enabled: Option<Flag>,
@@ -375,7 +375,7 @@ pub struct Caching {
     pub admin_networks: Option<Vec<Text>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transforms {
     #[serde(default)]
@@ -400,7 +400,7 @@ pub enum CredentialSource {
     Secret,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transform {
     #[serde(rename = "type")]
@@ -410,7 +410,7 @@ pub struct Transform {
     pub source: Option<CredentialSource>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Monitoring {
     pub metrics: Option<Metrics>,
@@ -418,7 +418,7 @@ pub struct Monitoring {
     pub tracing: Option<Tracing>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     #[serde(default)]
@@ -445,7 +445,7 @@ pub enum MetricKind {
     Gauge,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomMetric {
     pub name: Text,
@@ -473,7 +473,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Logging {
     pub level: Option<LogLevel>,
@@ -481,7 +481,7 @@ pub struct Logging {
     pub output: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tracing {
     #[serde(default)]

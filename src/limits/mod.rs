@@ -187,22 +187,27 @@ impl Buckets {
     }
 }
 
-/// The compiled limits of a configuration, and their buckets.
+/// The compiled limits of a configuration: which limit applies to whom (swapped by a reload).
 pub struct Quotas {
     /// `gateway.rate_limit`: the whole gateway, checked before authentication.
     pub ceiling: Option<Limit>,
-    /// Shared with the configurations that replace this one by reloads.
-    pub ceiling_bucket: Arc<Bucket>,
     /// `agents.<id>.rate_limit`, then `per_agent_quota`, then `per_agent`, by agent id.
     registry: HashMap<String, Limit>,
     fallback: HashMap<String, Limit>,
     pub default: Option<Limit>,
-    /// Agent and route buckets (shared by reloads in a later release); with a Redis store,
-    /// the fallback when it fails (`on_store_error: local`).
-    pub buckets: Arc<Buckets>,
-    /// Shared with the configurations that replace this one by reloads (one connection).
-    pub store: Option<Arc<RedisStore>>,
+    /// `rate_limiting.store` and `store_timeout`: the shared store to connect at start.
+    pub store: Option<(String, std::time::Duration)>,
     pub on_store_error: OnStoreError,
+}
+
+/// The state of the limits, built once per process and kept across reloads: the buckets (in
+/// memory, and with a Redis store the fallback when it fails, `on_store_error: local`) and the
+/// store's one connection.
+#[derive(Default)]
+pub struct Shared {
+    pub ceiling: Bucket,
+    pub buckets: Buckets,
+    pub store: Option<RedisStore>,
 }
 
 /// Why a request may not pass: a limit is exhausted, or (`on_store_error: deny`) the shared
@@ -237,11 +242,9 @@ impl Quotas {
     ) -> Quotas {
         Quotas {
             ceiling,
-            ceiling_bucket: Arc::default(),
             registry,
             fallback,
             default,
-            buckets: Arc::default(),
             store: None,
             on_store_error: OnStoreError::Local,
         }
@@ -255,12 +258,13 @@ impl Quotas {
     /// Like `take`, through the shared store; `on_store_error` decides when it fails.
     pub async fn take_shared(
         &self,
+        shared: &Shared,
         subject: Subject<'_>,
         key_limit: Option<Limit>,
         route: Option<(&str, Limit)>,
     ) -> Result<Option<Standing>, Refused> {
-        let Some(store) = &self.store else {
-            return self.take(subject, key_limit, route).map_err(Refused::Limit);
+        let Some(store) = &shared.store else {
+            return (self.take(shared, subject, key_limit, route)).map_err(Refused::Limit);
         };
         // One hash tag per subject: its buckets share a Redis Cluster slot (one script call).
         let tag = match subject {
@@ -282,7 +286,9 @@ impl Quotas {
             Ok(standing) => Ok(standing),
             Err(Some(exceeded)) => Err(Refused::Limit(exceeded)),
             Err(None) => match self.on_store_error {
-                OnStoreError::Local => self.take(subject, key_limit, route).map_err(Refused::Limit),
+                OnStoreError::Local => {
+                    (self.take(shared, subject, key_limit, route)).map_err(Refused::Limit)
+                }
                 OnStoreError::Allow => Ok(None),
                 OnStoreError::Deny => Err(Refused::StoreDown),
             },
@@ -295,16 +301,16 @@ impl Quotas {
     }
 
     /// The gateway ceiling; `Ok(true)` when a token was taken (to give back if refused later).
-    pub fn take_ceiling(&self) -> Result<bool, Exceeded> {
+    pub fn take_ceiling(&self, shared: &Shared) -> Result<bool, Exceeded> {
         match &self.ceiling {
-            Some(l) => self.ceiling_bucket.take(l, now_ns()).map(|_| true),
+            Some(l) => shared.ceiling.take(l, now_ns()).map(|_| true),
             None => Ok(false),
         }
     }
 
-    pub fn give_back_ceiling(&self) {
+    pub fn give_back_ceiling(&self, shared: &Shared) {
         if let Some(l) = &self.ceiling {
-            self.ceiling_bucket.give_back(l);
+            shared.ceiling.give_back(l);
         }
     }
 
@@ -324,6 +330,7 @@ impl Quotas {
     /// Takes a token from the agent's limit and the route's (per subject), or from neither.
     pub fn take(
         &self,
+        shared: &Shared,
         subject: Subject,
         key_limit: Option<Limit>,
         route: Option<(&str, Limit)>,
@@ -332,8 +339,8 @@ impl Quotas {
         // that adds or reorders routes.
         let agent = self
             .agent_limit(subject, key_limit)
-            .map(|l| (self.buckets.get((None::<&str>, subject)), l));
-        let route = route.map(|(label, l)| (self.buckets.get((Some(label), subject)), l));
+            .map(|l| (shared.buckets.get((None::<&str>, subject)), l));
+        let route = route.map(|(label, l)| (shared.buckets.get((Some(label), subject)), l));
         let mut checks: [Option<(&Bucket, &Limit)>; 2] = [None, None];
         if let Some((b, l)) = &agent {
             checks[0] = Some((b, l));

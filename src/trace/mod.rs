@@ -132,7 +132,58 @@ impl Traceparent {
     }
 }
 
+/// `monitoring.tracing` as checked: what the tracer (a process-lived service) is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub ratio: f64,
+    pub endpoint: Option<String>,
+    pub json: bool,
+}
+
+impl Settings {
+    /// The settings when tracing is enabled (checked either way).
+    pub fn compile(
+        t: &crate::config::schema::Tracing,
+    ) -> Result<Option<Settings>, crate::config::Problem> {
+        use crate::at;
+        use crate::config::Problem;
+        let ratio = match &t.sampler {
+            Some(s) => parse_ratio(s)
+                .map_err(|m| Problem::new(at!("monitoring", "tracing", "sampler"), m))?,
+            None => 1.0,
+        };
+        let endpoint = t.endpoint.as_ref().map(|e| e.0.clone());
+        if let Some(e) = &endpoint {
+            if !e.starts_with("http://") && !e.starts_with("https://") {
+                return Err(Problem::new(
+                    at!("monitoring", "tracing", "endpoint"),
+                    format!("{e:?} is not an OTLP/HTTP URL such as http://127.0.0.1:4318"),
+                ));
+            }
+        }
+        let json = match t.protocol.as_ref().map(|p| p.0.as_str()) {
+            None | Some("http/protobuf") => false,
+            Some("http/json") => true,
+            Some(other) => {
+                return Err(Problem::new(
+                    at!("monitoring", "tracing", "protocol"),
+                    format!("{other:?} is not supported; expected http/protobuf or http/json"),
+                ))
+            }
+        };
+        Ok(t.enabled.0.then_some(Settings {
+            ratio,
+            endpoint,
+            json,
+        }))
+    }
+}
+
 impl Tracing {
+    pub fn build(s: &Settings) -> Tracing {
+        Tracing::new(s.ratio, s.endpoint.clone(), s.json)
+    }
+
     pub fn new(ratio: f64, endpoint: Option<String>, json: bool) -> Tracing {
         let export = endpoint.as_ref().map(|e| Export {
             spans: Shards::new(SHARD_LIMIT),

@@ -1,9 +1,9 @@
 //! The operator's commands on identities: `clawgate token` and `clawgate keys add|list|revoke`.
 
-use super::keys::{self, StoreEntry};
-use super::AgentInfo;
+use crate::auth::keys::{self, StoreEntry};
+use crate::auth::AgentInfo;
 use crate::config::values::{parse_duration, parse_rate};
-use crate::config::Config;
+use crate::runtime::Config;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -55,7 +55,7 @@ pub struct NewKey<'a> {
 pub fn add(cfg: &Config, new: NewKey) -> Result<String, String> {
     let path = store_path(cfg)?;
     AgentInfo::new(new.agent, Vec::new()).map_err(|m| format!("--agent: {m}"))?;
-    for s in new.scopes.iter().filter(|s| *s != super::ADMIN_SCOPE) {
+    for s in new.scopes.iter().filter(|s| *s != crate::auth::ADMIN_SCOPE) {
         crate::router::Pattern::new(s).map_err(|m| format!("--scope: {m}"))?;
     }
     if let Some(r) = new.rate_limit {

@@ -1,8 +1,9 @@
 //! The background service that keeps pools current: re-resolution and active health checks of
 //! every pool of the configuration in use (a reload's new pools included).
 
-use super::Pool;
-use crate::config::Config;
+use super::Config;
+use crate::backends::Pool;
+use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -15,6 +16,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub struct Maintainer {
     pub current: Arc<ArcSwap<Config>>,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// What `report` showed last time: the `backend_up` series set, and each pool's ejections and
@@ -29,8 +31,7 @@ struct Shown {
 /// Sets `backend_up` for every address of the configuration's pools (removing the series of
 /// addresses that are gone) and adds each pool's new ejections and breaker openings to their
 /// counters.
-fn report(config: &Config, shown: &mut Shown) {
-    let Some(m) = &config.metrics else { return };
+fn report(m: &Metrics, config: &Config, shown: &mut Shown) {
     let mut up = Vec::new();
     let mut events = Vec::new();
     for pool in config.pools() {
@@ -80,7 +81,9 @@ impl BackgroundService for Maintainer {
                 _ = work.join_all() => {}
                 _ = shutdown.changed() => return,
             }
-            report(&config, &mut shown);
+            if let Some(m) = &self.metrics {
+                report(m, &config, &mut shown);
+            }
             drop(config);
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}

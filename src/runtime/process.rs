@@ -1,0 +1,215 @@
+//! What the process itself is set up with (listeners, TLS, threads, pid file, upgrade socket,
+//! logs, stop timings): fixed for its life, and all that `status` and `stop` need, so those read
+//! it without compiling routes, agents and backends.
+
+use crate::at;
+use crate::config::schema::{File, Gateway};
+use crate::config::{ConfigError, Problem};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub listen: Vec<String>,
+    pub tls: Option<TlsFiles>,
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub error_log: Option<String>,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    /// `gateway.h2c`: plaintext listeners also speak HTTP/2 (prior knowledge).
+    pub h2c: bool,
+    /// `gateway.upstream_keepalive_pool_size`: idle backend connections kept (Pingora's 128).
+    pub upstream_pool_size: usize,
+}
+
+/// What `status` and `stop` read of a configuration file.
+pub struct Light {
+    pub name: String,
+    pub version: String,
+    pub health_path: String,
+    pub process: Process,
+}
+
+impl Process {
+    pub fn compile(g: &Gateway, source: &Path) -> Result<Process, Problem> {
+        let threads = match g.threads {
+            Some(c) if c.0 == 0 || c.0 > 1024 => {
+                return Err(Problem::new(
+                    at!("gateway", "threads"),
+                    "must be between 1 and 1024",
+                ))
+            }
+            Some(c) => c.0 as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let text = |t: &Option<crate::config::values::Text>| t.as_ref().map(|t| t.0.clone());
+        let (pid_file, upgrade_sock) = default_files(source);
+        Ok(Process {
+            listen: listeners(g)?,
+            tls: tls_files(g)?,
+            threads,
+            pid_file: text(&g.pid_file).unwrap_or(pid_file),
+            upgrade_sock: text(&g.upgrade_sock).unwrap_or(upgrade_sock),
+            error_log: text(&g.error_log),
+            grace_period: g.grace_period.map_or(Duration::from_secs(10), |d| d.0),
+            shutdown_timeout: g.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
+            h2c: g.h2c.0,
+            upstream_pool_size: g
+                .upstream_keepalive_pool_size
+                .map_or(128, |c| c.0.min(1 << 20) as usize),
+        })
+    }
+
+    /// Reads only what the running process needs to be found and stopped: the name, version,
+    /// health path and this section. The rest of the file may even be invalid.
+    pub fn read(path: &Path) -> Result<Light, ConfigError> {
+        let (text, file) = crate::config::read(path)?;
+        let parsed: File = crate::config::parse(&text, &file)?;
+        let g = &parsed.gateway;
+        let base_path = super::compile::base_path(g)
+            .and_then(|b| Ok((b, Process::compile(g, path)?)))
+            .map_err(|p| crate::config::located(&text, &file, p))?;
+        let text = |t: &Option<crate::config::values::Text>| t.as_ref().map(|t| t.0.clone());
+        Ok(Light {
+            name: text(&parsed.name).unwrap_or_else(|| "clawgate".into()),
+            version: text(&parsed.version).unwrap_or_else(|| "1.0".into()),
+            health_path: format!("{}/health", base_path.0),
+            process: base_path.1,
+        })
+    }
+}
+
+/// Without `pid_file` and `upgrade_sock`, each configuration file gets its own, named by a short
+/// digest of its absolute path: gateways of different files run side by side, and every command
+/// given the same `--config` finds its process.
+fn default_files(source: &Path) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let absolute = std::fs::canonicalize(source)
+        .or_else(|_| std::path::absolute(source))
+        .unwrap_or_else(|_| PathBuf::from(source));
+    let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    let mut hex = Vec::with_capacity(12);
+    crate::text::push_hex(&mut hex, &digest[..6]);
+    let id = String::from_utf8_lossy(&hex);
+    // Not `temp_dir()`: a different TMPDIR in the shell that runs `status` must not lose it.
+    (
+        format!("/tmp/clawgate-{id}.pid"),
+        format!("/tmp/clawgate-{id}-upgrade.sock"),
+    )
+}
+
+/// `gateway.listen`, normalised (`:8080` is every IPv4 address); one listener per entry.
+fn listeners(g: &Gateway) -> Result<Vec<String>, Problem> {
+    let raw: Vec<String> = if g.listen.0.is_empty() {
+        vec![DEFAULT_LISTEN.to_string()]
+    } else {
+        g.listen.0.iter().map(|t| t.0.clone()).collect()
+    };
+    let mut listen = Vec::new();
+    for (i, addr) in raw.iter().enumerate() {
+        let addr = normalise_listen(addr);
+        if addr.parse::<SocketAddr>().is_err() {
+            let path = if g.listen.0.len() > 1 {
+                at!("gateway", "listen", i)
+            } else {
+                at!("gateway", "listen")
+            };
+            return Err(Problem::new(
+                path,
+                format!("{addr:?} is not a listen address; expected IP:PORT such as 0.0.0.0:8080"),
+            ));
+        }
+        if listen.contains(&addr) {
+            return Err(Problem::new(
+                at!("gateway", "listen", i),
+                format!("{addr} is listed twice"),
+            ));
+        }
+        listen.push(addr);
+    }
+    Ok(listen)
+}
+
+/// `:8080` listens on every IPv4 address, as nginx's `listen 8080`.
+pub fn normalise_listen(addr: &str) -> String {
+    if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    }
+}
+
+fn tls_files(g: &Gateway) -> Result<Option<TlsFiles>, Problem> {
+    let Some(t) = g.tls.as_ref().filter(|t| t.enabled.0) else {
+        return Ok(None);
+    };
+    let missing = |what: &str| {
+        Problem::new(
+            at!("gateway", "tls"),
+            format!("TLS is enabled but \"{what}\" is missing"),
+        )
+    };
+    let cert = t
+        .cert
+        .as_ref()
+        .map(|c| c.0.clone())
+        .ok_or_else(|| missing("cert"))?;
+    let key = t
+        .key
+        .as_ref()
+        .map(|k| k.0.clone())
+        .ok_or_else(|| missing("key"))?;
+    check_cert(&cert).map_err(|m| Problem::new(at!("gateway", "tls", "cert"), m))?;
+    check_key(&key).map_err(|m| Problem::new(at!("gateway", "tls", "key"), m))?;
+    Ok(Some(TlsFiles { cert, key }))
+}
+
+fn check_cert(path: &str) -> Result<(), String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let data = read_file(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{path}: not a PEM certificate ({e})"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: holds no PEM certificate"));
+    }
+    Ok(())
+}
+
+fn check_key(path: &str) -> Result<(), String> {
+    use rustls_pki_types::{pem::PemObject, PrivateKeyDer};
+    let data = read_file(path)?;
+    PrivateKeyDer::from_pem_slice(&data)
+        .map(|_| ())
+        .map_err(|_| format!("{path}: holds no PEM private key"))
+}
+
+fn read_file(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(Path::new(path)).map_err(|e| format!("{path}: {}", crate::text::io_reason(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_configuration_file_has_its_own_pid_file_and_socket() {
+        let (a_pid, a_sock) = default_files(Path::new("/etc/clawgate/a.yaml"));
+        let (b_pid, b_sock) = default_files(Path::new("/etc/clawgate/b.yaml"));
+        assert_ne!(a_pid, b_pid);
+        assert_ne!(a_sock, b_sock);
+        assert_eq!(default_files(Path::new("/etc/clawgate/a.yaml")).0, a_pid);
+        assert!(a_pid.ends_with(".pid") && a_pid.contains("/clawgate-"));
+    }
+}

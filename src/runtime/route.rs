@@ -1,0 +1,248 @@
+//! A route as the proxy reads it, compiled from its entry in `routes:`: path pattern, prefix
+//! stripping, backends, `match`, timeouts, access, rate limit, transforms and cache rules.
+
+use crate::at;
+use crate::auth::{self, Access, Auth};
+use crate::backends::{Named, Pool, RouteBackends};
+use crate::config::schema::{self, StripPrefix};
+use crate::config::Problem;
+use crate::limits::Limit;
+use crate::router::Pattern;
+use crate::transforms::{self, Transform};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Route {
+    /// The route's label in metrics and logs: its `name`, else its `path` as written.
+    pub label: String,
+    pub pattern: Pattern,
+    pub strip: StripRule,
+    /// The pools the route sends to, and how it splits between them.
+    pub backends: RouteBackends,
+    /// `match`: the conditions under which the route takes a request.
+    pub matcher: Option<crate::matching::Match>,
+    pub preserve_host: bool,
+    /// As set on the route (else the backend's, else the gateway's).
+    pub connect_timeout: Option<Duration>,
+    /// `timeout` as set on the route, else its `total_timeout` (else the backend's, else 60 s).
+    pub timeout: Option<Duration>,
+    pub total_timeout: Option<Duration>,
+    /// Who may call the route; `None`: anyone, and credentials pass through untouched.
+    pub access: Option<Access>,
+    /// `rate_limit`: per agent (or client address) on this route.
+    pub rate_limit: Option<Limit>,
+    /// Gateway-wide transforms, then the route's.
+    pub request_transforms: Vec<Transform>,
+    pub response_transforms: Vec<Transform>,
+    /// `caching`, when the route caches.
+    pub cache: Option<crate::cache::RouteCache>,
+    /// The route's metric series, made on first use (a reload starts them afresh: they are
+    /// found by the route, not by label).
+    pub series: crate::metrics::RouteSeries,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StripRule {
+    Keep,
+    /// Remove this prefix (relative to `base_path`) when the forwarded path starts with it.
+    Prefix(String),
+}
+
+/// What every route's compilation reads besides its own entry.
+pub struct Context<'a> {
+    pub base_path: &'a str,
+    pub auth: &'a Auth,
+    /// The gateway-wide `transforms` and `caching`.
+    pub transforms: Option<&'a schema::Transforms>,
+    pub caching: Option<&'a schema::Caching>,
+    pub named: &'a Named,
+}
+
+impl Route {
+    /// Compiles `routes[i]`; a `backend_url`'s pool is added to `pools`.
+    pub fn compile(
+        i: usize,
+        r: &schema::Route,
+        on: &Context,
+        pools: &mut Vec<Arc<Pool>>,
+    ) -> Result<Route, Problem> {
+        let rel = r.path.0.as_str();
+        if !rel.starts_with('/') {
+            return Err(Problem::new(
+                at!("routes", i, "path"),
+                format!("{rel:?} must start with \"/\""),
+            ));
+        }
+        let pattern = Pattern::new(&format!("{}{rel}", on.base_path))
+            .map_err(|m| Problem::new(at!("routes", i, "path"), m))?;
+        let access = auth::compile::route_access(on.auth, r, i)?;
+        let matcher = match &r.match_ {
+            Some(m) => Some(crate::matching::Match::compile(m, i, access.is_some())?),
+            None => None,
+        };
+        let label = r
+            .name
+            .as_ref()
+            .map_or_else(|| rel.to_string(), |n| n.0.clone());
+        let cache = route_cache(on.caching, r.caching.as_ref(), i, &label)?;
+        let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
+        let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
+        let strip = strip_rule(r, i, &pattern, on.base_path)?;
+        let timeout = r.timeout.map(|d| d.0);
+        let total_timeout = r.total_timeout.map(|d| d.0);
+        for (field, d) in [
+            ("timeout", timeout),
+            ("connect_timeout", r.connect_timeout.map(|d| d.0)),
+            ("total_timeout", total_timeout),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                return Err(Problem::new(
+                    at!("routes", i, field),
+                    "must be longer than 0",
+                ));
+            }
+        }
+        Ok(Route {
+            label,
+            pattern,
+            strip,
+            backends,
+            matcher,
+            preserve_host: r.preserve_host.0,
+            connect_timeout: r.connect_timeout.map(|d| d.0),
+            timeout: timeout.or(total_timeout),
+            total_timeout,
+            access,
+            rate_limit: r.rate_limit.map(Limit::from_rate),
+            request_transforms,
+            response_transforms,
+            cache,
+            series: Default::default(),
+        })
+    }
+}
+
+/// The gateway-wide transforms, then the route's own, for requests and for responses.
+fn route_transforms(
+    r: &schema::Route,
+    i: usize,
+    global: Option<&schema::Transforms>,
+) -> Result<(Vec<Transform>, Vec<Transform>), Problem> {
+    let own = r.transforms.as_ref();
+    let mut request = transforms::compile(
+        global.map_or(&[][..], |t| &t.request[..]),
+        &at!("transforms", "request")[..],
+    )?;
+    request.extend(transforms::compile(
+        own.map_or(&[][..], |t| &t.request[..]),
+        &at!("routes", i, "transforms", "request")[..],
+    )?);
+    let mut response = transforms::compile(
+        global.map_or(&[][..], |t| &t.response[..]),
+        &at!("transforms", "response")[..],
+    )?;
+    response.extend(transforms::compile(
+        own.map_or(&[][..], |t| &t.response[..]),
+        &at!("routes", i, "transforms", "response")[..],
+    )?);
+    Ok((request, response))
+}
+
+/// `strip_prefix`: `true` strips the route path's literal prefix, a path strips that path.
+fn strip_rule(
+    r: &schema::Route,
+    i: usize,
+    pattern: &Pattern,
+    base_path: &str,
+) -> Result<StripRule, Problem> {
+    Ok(match &r.strip_prefix {
+        None | Some(StripPrefix::Flag(false)) => StripRule::Keep,
+        Some(StripPrefix::Flag(true)) => {
+            let lit = pattern.literal_prefix()[base_path.len()..].trim_end_matches('/');
+            StripRule::Prefix(lit.to_string())
+        }
+        Some(StripPrefix::Prefix(p)) => {
+            if !p.starts_with('/') {
+                return Err(Problem::new(
+                    at!("routes", i, "strip_prefix"),
+                    format!(
+                        "{:?} must be true, false or a path starting with \"/\"",
+                        p.0
+                    ),
+                ));
+            }
+            StripRule::Prefix(p.trim_end_matches('/').to_string())
+        }
+    })
+}
+
+/// A route's `caching` over the gateway-wide one, field by field; `None` when it does not cache.
+fn route_cache(
+    global: Option<&schema::Caching>,
+    own: Option<&schema::Caching>,
+    i: usize,
+    label: &str,
+) -> Result<Option<crate::cache::RouteCache>, Problem> {
+    let pick = |f: fn(&schema::Caching) -> bool| own.is_some_and(f);
+    let enabled = own
+        .and_then(|c| c.enabled)
+        .or_else(|| global.and_then(|c| c.enabled))
+        .is_some_and(|f| f.0);
+    if !enabled {
+        return Ok(None);
+    }
+    let (key_list, key_at) = if pick(|c| c.cache_key.is_some()) {
+        (
+            own.and_then(|c| c.cache_key.as_ref()),
+            at!("routes", i, "caching", "cache_key"),
+        )
+    } else {
+        (
+            global.and_then(|c| c.cache_key.as_ref()),
+            at!("caching", "cache_key"),
+        )
+    };
+    let mut key = Vec::new();
+    for (j, part) in key_list.into_iter().flatten().enumerate() {
+        let mut at = key_at.clone();
+        at.push(crate::config::locate::IntoSeg::into_seg(j));
+        key.push(crate::cache::key::KeyPart::parse(part).map_err(|m| Problem::new(at, m))?);
+    }
+    let ttl = own
+        .and_then(|c| c.ttl)
+        .or_else(|| global.and_then(|c| c.ttl))
+        .map_or(Duration::from_secs(300), |d| d.0);
+    if ttl.is_zero() {
+        let at = if pick(|c| c.ttl.is_some()) {
+            at!("routes", i, "caching", "ttl")
+        } else {
+            at!("caching", "ttl")
+        };
+        return Err(Problem::new(at, "must be longer than 0"));
+    }
+    for (field, set) in [
+        ("store", pick(|c| c.store.is_some())),
+        ("max_size", pick(|c| c.max_size.is_some())),
+        ("max_object_size", pick(|c| c.max_object_size.is_some())),
+        ("lock_timeout", pick(|c| c.lock_timeout.is_some())),
+        ("store_timeout", pick(|c| c.store_timeout.is_some())),
+        ("admin_networks", pick(|c| c.admin_networks.is_some())),
+    ] {
+        if set {
+            return Err(Problem::new(
+                at!("routes", i, "caching", field),
+                "is a setting of the gateway-wide caching section, not of a route",
+            ));
+        }
+    }
+    Ok(Some(crate::cache::RouteCache {
+        ttl,
+        shared: own
+            .and_then(|c| c.shared)
+            .or_else(|| global.and_then(|c| c.shared))
+            .is_some_and(|f| f.0),
+        key,
+        tag: crate::cache::purge::route_tag(label),
+    }))
+}

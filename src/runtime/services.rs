@@ -1,0 +1,59 @@
+//! What lives as long as the process, whatever reloads do: the metrics registry and its counts,
+//! the access log and its writer, the tracer, the limits' buckets and Redis link, and the
+//! response cache. Built once by `server.rs` from the first configuration and handed to the
+//! proxy; a reload that changes their sections is told to wait for `clawgate upgrade`.
+
+use super::Config;
+use crate::access_log::{AccessLog, Output};
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::trace::Tracing;
+use std::sync::Arc;
+
+pub struct Services {
+    pub metrics: Option<Arc<Metrics>>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub tracing: Option<Arc<Tracing>>,
+    pub limits: crate::limits::Shared,
+    /// The response cache, when a route caches.
+    pub cache: Option<&'static Cache>,
+    /// Responses are read for LLM token usage (a token counter or the access log wants it).
+    pub track_tokens: bool,
+}
+
+impl Services {
+    /// The services `cfg` asks for; nothing is started (no thread, no connection).
+    pub fn build(cfg: &Config) -> Result<Services, String> {
+        let metrics = match &cfg.metrics {
+            Some(s) => Some(Arc::new(Metrics::build(s).map_err(|p| p.message)?)),
+            None => None,
+        };
+        let access_log = cfg.log_output.as_ref().map(|o| {
+            Arc::new(AccessLog::new(match o.as_str() {
+                "stdout" | "-" => Output::Stdout,
+                _ => Output::File(o.into()),
+            }))
+        });
+        let store = match &cfg.quotas.store {
+            Some((url, timeout)) => Some(crate::limits::redis::RedisStore::new(url, *timeout)?),
+            None => None,
+        };
+        let cache = match &cfg.cache {
+            Some(settings) => Some(Cache::new(settings)?),
+            None => None,
+        };
+        let track_tokens =
+            access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
+        Ok(Services {
+            metrics,
+            access_log,
+            tracing: cfg.tracing.as_ref().map(|t| Arc::new(Tracing::build(t))),
+            limits: crate::limits::Shared {
+                store,
+                ..Default::default()
+            },
+            cache,
+            track_tokens,
+        })
+    }
+}
