@@ -41,6 +41,7 @@ Try, from another terminal:
   curl http://127.0.0.1:8080/api/v1/nowhere        # a JSON 404
   curl -i http://127.0.0.1:8080/api/v1/agents/hello                              # 401
   curl -i http://127.0.0.1:8080/api/v1/agents/hello -H 'X-API-Key: demo-agent-key'  # as demo-agent
+  curl http://127.0.0.1:8080/metrics          # Prometheus metrics (the access log is this terminal)
   target/release/clawgate status --config conf/quickstart.yaml
 
 Press Ctrl-C to stop.

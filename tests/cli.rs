@@ -323,3 +323,92 @@ fn monitoring_logging_level_sets_the_gateway_log_level() {
         "warn hides info lines: {warn}"
     );
 }
+
+const NO_PID_FILE: &str = r#"
+name: "{name}"
+gateway:
+  listen: "{listen}"
+  grace_period: "5s"
+  shutdown_timeout: "2s"
+routes:
+  - path: "/*"
+    backend_url: "{backend}"
+"#;
+
+#[test]
+fn gateways_of_two_config_files_without_pid_file_run_side_by_side() {
+    let backend = mock_backend::spawn();
+    let a = write_config(&NO_PID_FILE.replace("{name}", "side-a"), &backend.url());
+    let b = write_config(&NO_PID_FILE.replace("{name}", "side-b"), &backend.url());
+    let (a_cfg, b_cfg) = (a.1.to_str().unwrap(), b.1.to_str().unwrap());
+    for cfg in [a_cfg, b_cfg] {
+        let out = clawgate(&["start", "--daemon", "--config", cfg]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = |cfg: &str| {
+        let out = clawgate(&["status", "--config", cfg]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let pid_of = |text: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.contains("pid:"))
+            .unwrap_or_default();
+        line.split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (code_a, text_a) = status(a_cfg);
+    let (code_b, text_b) = status(b_cfg);
+    assert_eq!((code_a, code_b), (Some(0), Some(0)), "{text_a}\n{text_b}");
+    assert!(
+        text_a.contains("config side-a") && text_a.contains(&a.2.to_string()),
+        "{text_a}"
+    );
+    assert!(
+        text_b.contains("config side-b") && text_b.contains(&b.2.to_string()),
+        "{text_b}"
+    );
+    assert_ne!(pid_of(&text_a), pid_of(&text_b));
+
+    // Each reload reaches its own gateway: B gets a new name, A keeps its own.
+    let renamed = std::fs::read_to_string(&b.1)
+        .unwrap()
+        .replace("side-b", "side-b2");
+    std::fs::write(&b.1, renamed).unwrap();
+    let out = clawgate(&["reload", "--config", b_cfg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&pid_of(&text_b)));
+    let health = |addr: std::net::SocketAddr| {
+        raw(
+            addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !health(b.2).contains("side-b2") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(health(b.2).contains("side-b2"));
+    assert!(health(a.2).contains("\"side-a\""));
+
+    // Stopping A leaves B serving; then B stops too.
+    assert!(clawgate(&["stop", "--config", a_cfg]).status.success());
+    assert_eq!(status(a_cfg).0, Some(3));
+    assert_eq!(status(b_cfg).0, Some(0));
+    assert!(clawgate(&["stop", "--config", b_cfg]).status.success());
+    assert_eq!(status(b_cfg).0, Some(3));
+}
