@@ -6,7 +6,7 @@ use clawgate::runtime::{self, Config};
 use clawgate::{process, server, starter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -485,80 +485,12 @@ fn status(cfg: &runtime::process::Light) -> CmdResult {
     Ok(0)
 }
 
-/// How long connections to the old process get to finish their keep-alive exchanges before
-/// the handover.
-const HANDOVER_NOTICE: Duration = Duration::from_millis(300);
-
 fn upgrade(path: &Path, cfg: &Config) -> CmdResult {
     let old = running_for_change(cfg)?;
-    let log = process::daemon_log_path(cfg.process.error_log.as_deref(), &cfg.process.pid_file);
-    // The new process binds the upgrade socket and waits there for the listeners: a socket file
-    // that exists after this removal is the new process waiting.
-    let sock = Path::new(&cfg.process.upgrade_sock);
-    let _ = std::fs::remove_file(sock);
-    let new = process::spawn_detached(path, true, &log).map_err(|e| (EXIT_RUNTIME, e))?;
-    let new_pid = new.id();
-    let started = Instant::now();
-    let mut handed = false;
-    let serving = process::wait_serving(
-        new,
-        &cfg.process.pid_file,
-        &cfg.process.listen,
-        &log,
-        || {
-            if handed {
-                return Ok(());
-            }
-            if sock.exists() {
-                // First every connection to the old process is made to close after its response
-                // (keep-alive connections would otherwise be cut under a request at the
-                // handover); then Pingora's handoff: on SIGQUIT the old process sends its listening
-                // sockets over the upgrade socket, stops accepting and drains.
-                let signal = |sig| {
-                    process::signal(old, sig)
-                        .map_err(|e| format!("cannot signal the running gateway (pid {old}): {e}"))
-                };
-                signal(libc::SIGUSR2)?;
-                std::thread::sleep(HANDOVER_NOTICE);
-                signal(libc::SIGQUIT)?;
-                handed = true;
-            } else if started.elapsed() > Duration::from_secs(10) {
-                return Err(format!(
-                    "the new process (pid {new_pid}) did not wait for the sockets within 10s"
-                ));
-            }
-            Ok(())
-        },
-    );
-    if let Err(e) = serving {
-        if !handed {
-            let _ = process::signal(new_pid as i32, libc::SIGKILL);
-        }
-        let still = if handed {
-            "the running gateway was asked to hand over"
-        } else {
-            "the running gateway keeps serving"
-        };
-        return Err((
-            EXIT_RUNTIME,
-            format!("upgrade failed: {e}; {still} (pid {old}); see {log}"),
-        ));
-    }
-    let limit = cfg.process.grace_period + cfg.process.shutdown_timeout + Duration::from_secs(5);
-    if process::wait_gone(old, limit) {
-        println!(
-            "clawgate upgraded: pid {new_pid} serves, pid {old} finished its requests and exited"
-        );
-        Ok(0)
-    } else {
-        Err((
-            EXIT_RUNTIME,
-            format!(
-                "pid {new_pid} serves, but the old pid {old} did not exit within {}s",
-                limit.as_secs()
-            ),
-        ))
-    }
+    let done =
+        clawgate::admin::upgrade::run(path, &cfg.process, old).map_err(|e| (EXIT_RUNTIME, e))?;
+    println!("{done}");
+    Ok(0)
 }
 
 /// The running gateway's pid, for a configuration it can take (reload or upgrade).
