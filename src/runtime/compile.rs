@@ -4,7 +4,7 @@
 use super::route::{Context, Route};
 use super::{Config, Process, Sections};
 use crate::at;
-use crate::config::schema::{self, File, Gateway};
+use crate::config::schema::{self, File};
 use crate::config::values::Text;
 use crate::config::Problem;
 use crate::limits::{Limit, Quotas};
@@ -20,7 +20,7 @@ fn text(t: &Option<Text>) -> Option<String> {
 
 pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     let g = &file.gateway;
-    let base_path = base_path(g)?;
+    let base_path = super::process::base_path(g)?;
     let process = Process::compile(g, &source)?;
     let max_headers = match g.max_headers {
         Some(c) if c.0 == 0 => {
@@ -77,12 +77,6 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         pending_features: pending_features(&file),
         source,
     })
-}
-
-/// `gateway.base_path`, without a trailing `/` (empty for none).
-pub fn base_path(g: &Gateway) -> Result<String, Problem> {
-    normalise_base_path(text(&g.base_path).unwrap_or_default())
-        .map_err(|m| Problem::new(at!("gateway", "base_path"), m))
 }
 
 /// Features of later issues: parsed and validated now, refused at start until they exist.
@@ -261,16 +255,6 @@ fn compile_quotas(file: &File) -> Result<Quotas, Problem> {
         quotas.on_store_error = rl.on_store_error.unwrap_or(schema::OnStoreError::Local);
     }
     Ok(quotas)
-}
-
-fn normalise_base_path(p: String) -> Result<String, String> {
-    if p.is_empty() || p == "/" {
-        return Ok(String::new());
-    }
-    if !p.starts_with('/') || p.contains('*') || p.contains("//") || p.contains('?') {
-        return Err(format!("{p:?} is not a base path; expected e.g. /api/v1"));
-    }
-    Ok(p.trim_end_matches('/').to_string())
 }
 
 /// The gateway-wide store settings (defaults: 256 MiB, objects up to 4 MiB, 10 s lock wait).

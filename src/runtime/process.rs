@@ -1,6 +1,6 @@
-//! What the process itself is set up with (listeners, TLS, threads, pid file, upgrade socket,
-//! logs, stop timings): fixed for its life, and all that `status` and `stop` need, so those read
-//! it without compiling routes, agents and backends.
+//! The gateway section's process settings (listeners, TLS, threads, pid file, upgrade socket,
+//! logs, stop timings: fixed for the life of a process) and its base path: all that `status` and
+//! `stop` need, so those read them without compiling routes, agents and backends.
 
 use crate::at;
 use crate::config::schema::{File, Gateway};
@@ -77,7 +77,7 @@ impl Process {
         let (text, file) = crate::config::read(path)?;
         let parsed: File = crate::config::parse(&text, &file)?;
         let g = &parsed.gateway;
-        let base_path = super::compile::base_path(g)
+        let base_path = base_path(g)
             .and_then(|b| Ok((b, Process::compile(g, path)?)))
             .map_err(|p| crate::config::located(&text, &file, p))?;
         let text = |t: &Option<crate::config::values::Text>| t.as_ref().map(|t| t.0.clone());
@@ -88,6 +88,22 @@ impl Process {
             process: base_path.1,
         })
     }
+}
+
+/// `gateway.base_path`, without a trailing `/` (empty for none).
+pub fn base_path(g: &Gateway) -> Result<String, Problem> {
+    normalise_base_path(g.base_path.as_ref().map_or("", |b| b.0.as_str()))
+        .map_err(|m| Problem::new(at!("gateway", "base_path"), m))
+}
+
+fn normalise_base_path(p: &str) -> Result<String, String> {
+    if p.is_empty() || p == "/" {
+        return Ok(String::new());
+    }
+    if !p.starts_with('/') || p.contains('*') || p.contains("//") || p.contains('?') {
+        return Err(format!("{p:?} is not a base path; expected e.g. /api/v1"));
+    }
+    Ok(p.trim_end_matches('/').to_string())
 }
 
 /// Without `pid_file` and `upgrade_sock`, each configuration file gets its own, named by a short
