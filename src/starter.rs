@@ -9,7 +9,7 @@ gateway:
   base_path: "/api/v1"            # prefix of every route and of {base_path}/health
   # threads: 4                    # worker threads (default: number of CPUs)
   # tls: {enabled: true, cert: "/etc/ssl/certs/gateway.pem", key: "/etc/ssl/private/gateway.key"}
-  # pid_file: "/tmp/clawgate.pid"
+  # pid_file: "/run/clawgate/clawgate.pid"   # default: /tmp/clawgate-<digest of this path>.pid
   max_body_size: "10MB"           # larger request bodies get 413
   connect_timeout: "5s"
 
