@@ -1,6 +1,7 @@
 //! Response caching on pingora-cache: what a route caches, under which key, for how long, and
 //! the store that holds it. The proxy's cache hooks call into here.
 
+mod compile;
 pub mod handlers;
 pub mod key;
 pub mod memory;

@@ -5,6 +5,7 @@
 //! time (TAT) of the next request; a request fits when, after adding one emission, the TAT is at
 //! most `burst` emissions ahead of now.
 
+mod compile;
 pub mod redis;
 
 use crate::config::schema::OnStoreError;

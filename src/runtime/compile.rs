@@ -7,7 +7,7 @@ use crate::at;
 use crate::config::schema::{self, File};
 use crate::config::values::Text;
 use crate::config::Problem;
-use crate::limits::{Limit, Quotas};
+use crate::limits::Quotas;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         Some(c) => c.0 as usize,
         None => 100,
     };
-    let quotas = compile_quotas(&file)?;
+    let quotas = Quotas::compile(&file)?;
     let mut trusted_proxies = Vec::new();
     for (i, t) in g.trusted_proxies.iter().enumerate() {
         trusted_proxies.push(
@@ -42,7 +42,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     }
     let auth = crate::auth::compile::compile(&file)?;
     let observe = Observe::compile(&file, &process.listen)?;
-    let cache_settings = cache_settings(file.caching.as_ref())?;
+    let cache_settings = crate::cache::Settings::compile(file.caching.as_ref())?;
     let (routes, pools) = compile_routes(&file, &base_path, &auth)?;
     let any_cache = routes.iter().any(|r| r.cache.is_some());
     Ok(Config {
@@ -213,114 +213,4 @@ fn metrics(m: Option<&schema::Metrics>, listen: &[String]) -> Result<MetricsPart
         other => other,
     };
     Ok((Some(settings), path, own))
-}
-
-fn compile_quotas(file: &File) -> Result<Quotas, Problem> {
-    let registry = file
-        .agents
-        .iter()
-        .filter_map(|(id, a)| Some((id.clone(), Limit::from_rate(a.rate_limit?))))
-        .collect();
-    let rl = file.rate_limiting.as_ref();
-    let mut fallback = std::collections::HashMap::new();
-    if let Some(rl) = rl {
-        for (id, r) in &rl.per_agent {
-            fallback.insert(id.clone(), Limit::from_rate(*r));
-        }
-        // An explicit bucket wins over a plain rate for the same agent.
-        for (id, q) in &rl.per_agent_quota {
-            fallback.insert(id.clone(), Limit::from_quota(q.tokens.0, q.refill));
-        }
-    }
-    let mut quotas = Quotas::new(
-        file.gateway.rate_limit.map(Limit::from_rate),
-        registry,
-        fallback,
-        rl.and_then(|rl| rl.default).map(Limit::from_rate),
-    );
-    if let Some(rl) = rl {
-        let timeout = rl.store_timeout.map_or(Duration::from_millis(50), |d| d.0);
-        if timeout.is_zero() {
-            return Err(Problem::new(
-                at!("rate_limiting", "store_timeout"),
-                "must be longer than 0",
-            ));
-        }
-        if let Some(url) = &rl.store {
-            // Checked here; the store itself is a service, connected once per process.
-            crate::limits::redis::RedisStore::new(url, timeout)
-                .map_err(|m| Problem::new(at!("rate_limiting", "store"), m))?;
-            quotas.store = Some((url.0.clone(), timeout));
-        }
-        quotas.on_store_error = rl.on_store_error.unwrap_or(schema::OnStoreError::Local);
-    }
-    Ok(quotas)
-}
-
-/// The gateway-wide store settings (defaults: 256 MiB, objects up to 4 MiB, 10 s lock wait).
-fn cache_settings(c: Option<&schema::Caching>) -> Result<crate::cache::Settings, Problem> {
-    let max_size = c.and_then(|c| c.max_size).map_or(256 << 20, |s| s.0);
-    let max_object_size = c.and_then(|c| c.max_object_size).map_or(4 << 20, |s| s.0);
-    if max_size == 0 {
-        return Err(Problem::new(
-            at!("caching", "max_size"),
-            "must be larger than 0",
-        ));
-    }
-    // The memory store weighs entries in KiB in a u16.
-    if max_object_size == 0 || max_object_size > 64 << 20 {
-        return Err(Problem::new(
-            at!("caching", "max_object_size"),
-            "must be between 1 byte and 64MB",
-        ));
-    }
-    let store = c
-        .and_then(|c| c.store.as_deref())
-        .filter(|s| *s != "memory");
-    if let Some(url) = store {
-        let shown = crate::redis_link::redact(url);
-        if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-            return Err(Problem::new(
-                at!("caching", "store"),
-                format!("{shown:?} is not a store; use memory or a redis:// URL"),
-            ));
-        }
-        redis::Client::open(url).map_err(|e| {
-            Problem::new(
-                at!("caching", "store"),
-                format!("{shown} is not a Redis URL ({:?})", e.kind()),
-            )
-        })?;
-    }
-    let mut admin_networks = Vec::new();
-    match c.and_then(|c| c.admin_networks.as_ref()) {
-        Some(list) => {
-            for (i, n) in list.iter().enumerate() {
-                admin_networks.push(
-                    crate::client_addr::Cidr::parse(n)
-                        .map_err(|m| Problem::new(at!("caching", "admin_networks", i), m))?,
-                );
-            }
-        }
-        None => {
-            for n in ["127.0.0.0/8", "::1/128"] {
-                admin_networks.push(
-                    crate::client_addr::Cidr::parse(n)
-                        .map_err(|m| Problem::new(at!("caching", "admin_networks"), m))?,
-                );
-            }
-        }
-    }
-    Ok(crate::cache::Settings {
-        admin_networks,
-        redis: store.map(str::to_string),
-        store_timeout: c
-            .and_then(|c| c.store_timeout)
-            .map_or(Duration::from_millis(100), |d| d.0),
-        max_size,
-        max_object_size: max_object_size.min(max_size),
-        lock_timeout: c
-            .and_then(|c| c.lock_timeout)
-            .map_or(Duration::from_secs(10), |d| d.0),
-    })
 }

@@ -85,7 +85,7 @@ impl Route {
             .name
             .as_ref()
             .map_or_else(|| rel.to_string(), |n| n.0.clone());
-        let cache = route_cache(on.caching, r.caching.as_ref(), i, &label)?;
+        let cache = crate::cache::RouteCache::compile(on.caching, r.caching.as_ref(), i, &label)?;
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
         let strip = strip_rule(r, i, &pattern, on.base_path)?;
@@ -175,74 +175,4 @@ fn strip_rule(
             StripRule::Prefix(p.trim_end_matches('/').to_string())
         }
     })
-}
-
-/// A route's `caching` over the gateway-wide one, field by field; `None` when it does not cache.
-fn route_cache(
-    global: Option<&schema::Caching>,
-    own: Option<&schema::Caching>,
-    i: usize,
-    label: &str,
-) -> Result<Option<crate::cache::RouteCache>, Problem> {
-    let pick = |f: fn(&schema::Caching) -> bool| own.is_some_and(f);
-    let enabled = own
-        .and_then(|c| c.enabled)
-        .or_else(|| global.and_then(|c| c.enabled))
-        .is_some_and(|f| f.0);
-    if !enabled {
-        return Ok(None);
-    }
-    let (key_list, key_at) = if pick(|c| c.cache_key.is_some()) {
-        (
-            own.and_then(|c| c.cache_key.as_ref()),
-            at!("routes", i, "caching", "cache_key"),
-        )
-    } else {
-        (
-            global.and_then(|c| c.cache_key.as_ref()),
-            at!("caching", "cache_key"),
-        )
-    };
-    let mut key = Vec::new();
-    for (j, part) in key_list.into_iter().flatten().enumerate() {
-        let mut at = key_at.clone();
-        at.push(crate::config::locate::IntoSeg::into_seg(j));
-        key.push(crate::cache::key::KeyPart::parse(part).map_err(|m| Problem::new(at, m))?);
-    }
-    let ttl = own
-        .and_then(|c| c.ttl)
-        .or_else(|| global.and_then(|c| c.ttl))
-        .map_or(Duration::from_secs(300), |d| d.0);
-    if ttl.is_zero() {
-        let at = if pick(|c| c.ttl.is_some()) {
-            at!("routes", i, "caching", "ttl")
-        } else {
-            at!("caching", "ttl")
-        };
-        return Err(Problem::new(at, "must be longer than 0"));
-    }
-    for (field, set) in [
-        ("store", pick(|c| c.store.is_some())),
-        ("max_size", pick(|c| c.max_size.is_some())),
-        ("max_object_size", pick(|c| c.max_object_size.is_some())),
-        ("lock_timeout", pick(|c| c.lock_timeout.is_some())),
-        ("store_timeout", pick(|c| c.store_timeout.is_some())),
-        ("admin_networks", pick(|c| c.admin_networks.is_some())),
-    ] {
-        if set {
-            return Err(Problem::new(
-                at!("routes", i, "caching", field),
-                "is a setting of the gateway-wide caching section, not of a route",
-            ));
-        }
-    }
-    Ok(Some(crate::cache::RouteCache {
-        ttl,
-        shared: own
-            .and_then(|c| c.shared)
-            .or_else(|| global.and_then(|c| c.shared))
-            .is_some_and(|f| f.0),
-        key,
-        tag: crate::cache::purge::route_tag(label),
-    }))
 }
