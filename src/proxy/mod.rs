@@ -6,6 +6,8 @@ mod ctx;
 mod endpoints;
 mod refusal;
 mod select;
+#[cfg(test)]
+mod tests;
 
 pub use ctx::{Ctx, InFlight, HANDING_OVER, IN_FLIGHT};
 pub use refusal::{Refusal, TOTAL_TIMEOUT};
