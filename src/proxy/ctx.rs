@@ -40,6 +40,7 @@ impl Drop for InFlight {
     }
 }
 
+/// Per-request state, passed to every hook.
 pub struct Ctx {
     pub request_id: HeaderValue,
     pub start: Instant,
@@ -125,6 +126,7 @@ pub struct UsageSeen {
     pub tokens: Option<Box<crate::usage::Usage>>,
 }
 
+/// Tracing: what the backend receives, and the spans of a sampled request.
 #[derive(Default)]
 pub struct TraceState {
     /// The `traceparent` the backend receives, when tracing is on.

@@ -107,11 +107,7 @@ impl ProxyHttp for Gateway {
             None => {
                 let pool = ctx.upstream.pool.as_ref().ok_or_else(internal)?;
                 pool.count_request();
-                let who = select::who(
-                    ctx.caller.identity.as_ref(),
-                    upstream::client_ip(session),
-                    &session.req_header().headers,
-                );
+                let who = select::who_of(session, ctx.caller.identity.as_ref());
                 select::select(pool, &who, &ctx.upstream.tried).ok_or_else(refusal::no_backend)?
             }
         };
@@ -131,7 +127,7 @@ impl ProxyHttp for Gateway {
         // Nothing reached the backend: any request may go to another address.
         if let Some(failed) = ctx.upstream.picked.take() {
             failed.pool.report(&failed.addr, false);
-            e.set_retry(retry_elsewhere(session, ctx, &failed));
+            e.set_retry(select::retry_elsewhere(session, ctx, &failed));
         }
         e
     }
@@ -176,7 +172,7 @@ impl ProxyHttp for Gateway {
         if p.pool.retries.on_status.contains(&status)
             && session.req_header().method.is_idempotent()
             && replayable
-            && retry_elsewhere(session, ctx, &p)
+            && select::retry_elsewhere(session, ctx, &p)
         {
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
@@ -516,17 +512,4 @@ impl Gateway {
             cache: self.cache,
         }
     }
-}
-
-/// After `failed` failed this request: whether another address takes it (held in
-/// `ctx.upstream.next` for `upstream_peer`).
-fn retry_elsewhere(session: &Session, ctx: &mut Ctx, failed: &crate::backends::Picked) -> bool {
-    let ip = upstream::client_ip(session);
-    let who = select::who(
-        ctx.caller.identity.as_ref(),
-        ip,
-        &session.req_header().headers,
-    );
-    ctx.upstream.next = select::retry_elsewhere(&mut ctx.upstream.tried, &who, failed);
-    ctx.upstream.next.is_some()
 }

@@ -72,6 +72,7 @@ impl Refusal {
         }
     }
 
+    /// A limit's refusal, or the shared store's absence under `on_store_error: deny`.
     pub fn of_limits(refused: Refused) -> Refusal {
         match refused {
             Refused::Limit(e) => Refusal::Limited(e),

@@ -1,11 +1,13 @@
 //! Where a request goes: the route's pool for this caller, an address of it, and another
 //! address when one failed.
 
+use super::ctx::Ctx;
 use crate::auth::Identity;
 use crate::backends::{Picked, Pool, Who};
 use crate::config::Route;
 use http::HeaderMap;
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -20,6 +22,12 @@ pub fn who<'a>(
         ip,
         headers,
     }
+}
+
+/// The caller of a session.
+pub fn who_of<'a>(session: &'a Session, identity: Option<&'a Identity>) -> Who<'a> {
+    let ip = crate::upstream::client_ip(session);
+    who(identity, ip, &session.req_header().headers)
 }
 
 /// The route's pool for this caller (weights, stickiness, pools that can take requests).
@@ -40,15 +48,19 @@ pub fn select(pool: &Arc<Pool>, who: &Who, tried: &[SocketAddr]) -> Option<Picke
     pool.select(who.key(&pool.hash_by, &mut scratch), tried)
 }
 
-/// After `failed` failed this request: another address to take it, within the backend's
-/// attempts and retry budget (`failed` is then counted in `tried`).
-pub fn retry_elsewhere(tried: &mut Vec<SocketAddr>, who: &Who, failed: &Picked) -> Option<Picked> {
+/// After `failed` failed this request: whether another address takes it, within the
+/// backend's attempts and retry budget (that address is then held in `ctx.upstream.next` for
+/// `upstream_peer`).
+pub fn retry_elsewhere(session: &Session, ctx: &mut Ctx, failed: &Picked) -> bool {
     let pool = &failed.pool;
-    if tried.len() >= pool.retries.attempts as usize || !pool.retries.take() {
-        return None;
+    let up = &mut ctx.upstream;
+    if up.tried.len() >= pool.retries.attempts as usize || !pool.retries.take() {
+        return false;
     }
-    tried.push(failed.addr.addr);
-    select(pool, who, tried)
+    up.tried.push(failed.addr.addr);
+    let who = who_of(session, ctx.caller.identity.as_ref());
+    up.next = select(pool, &who, &up.tried);
+    up.next.is_some()
 }
 
 /// The request announced no body (no `Transfer-Encoding`, no or a zero `Content-Length`), so
