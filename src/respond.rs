@@ -1,6 +1,7 @@
 //! Responses the gateway writes itself: JSON errors in the DESIGN shape, and the health answer.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -24,6 +25,7 @@ pub fn error_name(code: u16) -> &'static str {
     }
 }
 
+/// The JSON body of an error (`proxy::Refusal::body` for the proxy path's own refusals).
 pub fn error_body(code: u16, message: &str, request_id: &str) -> Bytes {
     Bytes::from(
         serde_json::json!({
@@ -36,29 +38,12 @@ pub fn error_body(code: u16, message: &str, request_id: &str) -> Bytes {
     )
 }
 
-/// Writes a JSON error. `close` ends the connection afterwards (for refusals that leave the
-/// request body unread, or that answer abuse).
-pub async fn json_error(
-    session: &mut Session,
-    code: u16,
-    message: &str,
-    request_id: &str,
-    close: bool,
-    extra: &[(&'static str, &str)],
-) -> Result<()> {
-    let body = error_body(code, message, request_id);
-    if close {
-        session.set_keepalive(None);
-    }
-    write_json(session, code, body, request_id, extra).await
-}
-
 pub async fn write_json(
     session: &mut Session,
     code: u16,
     body: Bytes,
     request_id: &str,
-    extra: &[(&'static str, &str)],
+    extra: &[(&'static str, HeaderValue)],
 ) -> Result<()> {
     write_body(session, code, "application/json", body, request_id, extra).await
 }
@@ -70,7 +55,7 @@ pub async fn write_body(
     content_type: &str,
     body: Bytes,
     request_id: &str,
-    extra: &[(&'static str, &str)],
+    extra: &[(&'static str, HeaderValue)],
 ) -> Result<()> {
     let mut h = ResponseHeader::build(code, Some(4 + extra.len()))?;
     h.insert_header("content-type", content_type)?;
@@ -78,7 +63,7 @@ pub async fn write_body(
     h.insert_header("x-request-id", request_id)?;
     h.insert_header("cache-control", "no-store")?;
     for (k, v) in extra {
-        h.insert_header(*k, *v)?;
+        h.insert_header(*k, v)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session

@@ -178,7 +178,7 @@ impl pingora::apps::http_app::ServeHttp for MetricsApp {
             (
                 404,
                 "application/json",
-                crate::respond::error_body(404, "no such endpoint", "").to_vec(),
+                crate::proxy::Refusal::NoEndpoint.body("").to_vec(),
             )
         } else {
             self.metrics

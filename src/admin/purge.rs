@@ -2,7 +2,6 @@
 //! route, or one URL's entry) and `clawgate cache purge`, its client.
 
 use crate::cache::{request_key, Cache};
-use crate::respond::error_body;
 use crate::runtime::Config;
 use bytes::Bytes;
 
@@ -30,46 +29,54 @@ impl Request {
     }
 }
 
-/// Carries out a purge; the status and JSON body of the answer.
+/// Why a purge was not carried out: a bad `url` (400) or nothing to purge there (404).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failed {
+    BadUrl(&'static str),
+    Nothing(&'static str),
+}
+
+/// Carries out a purge; the JSON body of the answer.
 pub async fn run(
     cache: &'static Cache,
     cfg: &Config,
     req: Request,
     headers: &http::HeaderMap,
     id: &str,
-) -> (u16, Bytes) {
-    let fail = |code: u16, message: &str| (code, error_body(code, message, id));
+) -> Result<Bytes, Failed> {
     if let Some(label) = req.route {
         let Some(rc) = (cfg.routes.iter())
             .find(|r| r.label == label)
             .and_then(|r| r.cache.as_ref())
         else {
-            return fail(404, "no caching route has this label");
+            return Err(Failed::Nothing("no caching route has this label"));
         };
         cache.purge_route(rc).await;
         let answer = serde_json::json!({"purged": "route", "route": label, "request_id": id});
-        return (200, Bytes::from(answer.to_string()));
+        return Ok(Bytes::from(answer.to_string()));
     }
     let url = req.url.unwrap_or_default();
     let Ok(uri) = url.parse::<http::Uri>() else {
-        return fail(400, "url is not a path and query");
+        return Err(Failed::BadUrl("url is not a path and query"));
     };
     if uri.scheme().is_some() || !uri.path().starts_with('/') {
-        return fail(400, "url must be a path (and query), such as /api/x?y=1");
+        return Err(Failed::BadUrl(
+            "url must be a path (and query), such as /api/x?y=1",
+        ));
     }
     let Ok(path) = crate::router::normalise(uri.path()) else {
-        return fail(400, "url is not a valid path");
+        return Err(Failed::BadUrl("url is not a valid path"));
     };
     let Some(route) = cfg.route_index(&path).map(|i| &cfg.routes[i]) else {
-        return fail(404, "no route matches this url");
+        return Err(Failed::Nothing("no route matches this url"));
     };
     let Some(rc) = &route.cache else {
-        return fail(404, "the route of this url does not cache");
+        return Err(Failed::Nothing("the route of this url does not cache"));
     };
     let target =
         match crate::upstream::forward_uri(cfg, route, route.backends.path_prefix(), &path, &uri) {
             Ok(t) => t.unwrap_or(uri),
-            Err(_) => return fail(400, "url cannot be forwarded"),
+            Err(_) => return Err(Failed::BadUrl("url cannot be forwarded")),
         };
     let method = http::Method::GET;
     let key = request_key(
@@ -83,9 +90,9 @@ pub async fn run(
     );
     if cache.purge_one(&key).await {
         let answer = serde_json::json!({"purged": "entry", "url": url, "request_id": id});
-        (200, Bytes::from(answer.to_string()))
+        Ok(Bytes::from(answer.to_string()))
     } else {
-        fail(404, "nothing is cached for this url")
+        Err(Failed::Nothing("nothing is cached for this url"))
     }
 }
 
