@@ -1,17 +1,17 @@
 //! Admission: what `request_filter` decides before a request may go upstream, as named steps in
 //! DESIGN §3 order over plain inputs (no session), each refusing with a typed `Refusal`.
 
+use super::builtin::BuiltIn;
 use super::ctx::Caller;
-use super::endpoints::BuiltIn;
+use super::endpoints::authorise_admin;
 use super::refusal::Refusal;
 use super::select;
-use crate::auth::{Access, Failure, Identity, Strategy};
+use crate::auth::{Access, Failure, Identity};
 use crate::backends::Pool;
 use crate::limits::{Limit, Refused, Subject};
 use crate::runtime::{Config, Route};
 use crate::{router, upstream};
 use bytes::Bytes;
-use http::HeaderMap;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -297,29 +297,6 @@ fn subject_of<'a>(input: &Input, identity: Option<&'a Identity>) -> (Subject<'a>
             let ip = crate::client_addr::client_ip(input.peer, &input.head.headers, trusted);
             (Subject::Client(ip), None)
         }
-    }
-}
-
-/// Purges are for agents with the `admin` scope, or clients in `caching.admin_networks`.
-pub fn authorise_admin(
-    peer: Option<IpAddr>,
-    headers: &HeaderMap,
-    cfg: &Config,
-) -> Result<(), Refusal> {
-    let nets = cfg
-        .cache
-        .as_ref()
-        .map_or(&[][..], |c| &c.admin_networks[..]);
-    if peer.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
-        return Ok(());
-    }
-    match cfg.auth.authenticate(headers, Strategy::Any) {
-        Ok(identity) if identity.agent.admin => Ok(()),
-        Ok(_) => Err(Refusal::Forbidden("purging needs the admin scope")),
-        Err(Failure::Missing) => Err(Refusal::Forbidden(
-            "purging needs the admin scope or an admin network",
-        )),
-        Err(f) => Err(Refusal::unauthorized(&cfg.auth, Strategy::Any, &f)),
     }
 }
 

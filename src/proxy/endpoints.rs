@@ -1,90 +1,20 @@
 //! The gateway's own endpoints (health, metrics, token, cache admin): which path names one,
 //! the methods each answers (checked once, for all), and their answers.
 
+use super::builtin::BuiltIn;
 use super::refusal::Refusal;
-use crate::auth::Strategy;
+use crate::auth::{Failure, Strategy};
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::respond;
 use crate::runtime::Config;
 use bytes::Bytes;
-use http::Method;
+use http::HeaderMap;
 use pingora::proxy::Session;
 use pingora::Result;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-/// A path the gateway answers itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuiltIn {
-    Health,
-    Metrics,
-    /// `POST {base_path}/auth/token`: a JWT for the agent of a valid API key.
-    Token,
-    /// `DELETE {base_path}/cache`: purges, by an admin.
-    CacheAdmin,
-}
-
-impl BuiltIn {
-    /// The endpoint a normalised path names. `serves_metrics`: metrics are on and served on
-    /// the gateway's own port.
-    pub fn of(path: &str, cfg: &Config, serves_metrics: bool) -> Option<BuiltIn> {
-        if path == cfg.health_path {
-            Some(BuiltIn::Health)
-        } else if serves_metrics && path == cfg.metrics_path {
-            Some(BuiltIn::Metrics)
-        } else if path == cfg.token_path && cfg.auth.jwt.as_ref().is_some_and(|j| j.can_sign()) {
-            Some(BuiltIn::Token)
-        } else if cfg.cache.is_some() && path == cfg.cache_path {
-            Some(BuiltIn::CacheAdmin)
-        } else {
-            None
-        }
-    }
-
-    /// Whether the gateway ceiling applies: health and metrics answer even when it is reached,
-    /// so that an overloaded gateway can still be watched.
-    pub fn limited(self) -> bool {
-        matches!(self, BuiltIn::Token | BuiltIn::CacheAdmin)
-    }
-
-    /// The route label of its metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            BuiltIn::Health => "health",
-            BuiltIn::Metrics => "metrics",
-            BuiltIn::Token => "token",
-            BuiltIn::CacheAdmin => "cache",
-        }
-    }
-
-    /// The `Allow` header of a 405.
-    pub fn allow(self) -> &'static str {
-        match self {
-            BuiltIn::Health | BuiltIn::Metrics => "GET, HEAD",
-            BuiltIn::Token => "POST",
-            BuiltIn::CacheAdmin => "DELETE",
-        }
-    }
-
-    fn allows(self, method: &Method) -> bool {
-        match self {
-            BuiltIn::Health | BuiltIn::Metrics => method == Method::GET || method == Method::HEAD,
-            BuiltIn::Token => method == Method::POST,
-            BuiltIn::CacheAdmin => method == Method::DELETE,
-        }
-    }
-
-    /// The message of a 405.
-    pub fn wrong_method(self) -> &'static str {
-        match self {
-            BuiltIn::Health => "the health endpoint answers GET",
-            BuiltIn::Metrics => "the metrics endpoint answers GET",
-            BuiltIn::Token => "the token endpoint answers POST",
-            BuiltIn::CacheAdmin => "the cache endpoint answers DELETE",
-        }
-    }
-}
 
 /// What the endpoints read beside the request (process-lived parts passed in by the proxy).
 pub struct Served<'a> {
@@ -130,7 +60,7 @@ async fn metrics(session: &mut Session, s: &Served<'_>) -> Result<()> {
         return Ok(());
     };
     m.active
-        .set(super::IN_FLIGHT.load(Ordering::Relaxed) as i64);
+        .set(super::ctx::IN_FLIGHT.load(Ordering::Relaxed) as i64);
     if let Some(cache) = s.cache {
         let (bytes, evictions) = cache.stats();
         m.cache_bytes.set(bytes);
@@ -166,7 +96,7 @@ fn token(session: &Session, s: &Served<'_>) -> Result<Bytes, Refusal> {
 /// entry of a route, or one entry.
 async fn cache_admin(session: &mut Session, s: &Served<'_>) -> Result<()> {
     let peer = crate::upstream::client_ip(session);
-    let allowed = super::admit::authorise_admin(peer, &session.req_header().headers, s.config);
+    let allowed = authorise_admin(peer, &session.req_header().headers, s.config);
     let cache = allowed.and(s.cache.ok_or(Refusal::NoRoute));
     let cache = match cache {
         Ok(cache) => cache,
@@ -191,5 +121,28 @@ async fn cache_admin(session: &mut Session, s: &Served<'_>) -> Result<()> {
     match crate::admin::purge::run(cache, s.config, req, headers, s.request_id).await {
         Ok(answer) => respond::write_json(session, 200, answer, s.request_id, &[]).await,
         Err(failed) => Refusal::Purge(failed).write(session, s.request_id).await,
+    }
+}
+
+/// Purges are for agents with the `admin` scope, or clients in `caching.admin_networks`.
+pub fn authorise_admin(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    cfg: &Config,
+) -> Result<(), Refusal> {
+    let nets = cfg
+        .cache
+        .as_ref()
+        .map_or(&[][..], |c| &c.admin_networks[..]);
+    if peer.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
+        return Ok(());
+    }
+    match cfg.auth.authenticate(headers, Strategy::Any) {
+        Ok(identity) if identity.agent.admin => Ok(()),
+        Ok(_) => Err(Refusal::Forbidden("purging needs the admin scope")),
+        Err(Failure::Missing) => Err(Refusal::Forbidden(
+            "purging needs the admin scope or an admin network",
+        )),
+        Err(f) => Err(Refusal::unauthorized(&cfg.auth, Strategy::Any, &f)),
     }
 }

@@ -2,6 +2,7 @@
 //! to a module. Read it top to bottom as the life of a request.
 
 mod admit;
+mod builtin;
 mod ctx;
 mod endpoints;
 mod refusal;

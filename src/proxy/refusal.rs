@@ -1,7 +1,7 @@
 //! Every JSON error the gateway writes on the proxy path, as one typed `Refusal` that knows its
 //! status, message, headers and whether the connection closes.
 
-use super::endpoints::BuiltIn;
+use super::builtin::BuiltIn;
 use crate::admin::purge::Failed;
 use crate::auth::{Auth, Failure, Strategy};
 use crate::limits::{Exceeded, Refused, Standing};

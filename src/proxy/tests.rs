@@ -1,8 +1,8 @@
 //! Admission and refusals, decided without a socket: a head, a peer and a compiled `Config`.
 
 use super::admit::{admit, sent_content_length, Admit, Input};
+use super::builtin::BuiltIn;
 use super::ctx::Caller;
-use super::endpoints::BuiltIn;
 use super::refusal::{self, Refusal};
 use crate::router::PathError;
 use crate::runtime::Config;
