@@ -49,7 +49,17 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // One pass over the bytes: most paths need no work at all.
+    if !needs_work(bytes)? {
+        return Ok(Cow::Borrowed(path));
+    }
+    let partly = decode(path)?;
+    Ok(Cow::Owned(resolve_segments(&partly)?))
+}
+
+/// One pass over the bytes: most paths need no work at all. A NUL is refused here, before any
+/// escape is looked at.
+#[inline]
+fn needs_work(bytes: &[u8]) -> Result<bool, PathError> {
     let mut needs_work = false;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
@@ -59,11 +69,12 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
             _ => {}
         }
     }
-    if !needs_work {
-        return Ok(Cow::Borrowed(path));
-    }
+    Ok(needs_work)
+}
 
-    // 1. Percent-decoding: check the fully decoded form, keep only unreserved ones decoded.
+/// Percent-decoding: checks the fully decoded form, keeps only unreserved ones decoded.
+fn decode(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
     let mut decoded_full = Vec::with_capacity(bytes.len());
     let mut partly = String::with_capacity(bytes.len());
     let mut i = 0;
@@ -104,8 +115,11 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     if std::str::from_utf8(&decoded_full).is_err() {
         return Err(PathError::NotUtf8);
     }
+    Ok(partly)
+}
 
-    // 2. Segments.
+/// Collapses empty and `.` segments and resolves `..`, keeping a trailing `/`.
+fn resolve_segments(partly: &str) -> Result<String, PathError> {
     let trailing_slash = partly.ends_with('/') || partly.ends_with("/.") || partly.ends_with("/..");
     let mut segs: Vec<&str> = Vec::new();
     for seg in partly.split('/') {
@@ -127,7 +141,7 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     if trailing_slash || out.is_empty() {
         out.push('/');
     }
-    Ok(Cow::Owned(out))
+    Ok(out)
 }
 
 fn utf8_len(first: u8) -> usize {

@@ -2,13 +2,15 @@
 //! proxy service, and a background task that ends a graceful stop as soon as requests are done.
 
 use crate::proxy::{Gateway, IN_FLIGHT};
-use crate::runtime::{Config, Services};
+use crate::runtime::{Config, Process, Services};
 use crate::{process, upstream};
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,9 @@ pub struct StartOptions {
     pub upgrade: bool,
 }
 
-/// Runs the gateway until it is stopped. Errors are one readable sentence.
-pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
+/// What would make the start fail half-way, found before anything is started. An upgrade takes
+/// the listeners and the pid file over from the running process, so those are not checked then.
+fn check_before_start(config: &Config, opts: &StartOptions) -> Result<(), String> {
     if let Some(missing) =
         (!config.pending_features.is_empty()).then(|| config.pending_features.join(", "))
     {
@@ -40,12 +43,14 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
             ));
         }
     }
-    upstream::resolve_all_blocking(&config);
+    Ok(())
+}
 
+/// The Pingora server, bootstrapped (which takes the listeners over on an upgrade).
+fn pingora_server(p: &Process, opts: &StartOptions) -> Server {
     // `--daemon` is handled by the CLI (process::spawn_daemon), which re-runs us in the
     // foreground detached from the terminal; Pingora's own fork would lose threads started before
     // it and release its parent before the listeners are up.
-    let p = &config.process;
     let conf = ServerConf {
         pid_file: p.pid_file.clone(),
         upgrade_sock: p.upgrade_sock.clone(),
@@ -61,10 +66,15 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    server
+}
 
-    let services = Arc::new(Services::build(&config)?);
-    let config = Arc::new(config);
-    let current = Arc::new(arc_swap::ArcSwap::new(config.clone()));
+/// Reloads of the configuration, and backend discovery and health checks.
+fn add_upkeep(
+    server: &mut Server,
+    current: &Arc<arc_swap::ArcSwap<Config>>,
+    services: &Arc<Services>,
+) {
     server.add_service(background_service(
         "reload",
         crate::reload::Reloader {
@@ -79,12 +89,62 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
             metrics: services.metrics.clone(),
         },
     ));
+}
+
+/// Runs the gateway until it is stopped. Errors are one readable sentence.
+pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
+    check_before_start(&config, &opts)?;
+    upstream::resolve_all_blocking(&config);
+    let mut server = pingora_server(&config.process, &opts);
+    let services = Arc::new(Services::build(&config)?);
+    let config = Arc::new(config);
+    let current = Arc::new(arc_swap::ArcSwap::new(config.clone()));
+    add_upkeep(&mut server, &current, &services);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         Gateway::new(current, services.clone()),
         "clawgate",
     );
+    add_listeners(&mut proxy, &config.process)?;
+    server.add_service(proxy);
+    if let Some(store) = &config.auth.store {
+        store.watch();
+    }
+    add_outbound(&mut server, &services);
     let p = &config.process;
+    let started = format!(
+        "clawgate {} started: {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.name,
+        p.listen.join(", ")
+    );
+    if let Some(log) = &services.access_log {
+        log.check()
+            .map_err(|e| format!("cannot open the access log: {e}"))?;
+        log.start();
+        log.write(&crate::access_log::event("info", &started));
+    }
+    if let Some(jwt) = config.auth.jwt.clone().filter(|j| j.jwks.is_some()) {
+        start_jwks(&mut server, jwt);
+    }
+    add_metrics_listener(&mut server, &config, &services);
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            pid_file: p.pid_file.clone(),
+            services: services.clone(),
+        },
+    ));
+    process::write_pid_file(&p.pid_file)
+        .map_err(|e| format!("cannot write the pid file {}: {e}", p.pid_file))?;
+    log::info!("{started}");
+    server.run(RunArgs::default());
+    process::remove_pid_file_if_ours(&config.process.pid_file);
+    Ok(())
+}
+
+/// The proxy's listeners: TLS when configured, else plain TCP (with HTTP/2 cleartext if asked).
+fn add_listeners(proxy: &mut Service<HttpProxy<Gateway>>, p: &Process) -> Result<(), String> {
     if p.h2c && p.tls.is_none() {
         if let Some(app) = proxy.app_logic_mut() {
             let mut options = pingora::apps::HttpServerOptions::default();
@@ -103,10 +163,12 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
             None => proxy.add_tcp(addr),
         }
     }
-    server.add_service(proxy);
-    if let Some(store) = &config.auth.store {
-        store.watch();
-    }
+    Ok(())
+}
+
+/// What talks to other systems from the start: trace export, and the warm-up of the Redis stores
+/// (limits and cache).
+fn add_outbound(server: &mut Server, services: &Arc<Services>) {
     if let Some(t) = services.tracing.as_ref().filter(|t| t.endpoint.is_some()) {
         server.add_service(background_service(
             "tracing-export",
@@ -121,23 +183,12 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
             },
         ));
     }
-    let started = format!(
-        "clawgate {} started: {} on {}",
-        env!("CARGO_PKG_VERSION"),
-        config.name,
-        p.listen.join(", ")
-    );
-    if let Some(log) = &services.access_log {
-        log.check()
-            .map_err(|e| format!("cannot open the access log: {e}"))?;
-        log.start();
-        log.write(&crate::access_log::event("info", &started));
-    }
-    if let Some(jwt) = config.auth.jwt.clone().filter(|j| j.jwks.is_some()) {
-        start_jwks(&mut server, jwt);
-    }
+}
+
+/// `monitoring.metrics.listen`: the metrics endpoint on a port of its own, when set.
+fn add_metrics_listener(server: &mut Server, config: &Config, services: &Services) {
     if let (Some(metrics), Some(addr)) = (&services.metrics, &config.metrics_listen) {
-        let mut service = pingora::services::listening::Service::new(
+        let mut service = Service::new(
             "metrics".into(),
             MetricsApp {
                 metrics: metrics.clone(),
@@ -147,19 +198,6 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         service.add_tcp(addr);
         server.add_service(service);
     }
-    server.add_service(background_service(
-        "drain",
-        Drain {
-            pid_file: p.pid_file.clone(),
-            services: services.clone(),
-        },
-    ));
-    process::write_pid_file(&p.pid_file)
-        .map_err(|e| format!("cannot write the pid file {}: {e}", p.pid_file))?;
-    log::info!("{started}");
-    server.run(RunArgs::default());
-    process::remove_pid_file_if_ours(&config.process.pid_file);
-    Ok(())
 }
 
 /// `monitoring.metrics.listen`: the metrics endpoint on a port of its own.

@@ -45,10 +45,67 @@ pub fn from_url(name: &str, url: &str) -> Result<Pool, String> {
     .map_err(|(_, m)| m)
 }
 
-/// A named backend.
+/// A named backend. The steps run in this order, so a backend wrong in two ways is reported on
+/// the same field as ever.
 pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
     let at = at!("backends", name);
-    let list: Vec<(String, usize, Vec<Seg>)> = match (&b.url, &b.urls) {
+    let (urls, first) = targets(addresses(name, b)?, &at)?;
+    let hash_by = hash_by(b, &at)?;
+    let (protocol, max_h2_streams) = protocol(b, &first, &at)?;
+    let tls = tls(name, b, &first, &at)?;
+    let active = match &b.health_check {
+        Some(h) => Some(active_check(h, &at)?),
+        None => None,
+    };
+    let passive = passive(name, b, &at)?;
+    let retries = retries(name, b)?;
+    let breaker = b.circuit_breaker.as_ref().map(|c| {
+        Breaker::new(
+            c.failures.map_or(5, |f| f.0.min(u32::MAX as u64) as u32),
+            c.window.map_or(Duration::from_secs(10), |d| d.0),
+            c.open_for.map_or(Duration::from_secs(30), |d| d.0),
+        )
+    });
+    build(Spec {
+        name: name.to_string(),
+        fingerprint: format!("{b:?}"),
+        urls,
+        tls: first.tls,
+        sni: tls.sni,
+        host_header: Some(first.host_header.clone()),
+        path_prefix: first.path_prefix.clone(),
+        balance: b.load_balancing.unwrap_or(Balance::RoundRobin),
+        hash_by,
+        protocol,
+        max_h2_streams,
+        verify: tls.verify,
+        ca: tls.ca,
+        connect_timeout: positive(&at, "connect_timeout", dur(&b.connect_timeout))?,
+        timeout: positive(&at, "timeout", dur(&b.timeout))?,
+        idle_timeout: dur(&b.idle_timeout)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_IDLE),
+        resolve_every: positive(&at, "resolve_every", dur(&b.resolve_every))?
+            .unwrap_or(DEFAULT_RESOLVE_EVERY),
+        active,
+        passive,
+        retries,
+        breaker,
+        check: b
+            .health_check
+            .as_ref()
+            .map(|h| (h, first.authority.clone())),
+    })
+    .map_err(|(field, m)| problem(&at, field, m))
+}
+
+/// A URL as written, its weight, and where it was written.
+type Listed = (String, usize, Vec<Seg>);
+
+/// `url` or `urls`, exactly one of them and not empty.
+fn addresses(name: &str, b: &schema::Backend) -> Result<Vec<Listed>, Problem> {
+    let at = at!("backends", name);
+    Ok(match (&b.url, &b.urls) {
         (Some(_), Some(_)) => return Err(Problem::new(at, "set either url or urls, not both")),
         (None, None) => return Err(Problem::new(at, "needs url or urls")),
         (Some(u), None) => vec![(u.0.clone(), 1, at!("backends", name, "url"))],
@@ -67,7 +124,12 @@ pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
                 ),
             })
             .collect(),
-    };
+    })
+}
+
+/// The pool's URLs, and the first target: the others must share its scheme and path, and only
+/// those of another authority carry a `Host` of their own.
+fn targets(list: Vec<Listed>, at: &[Seg]) -> Result<(Vec<Url>, Target), Problem> {
     let mut urls = Vec::new();
     let mut first: Option<Target> = None;
     for (url, weight, path) in list {
@@ -97,27 +159,40 @@ pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
             first = Some(t);
         }
     }
-    let Some(first) = first else {
-        return Err(problem(&at, "urls", "is empty"));
-    };
-    let dur = |d: &Option<crate::config::values::Dur>| d.map(|d| d.0);
-    let positive = |field: &str, d: Option<Duration>| -> Result<Option<Duration>, Problem> {
-        match d {
-            Some(d) if d.is_zero() => Err(problem(&at, field, "must be longer than 0")),
-            d => Ok(d),
-        }
-    };
+    match first {
+        Some(first) => Ok((urls, first)),
+        None => Err(problem(at, "urls", "is empty")),
+    }
+}
+
+fn dur(d: &Option<crate::config::values::Dur>) -> Option<Duration> {
+    d.map(|d| d.0)
+}
+
+fn positive(at: &[Seg], field: &str, d: Option<Duration>) -> Result<Option<Duration>, Problem> {
+    match d {
+        Some(d) if d.is_zero() => Err(problem(at, field, "must be longer than 0")),
+        d => Ok(d),
+    }
+}
+
+fn hash_by(b: &schema::Backend, at: &[Seg]) -> Result<KeyFrom, Problem> {
     let hash_by = match &b.hash_by {
-        Some(h) => KeyFrom::parse(h).map_err(|m| problem(&at, "hash_by", m))?,
+        Some(h) => KeyFrom::parse(h).map_err(|m| problem(at, "hash_by", m))?,
         None => KeyFrom::Agent,
     };
     if b.hash_by.is_some() && b.load_balancing != Some(Balance::Hash) {
         return Err(problem(
-            &at,
+            at,
             "hash_by",
             "only applies to load_balancing: hash",
         ));
     }
+    Ok(hash_by)
+}
+
+/// The protocol, which must suit the URLs' scheme, and the HTTP/2 streams per connection.
+fn protocol(b: &schema::Backend, first: &Target, at: &[Seg]) -> Result<(Protocol, usize), Problem> {
     let protocol = match b.protocol {
         None | Some(schema::Protocol::Http1) => Protocol::Http1,
         Some(schema::Protocol::H2) => Protocol::H2,
@@ -126,131 +201,104 @@ pub fn from_backend(name: &str, b: &schema::Backend) -> Result<Pool, Problem> {
     };
     if protocol == Protocol::H2c && first.tls {
         return Err(problem(
-            &at,
+            at,
             "protocol",
             "h2c is HTTP/2 without TLS; use h2 (or auto) with https URLs",
         ));
     }
     if protocol == Protocol::H2 && !first.tls {
         return Err(problem(
-            &at,
+            at,
             "protocol",
             "h2 needs https URLs; use h2c for HTTP/2 without TLS",
         ));
     }
     let max_h2_streams = match b.max_h2_streams {
         Some(c) if c.0 == 0 || c.0 > 10_000 => {
-            return Err(problem(
-                &at,
-                "max_h2_streams",
-                "must be between 1 and 10000",
-            ))
+            return Err(problem(at, "max_h2_streams", "must be between 1 and 10000"))
         }
         Some(c) => c.0 as usize,
         None => DEFAULT_H2_STREAMS,
     };
-    let (sni, verify, ca) = match &b.tls {
-        Some(tls) => {
-            if !first.tls {
-                return Err(problem(&at, "tls", "applies to https URLs only"));
-            }
-            let ca = match &tls.ca_file {
-                Some(f) => Some(
-                    load_ca(f)
-                        .map_err(|m| Problem::new(at!("backends", name, "tls", "ca_file"), m))?,
-                ),
-                None => None,
-            };
-            (
-                tls.sni.as_ref().map(|s| s.0.clone()),
-                tls.verify.is_none_or(|v| v.0),
-                ca,
-            )
-        }
-        None => (None, true, None),
+    Ok((protocol, max_h2_streams))
+}
+
+/// `tls` of a backend: how its certificate is checked.
+struct Tls {
+    sni: Option<String>,
+    verify: bool,
+    ca: Option<Arc<[WrappedX509]>>,
+}
+
+fn tls(name: &str, b: &schema::Backend, first: &Target, at: &[Seg]) -> Result<Tls, Problem> {
+    let Some(tls) = &b.tls else {
+        return Ok(Tls {
+            sni: None,
+            verify: true,
+            ca: None,
+        });
     };
-    let active = match &b.health_check {
-        Some(h) => Some(active_check(h, &at)?),
+    if !first.tls {
+        return Err(problem(at, "tls", "applies to https URLs only"));
+    }
+    let ca = match &tls.ca_file {
+        Some(f) => {
+            Some(load_ca(f).map_err(|m| Problem::new(at!("backends", name, "tls", "ca_file"), m))?)
+        }
         None => None,
     };
-    let passive = match &b.passive_health {
-        Some(p) if !p.enabled.0 => None,
-        Some(p) => Some(Passive {
-            failures: match p.failures {
-                Some(c) if c.0 == 0 => {
-                    return Err(Problem::new(
-                        at!("backends", name, "passive_health", "failures"),
-                        "must be at least 1",
-                    ))
-                }
-                Some(c) => c.0.min(u32::MAX as u64) as u32,
-                None => DEFAULT_PASSIVE.failures,
-            },
-            cool_off: positive("passive_health", dur(&p.cool_off))?
-                .unwrap_or(DEFAULT_PASSIVE.cool_off),
-        }),
-        None => Some(DEFAULT_PASSIVE),
-    };
-    let retries = match &b.retries {
-        Some(r) => {
-            let attempts = r.attempts.map_or(DEFAULT_ATTEMPTS, |c| c.0.min(10) as u32);
-            let mut on_status = Vec::new();
-            for (i, s) in r.on_status.iter().enumerate() {
-                if !(500..=599).contains(&s.0) {
-                    return Err(Problem::new(
-                        at!("backends", name, "retries", "on_status", i),
-                        "only 5xx statuses can be retried",
-                    ));
-                }
-                on_status.push(s.0 as u16);
-            }
-            let budget = match &r.budget {
-                Some(b) => parse_share(b)
-                    .map_err(|m| Problem::new(at!("backends", name, "retries", "budget"), m))?,
-                None => DEFAULT_BUDGET,
-            };
-            Retries::new(attempts, on_status, budget)
-        }
-        None => Retries::new(DEFAULT_ATTEMPTS, Vec::new(), DEFAULT_BUDGET),
-    };
-    let breaker = b.circuit_breaker.as_ref().map(|c| {
-        Breaker::new(
-            c.failures.map_or(5, |f| f.0.min(u32::MAX as u64) as u32),
-            c.window.map_or(Duration::from_secs(10), |d| d.0),
-            c.open_for.map_or(Duration::from_secs(30), |d| d.0),
-        )
-    });
-    build(Spec {
-        name: name.to_string(),
-        fingerprint: format!("{b:?}"),
-        urls,
-        tls: first.tls,
-        sni,
-        host_header: Some(first.host_header.clone()),
-        path_prefix: first.path_prefix.clone(),
-        balance: b.load_balancing.unwrap_or(Balance::RoundRobin),
-        hash_by,
-        protocol,
-        max_h2_streams,
-        verify,
+    Ok(Tls {
+        sni: tls.sni.as_ref().map(|s| s.0.clone()),
+        verify: tls.verify.is_none_or(|v| v.0),
         ca,
-        connect_timeout: positive("connect_timeout", dur(&b.connect_timeout))?,
-        timeout: positive("timeout", dur(&b.timeout))?,
-        idle_timeout: dur(&b.idle_timeout)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_IDLE),
-        resolve_every: positive("resolve_every", dur(&b.resolve_every))?
-            .unwrap_or(DEFAULT_RESOLVE_EVERY),
-        active,
-        passive,
-        retries,
-        breaker,
-        check: b
-            .health_check
-            .as_ref()
-            .map(|h| (h, first.authority.clone())),
     })
-    .map_err(|(field, m)| problem(&at, field, m))
+}
+
+/// Passive health is on unless turned off, with the defaults for what is not set.
+fn passive(name: &str, b: &schema::Backend, at: &[Seg]) -> Result<Option<Passive>, Problem> {
+    let p = match &b.passive_health {
+        Some(p) if !p.enabled.0 => return Ok(None),
+        Some(p) => p,
+        None => return Ok(Some(DEFAULT_PASSIVE)),
+    };
+    let failures = match p.failures {
+        Some(c) if c.0 == 0 => {
+            return Err(Problem::new(
+                at!("backends", name, "passive_health", "failures"),
+                "must be at least 1",
+            ))
+        }
+        Some(c) => c.0.min(u32::MAX as u64) as u32,
+        None => DEFAULT_PASSIVE.failures,
+    };
+    Ok(Some(Passive {
+        failures,
+        cool_off: positive(at, "passive_health", dur(&p.cool_off))?
+            .unwrap_or(DEFAULT_PASSIVE.cool_off),
+    }))
+}
+
+fn retries(name: &str, b: &schema::Backend) -> Result<Retries, Problem> {
+    let Some(r) = &b.retries else {
+        return Ok(Retries::new(DEFAULT_ATTEMPTS, Vec::new(), DEFAULT_BUDGET));
+    };
+    let attempts = r.attempts.map_or(DEFAULT_ATTEMPTS, |c| c.0.min(10) as u32);
+    let mut on_status = Vec::new();
+    for (i, s) in r.on_status.iter().enumerate() {
+        if !(500..=599).contains(&s.0) {
+            return Err(Problem::new(
+                at!("backends", name, "retries", "on_status", i),
+                "only 5xx statuses can be retried",
+            ));
+        }
+        on_status.push(s.0 as u16);
+    }
+    let budget = match &r.budget {
+        Some(b) => parse_share(b)
+            .map_err(|m| Problem::new(at!("backends", name, "retries", "budget"), m))?,
+        None => DEFAULT_BUDGET,
+    };
+    Ok(Retries::new(attempts, on_status, budget))
 }
 
 const DEFAULT_PASSIVE: Passive = Passive {

@@ -5,14 +5,16 @@
 //! names), `method` one of the standard methods or `OTHER`, `agent_id` a verified agent or
 //! `anonymous`, `model` truncated and limited in count.
 
+mod custom;
+
 use crate::at;
-use crate::config::schema::{self, MetricKind};
+use crate::config::schema;
 use crate::config::Problem;
+use custom::{Custom, CustomKind, CustomSeries};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
-use prometheus::{Histogram, IntCounter};
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
@@ -23,9 +25,6 @@ const BUCKETS: &[f64] = &[
 /// Distinct `model` label values kept; later ones are counted as `other`.
 const MAX_MODELS: usize = 64;
 const MAX_MODEL_LEN: usize = 64;
-
-/// The labels a custom metric may declare, and where their values come from.
-const CUSTOM_LABELS: &[&str] = &["agent_id", "model", "route", "method", "status"];
 
 pub struct Metrics {
     registry: Registry,
@@ -39,7 +38,7 @@ pub struct Metrics {
     pub cache_bypasses: IntCounterVec,
     /// Bytes of answers held in memory (the memory store, or the Redis store's memory tier).
     pub cache_bytes: IntGauge,
-    pub cache_evictions: prometheus::IntCounter,
+    pub cache_evictions: IntCounter,
     pub upstream_errors: IntCounterVec,
     pub active: IntGauge,
     pub reloads: IntCounterVec,
@@ -74,53 +73,9 @@ impl std::fmt::Debug for RouteSeries {
     }
 }
 
-/// One series of a custom metric.
-enum CustomSeries {
-    Counter(IntCounter),
-    Histogram(Histogram),
-    Gauge(prometheus::Gauge),
-}
-
-impl CustomSeries {
-    fn observe(&self, seconds: f64) {
-        match self {
-            CustomSeries::Counter(m) => m.inc(),
-            CustomSeries::Histogram(m) => m.observe(seconds),
-            CustomSeries::Gauge(m) => m.set(seconds),
-        }
-    }
-}
-
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
-    }
-}
-
-#[derive(Clone)]
-enum CustomKind {
-    Counter(IntCounterVec),
-    Histogram(HistogramVec),
-    Gauge(GaugeVec),
-}
-
-#[derive(Clone)]
-struct Custom {
-    /// The article's token counter: counts tokens, not requests.
-    tokens: bool,
-    /// Labelled only by route, method and status: its series are kept per route.
-    per_route: bool,
-    labels: Vec<&'static str>,
-    kind: CustomKind,
-}
-
-impl Custom {
-    fn series(&self, values: &[&str]) -> CustomSeries {
-        match &self.kind {
-            CustomKind::Counter(m) => CustomSeries::Counter(m.with_label_values(values)),
-            CustomKind::Histogram(m) => CustomSeries::Histogram(m.with_label_values(values)),
-            CustomKind::Gauge(m) => CustomSeries::Gauge(m.with_label_values(values)),
-        }
     }
 }
 
@@ -216,221 +171,46 @@ impl Metrics {
         Metrics::new(&s.prefix, &s.custom)
     }
 
+    /// Registration order decides which name a bad prefix is reported on: built-ins first, in
+    /// the order below, then the custom metrics in theirs.
     pub fn new(prefix: &str, custom: &[schema::CustomMetric]) -> Result<Metrics, Problem> {
         let registry = Registry::new();
-        let name = |n: &str| format!("{prefix}{n}");
-        let counter = |n: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name(n), help), labels)
-                .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-            registry
-                .register(Box::new(c.clone()))
-                .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-            Ok::<_, Problem>(c)
+        let r = Registrar {
+            registry: &registry,
+            prefix,
         };
-        let histogram = |n: &str, help: &str, labels: &[&str]| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name(n), help).buckets(BUCKETS.to_vec()),
-                labels,
-            )
-            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-            registry
-                .register(Box::new(h.clone()))
-                .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-            Ok::<_, Problem>(h)
-        };
-        let requests = counter(
-            "requests_total",
-            "Requests answered, by route, method and status.",
-            &["route", "method", "status"],
-        )?;
-        let duration = histogram(
-            "request_duration_seconds",
-            "Time from the request's arrival to the end of its response.",
-            &["route"],
-        )?;
-        let upstream_duration = histogram(
-            "upstream_duration_seconds",
-            "Time from sending a request to the backend to its response head.",
-            &["route"],
-        )?;
-        let rate_limited = counter(
-            "rate_limited_total",
-            "Requests refused by a rate limit, by agent.",
-            &["agent_id"],
-        )?;
-        let agent_requests = counter(
-            "agent_requests_total",
-            "Requests answered, by agent and status (for error rates per agent).",
-            &["agent_id", "status"],
-        )?;
-        let cache_hits = counter(
-            "cache_hits_total",
-            "Responses served from cache.",
-            &["route"],
-        )?;
-        let cache_misses = counter(
-            "cache_misses_total",
-            "Cacheable requests that went to the backend.",
-            &["route"],
-        )?;
-        let cache_bypasses = counter(
-            "cache_bypasses_total",
-            "Requests of caching routes that could not use the cache (method, no-store, body).",
-            &["route"],
-        )?;
-        let cache_bytes = IntGauge::new(
-            name("cache_stored_bytes"),
-            "Bytes of cached answers held in memory.",
-        )
-        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        registry
-            .register(Box::new(cache_bytes.clone()))
-            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        let cache_evictions = prometheus::IntCounter::new(
-            name("cache_evictions_total"),
-            "Cached answers pushed out of memory to make room.",
-        )
-        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        registry
-            .register(Box::new(cache_evictions.clone()))
-            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        let upstream_errors = counter(
-            "upstream_errors_total",
-            "Backend failures: connect, timeout, or a broken response.",
-            &["route", "kind"],
-        )?;
-        let reloads = counter(
-            "config_reloads_total",
-            "Configuration reloads, by result.",
-            &["result"],
-        )?;
-        let backend_up = prometheus::IntGaugeVec::new(
-            Opts::new(
-                name("backend_up"),
-                "1 while a backend address can take requests (healthy, not ejected), else 0.",
-            ),
-            &["backend", "address"],
-        )
-        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        registry
-            .register(Box::new(backend_up.clone()))
-            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        let ejections = counter(
-            "upstream_ejections_total",
-            "Backend addresses left out by passive health checks (failures in a row).",
-            &["backend"],
-        )?;
-        let breaker_opens = counter(
-            "circuit_breaker_opens_total",
-            "Times a backend's circuit breaker opened.",
-            &["backend"],
-        )?;
-        let active = IntGauge::new(name("active_connections"), "Requests in progress.")
-            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        registry
-            .register(Box::new(active.clone()))
-            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-        let info = IntCounterVec::new(
-            Opts::new(name("build_info"), "clawgate's version (always 1)."),
+        let traffic = Traffic::new(&r)?;
+        let cache = Cache::new(&r)?;
+        let backends = Backends::new(&r)?;
+        let active = r.register(IntGauge::new(
+            r.name("active_connections"),
+            "Requests in progress.",
+        ))?;
+        let info = r.register(IntCounterVec::new(
+            Opts::new(r.name("build_info"), "clawgate's version (always 1)."),
             &["version"],
-        )
-        .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
+        ))?;
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
-        registry
-            .register(Box::new(info))
-            .map_err(|e| Problem::new(at!("monitoring", "metrics"), e.to_string()))?;
-
-        let mut customs = Vec::new();
-        for (i, c) in custom.iter().enumerate() {
-            let here = |f: &str| at!("monitoring", "metrics", "custom_metrics", i, f);
-            let mut labels = Vec::new();
-            for (j, l) in c.labels.iter().enumerate() {
-                let known = CUSTOM_LABELS.iter().find(|k| **k == l.0).ok_or_else(|| {
-                    Problem::new(
-                        at!("monitoring", "metrics", "custom_metrics", i, "labels", j),
-                        format!(
-                            "{:?} is not a label clawgate can fill; expected one of {}",
-                            l.0,
-                            CUSTOM_LABELS.join(", ")
-                        ),
-                    )
-                })?;
-                labels.push(*known);
-            }
-            let tokens = c.name.0 == "agent_token_usage";
-            let help = c.help.as_ref().map_or_else(
-                || {
-                    if tokens {
-                        "LLM tokens (prompt + completion) used, by agent and model.".to_string()
-                    } else {
-                        format!("{} (custom)", c.name.0)
-                    }
-                },
-                |h| h.0.clone(),
-            );
-            let bad = |e: prometheus::Error| Problem::new(here("name"), e.to_string());
-            let kind = match c.kind {
-                MetricKind::Counter => {
-                    // Prometheus convention: counters end in _total.
-                    let n = if c.name.ends_with("_total") {
-                        name(&c.name)
-                    } else {
-                        name(&format!("{}_total", c.name.0))
-                    };
-                    CustomKind::Counter(
-                        IntCounterVec::new(Opts::new(n, help), &labels).map_err(bad)?,
-                    )
-                }
-                MetricKind::Histogram => CustomKind::Histogram(
-                    HistogramVec::new(
-                        HistogramOpts::new(name(&c.name), help).buckets(BUCKETS.to_vec()),
-                        &labels,
-                    )
-                    .map_err(bad)?,
-                ),
-                MetricKind::Gauge => CustomKind::Gauge(
-                    GaugeVec::new(Opts::new(name(&c.name), help), &labels).map_err(bad)?,
-                ),
-            };
-            let collector: Box<dyn prometheus::core::Collector> = match &kind {
-                CustomKind::Counter(c) => Box::new(c.clone()),
-                CustomKind::Histogram(h) => Box::new(h.clone()),
-                CustomKind::Gauge(g) => Box::new(g.clone()),
-            };
-            registry.register(collector).map_err(|e| {
-                Problem::new(
-                    here("name"),
-                    format!("{e} (a custom metric may not reuse a built-in name)"),
-                )
-            })?;
-            customs.push(Custom {
-                tokens,
-                per_route: labels
-                    .iter()
-                    .all(|l| matches!(*l, "route" | "method" | "status")),
-                labels,
-                kind,
-            });
-        }
+        let custom = custom::build_all(prefix, custom, &registry)?;
         Ok(Metrics {
             registry,
-            requests,
-            duration,
-            upstream_duration,
-            rate_limited,
-            agent_requests,
-            cache_hits,
-            cache_misses,
-            cache_bypasses,
-            cache_bytes,
-            cache_evictions,
-            upstream_errors,
+            requests: traffic.requests,
+            duration: traffic.duration,
+            upstream_duration: traffic.upstream_duration,
+            rate_limited: traffic.rate_limited,
+            agent_requests: traffic.agent_requests,
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_bypasses: cache.bypasses,
+            cache_bytes: cache.bytes,
+            cache_evictions: cache.evictions,
+            upstream_errors: backends.upstream_errors,
             active,
-            reloads,
-            backend_up,
-            ejections,
-            breaker_opens,
-            custom: customs,
+            reloads: backends.reloads,
+            backend_up: backends.backend_up,
+            ejections: backends.ejections,
+            breaker_opens: backends.breaker_opens,
+            custom,
             models: Mutex::new(HashSet::new()),
             anonymous: Default::default(),
         })
@@ -558,9 +338,166 @@ impl Metrics {
     }
 }
 
+/// Makes and registers built-in series; any failure is a problem of `monitoring.metrics`.
+struct Registrar<'a> {
+    registry: &'a Registry,
+    prefix: &'a str,
+}
+
+impl Registrar<'_> {
+    fn name(&self, n: &str) -> String {
+        format!("{}{n}", self.prefix)
+    }
+
+    fn register<C>(&self, made: prometheus::Result<C>) -> Result<C, Problem>
+    where
+        C: prometheus::core::Collector + Clone + 'static,
+    {
+        let bad = |e: prometheus::Error| Problem::new(at!("monitoring", "metrics"), e.to_string());
+        let c = made.map_err(bad)?;
+        self.registry.register(Box::new(c.clone())).map_err(bad)?;
+        Ok(c)
+    }
+
+    fn counter(&self, n: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, Problem> {
+        self.register(IntCounterVec::new(Opts::new(self.name(n), help), labels))
+    }
+
+    fn histogram(&self, n: &str, help: &str, labels: &[&str]) -> Result<HistogramVec, Problem> {
+        self.register(HistogramVec::new(
+            HistogramOpts::new(self.name(n), help).buckets(BUCKETS.to_vec()),
+            labels,
+        ))
+    }
+}
+
+/// Requests answered: counts, durations, refusals.
+struct Traffic {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    rate_limited: IntCounterVec,
+    agent_requests: IntCounterVec,
+}
+
+impl Traffic {
+    fn new(r: &Registrar) -> Result<Traffic, Problem> {
+        Ok(Traffic {
+            requests: r.counter(
+                "requests_total",
+                "Requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            )?,
+            duration: r.histogram(
+                "request_duration_seconds",
+                "Time from the request's arrival to the end of its response.",
+                &["route"],
+            )?,
+            upstream_duration: r.histogram(
+                "upstream_duration_seconds",
+                "Time from sending a request to the backend to its response head.",
+                &["route"],
+            )?,
+            rate_limited: r.counter(
+                "rate_limited_total",
+                "Requests refused by a rate limit, by agent.",
+                &["agent_id"],
+            )?,
+            agent_requests: r.counter(
+                "agent_requests_total",
+                "Requests answered, by agent and status (for error rates per agent).",
+                &["agent_id", "status"],
+            )?,
+        })
+    }
+}
+
+/// The response cache.
+struct Cache {
+    hits: IntCounterVec,
+    misses: IntCounterVec,
+    bypasses: IntCounterVec,
+    bytes: IntGauge,
+    evictions: IntCounter,
+}
+
+impl Cache {
+    fn new(r: &Registrar) -> Result<Cache, Problem> {
+        Ok(Cache {
+            hits: r.counter(
+                "cache_hits_total",
+                "Responses served from cache.",
+                &["route"],
+            )?,
+            misses: r.counter(
+                "cache_misses_total",
+                "Cacheable requests that went to the backend.",
+                &["route"],
+            )?,
+            bypasses: r.counter(
+                "cache_bypasses_total",
+                "Requests of caching routes that could not use the cache (method, no-store, body).",
+                &["route"],
+            )?,
+            bytes: r.register(IntGauge::new(
+                r.name("cache_stored_bytes"),
+                "Bytes of cached answers held in memory.",
+            ))?,
+            evictions: r.register(IntCounter::new(
+                r.name("cache_evictions_total"),
+                "Cached answers pushed out of memory to make room.",
+            ))?,
+        })
+    }
+}
+
+/// Backend failures and health, and configuration reloads (registered between them, as ever).
+struct Backends {
+    upstream_errors: IntCounterVec,
+    reloads: IntCounterVec,
+    backend_up: prometheus::IntGaugeVec,
+    ejections: IntCounterVec,
+    breaker_opens: IntCounterVec,
+}
+
+impl Backends {
+    fn new(r: &Registrar) -> Result<Backends, Problem> {
+        Ok(Backends {
+            upstream_errors: r.counter(
+                "upstream_errors_total",
+                "Backend failures: connect, timeout, or a broken response.",
+                &["route", "kind"],
+            )?,
+            reloads: r.counter(
+                "config_reloads_total",
+                "Configuration reloads, by result.",
+                &["result"],
+            )?,
+            backend_up: r.register(prometheus::IntGaugeVec::new(
+                Opts::new(
+                    r.name("backend_up"),
+                    "1 while a backend address can take requests (healthy, not ejected), else 0.",
+                ),
+                &["backend", "address"],
+            ))?,
+            ejections: r.counter(
+                "upstream_ejections_total",
+                "Backend addresses left out by passive health checks (failures in a row).",
+                &["backend"],
+            )?,
+            breaker_opens: r.counter(
+                "circuit_breaker_opens_total",
+                "Times a backend's circuit breaker opened.",
+                &["backend"],
+            )?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::schema::MetricKind;
     use crate::config::values::Text;
 
     #[test]
@@ -621,5 +558,27 @@ mod tests {
         }];
         let e = Metrics::new("p_", &custom).err().unwrap();
         assert!(e.message.contains("user_email"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_bad_prefix_is_reported_on_the_first_built_in_and_a_reused_name_on_the_custom_one() {
+        let e = Metrics::new("bad-", &[]).err().unwrap();
+        assert!(e.message.contains("bad-requests_total"), "{}", e.message);
+        let custom = vec![schema::CustomMetric {
+            name: Text("active_connections".into()),
+            kind: MetricKind::Gauge,
+            labels: vec![],
+            help: None,
+        }];
+        let e = Metrics::new("p_", &custom).err().unwrap();
+        assert!(
+            e.message.contains("may not reuse a built-in name"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            e.path,
+            at!("monitoring", "metrics", "custom_metrics", 0, "name")
+        );
     }
 }
