@@ -88,7 +88,14 @@ routes:
         .parse()
         .expect("pid");
     assert_ne!(new_pid, old_pid, "the pid file follows the new process");
-    let exited = g.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+    // `upgrade` returns once the old process is a zombie; its last threads may still be ending
+    // for a moment before it can be reaped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut exited = None;
+    while exited.is_none() && std::time::Instant::now() < deadline {
+        exited = g.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(exited.is_some(), "the old process has exited");
     let r = client().get(g.url("/health")).send().await.expect("health");
     assert_eq!(r.status(), 200, "the new process serves");
