@@ -1,6 +1,5 @@
 //! clawgate: an API gateway for AI-agent traffic on Pingora.
 
-pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod backends;
@@ -10,11 +9,11 @@ pub mod config;
 pub mod http_client;
 pub mod limits;
 pub mod matching;
-pub mod metrics;
 pub mod observe;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod random;
 pub mod redis_link;
 pub mod reload;
 pub mod request_id;
@@ -25,7 +24,5 @@ pub mod server;
 pub mod shards;
 pub mod starter;
 pub mod text;
-pub mod trace;
 pub mod transforms;
 pub mod upstream;
-pub mod usage;

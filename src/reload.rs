@@ -138,7 +138,7 @@ impl Reloader {
             m.reloads.with_label_values(&[outcome]).inc();
         }
         if let Some(log) = &self.services.access_log {
-            log.write(&crate::access_log::event(level, &message));
+            log.write(&crate::observe::access_log::event(level, &message));
         }
     }
 }

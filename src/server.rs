@@ -122,7 +122,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         log.check()
             .map_err(|e| format!("cannot open the access log: {e}"))?;
         log.start();
-        log.write(&crate::access_log::event("info", &started));
+        log.write(&crate::observe::access_log::event("info", &started));
     }
     if let Some(jwt) = config.auth.jwt.clone().filter(|j| j.jwks.is_some()) {
         start_jwks(&mut server, jwt);
@@ -172,7 +172,7 @@ fn add_outbound(server: &mut Server, services: &Arc<Services>) {
     if let Some(t) = services.tracing.as_ref().filter(|t| t.endpoint.is_some()) {
         server.add_service(background_service(
             "tracing-export",
-            crate::trace::Exporter(t.clone()),
+            crate::observe::trace::Exporter(t.clone()),
         ));
     }
     if services.limits.store.is_some() || services.cache.is_some_and(|c| c.redis.is_some()) {
@@ -202,7 +202,7 @@ fn add_metrics_listener(server: &mut Server, config: &Config, services: &Service
 
 /// `monitoring.metrics.listen`: the metrics endpoint on a port of its own.
 struct MetricsApp {
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::observe::metrics::Metrics>,
     path: String,
 }
 
@@ -311,7 +311,10 @@ impl BackgroundService for Drain {
             t.flush().await;
         }
         if let Some(log) = &self.services.access_log {
-            log.write(&crate::access_log::event("info", "clawgate stopped"));
+            log.write(&crate::observe::access_log::event(
+                "info",
+                "clawgate stopped",
+            ));
             log.flush(Duration::from_secs(2)).await;
         }
         process::remove_pid_file_if_ours(&self.pid_file);

@@ -109,7 +109,7 @@ pub struct Forward<'a> {
     /// The tightest rate limit that applied: response headers and `${rate_limit_*}`.
     pub limit: Option<Standing>,
     /// The `traceparent` of the upstream call (a client's `tracestate` passes unchanged).
-    pub traceparent: Option<&'a crate::trace::Traceparent>,
+    pub traceparent: Option<&'a crate::observe::trace::Traceparent>,
 }
 
 pub fn client_ip(session: &Session) -> Option<IpAddr> {

@@ -323,7 +323,7 @@ impl Pool {
             Policy::RoundRobin | Policy::Random => {
                 let ring = &table.ring;
                 let start = match self.policy {
-                    Policy::Random => crate::trace::random_u64() as usize,
+                    Policy::Random => crate::random::u64() as usize,
                     _ => self.turn.fetch_add(1, Ordering::Relaxed),
                 };
                 (0..ring.len())
@@ -349,7 +349,7 @@ impl Pool {
                 // Two addresses at random (unweighted), the less busy of them; no allocation.
                 let n = table.addrs.len();
                 let busy = |x: &Arc<Addr>| x.in_flight.load(Ordering::Relaxed);
-                let r = crate::trace::random_u64() as usize;
+                let r = crate::random::u64() as usize;
                 let (i, j) = if n < 2 {
                     (0, 0)
                 } else {
@@ -555,7 +555,7 @@ impl RouteBackends {
         let mut scratch = [0u8; 16];
         let draw = match &self.sticky {
             Some(from) => stable_hash(who.key(from, &mut scratch)),
-            None => crate::trace::random_u64(),
+            None => crate::random::u64(),
         };
         let pick = |total: u64, usable: &dyn Fn(&Pool) -> bool| -> Option<&Arc<Pool>> {
             if total == 0 {

@@ -122,17 +122,17 @@ pub struct CacheState {
 #[derive(Default)]
 pub struct UsageSeen {
     pub bytes_out: u64,
-    pub tracker: Option<Box<crate::usage::Tracker>>,
-    pub tokens: Option<Box<crate::usage::Usage>>,
+    pub tracker: Option<Box<crate::observe::usage::Tracker>>,
+    pub tokens: Option<Box<crate::observe::usage::Usage>>,
 }
 
 /// Tracing: what the backend receives, and the spans of a sampled request.
 #[derive(Default)]
 pub struct TraceState {
     /// The `traceparent` the backend receives, when tracing is on.
-    pub parent: Option<crate::trace::Traceparent>,
+    pub parent: Option<crate::observe::trace::Traceparent>,
     /// The spans of a sampled request (boxed: most requests are not sampled).
-    pub sampled: Option<Box<crate::trace::Sampled>>,
+    pub sampled: Option<Box<crate::observe::trace::Sampled>>,
 }
 
 impl Ctx {

@@ -5,7 +5,7 @@ use super::builtin::BuiltIn;
 use super::refusal::Refusal;
 use crate::auth::{Failure, Strategy};
 use crate::cache::Cache;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::respond;
 use crate::runtime::Config;
 use bytes::Bytes;

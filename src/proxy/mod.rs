@@ -72,8 +72,8 @@ impl ProxyHttp for Gateway {
         ctx.request_id = request_id::from_client_or_new(client_id);
         if let Some(t) = &self.services.tracing {
             match t.begin(&session.req_header().headers) {
-                crate::trace::Begun::Sampled(s) => ctx.trace.sampled = Some(s),
-                crate::trace::Begun::Unsampled(parent) => ctx.trace.parent = Some(parent),
+                crate::observe::trace::Begun::Sampled(s) => ctx.trace.sampled = Some(s),
+                crate::observe::trace::Begun::Unsampled(parent) => ctx.trace.parent = Some(parent),
             }
         }
         Ok(())
@@ -307,7 +307,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(chunk) = body {
-            if self.services.track_tokens && ctx.body.bytes_in < crate::usage::MAX_REQUEST as u64 {
+            if self.services.track_tokens
+                && ctx.body.bytes_in < crate::observe::usage::MAX_REQUEST as u64
+            {
                 ctx.body.kept.get_or_insert_default().push(chunk.clone());
             }
             ctx.body.bytes_in += chunk.len() as u64;
@@ -351,7 +353,7 @@ impl ProxyHttp for Gateway {
             ctx.usage.tracker = resp
                 .headers
                 .get(http::header::CONTENT_TYPE)
-                .and_then(|ct| crate::usage::Tracker::for_content_type(ct.as_bytes()))
+                .and_then(|ct| crate::observe::usage::Tracker::for_content_type(ct.as_bytes()))
                 .map(Box::new);
         }
         match ctx.forward() {
@@ -382,7 +384,7 @@ impl ProxyHttp for Gateway {
                             .body
                             .kept
                             .as_ref()
-                            .and_then(|b| crate::usage::request_model(b));
+                            .and_then(|b| crate::observe::usage::request_model(b));
                     }
                     Box::new(u)
                 });

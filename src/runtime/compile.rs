@@ -149,12 +149,12 @@ fn compile_routes(
 
 /// `monitoring`: what the metrics registry, the access log and the tracer are built from.
 struct Observe {
-    metrics: Option<crate::metrics::Settings>,
+    metrics: Option<crate::observe::metrics::Settings>,
     metrics_path: String,
     metrics_listen: Option<String>,
     log_output: Option<String>,
     log_level: log::LevelFilter,
-    tracing: Option<crate::trace::Settings>,
+    tracing: Option<crate::observe::trace::Settings>,
 }
 
 impl Observe {
@@ -164,7 +164,7 @@ impl Observe {
             metrics(m.and_then(|m| m.metrics.as_ref()), listen)?;
         let logging = m.and_then(|m| m.logging.as_ref());
         let tracing = match m.and_then(|m| m.tracing.as_ref()) {
-            Some(t) => crate::trace::Settings::compile(t)?,
+            Some(t) => crate::observe::trace::Settings::compile(t)?,
             None => None,
         };
         Ok(Observe {
@@ -184,7 +184,11 @@ impl Observe {
     }
 }
 
-type MetricsParts = (Option<crate::metrics::Settings>, String, Option<String>);
+type MetricsParts = (
+    Option<crate::observe::metrics::Settings>,
+    String,
+    Option<String>,
+);
 
 /// `monitoring.metrics`: the registry's settings when enabled, the endpoint's path, and its own
 /// listener (which may not be one of the gateway's).
@@ -202,7 +206,7 @@ fn metrics(m: Option<&schema::Metrics>, listen: &[String]) -> Result<MetricsPart
     if !m.enabled.0 {
         return Ok((None, path, None));
     }
-    let settings = crate::metrics::Settings::compile(m)?;
+    let settings = crate::observe::metrics::Settings::compile(m)?;
     let own = match text(&m.listen).map(|l| super::process::normalise_listen(&l)) {
         Some(l) if l.parse::<std::net::SocketAddr>().is_err() || listen.contains(&l) => {
             return Err(Problem::new(

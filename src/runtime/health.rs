@@ -3,7 +3,7 @@
 
 use super::Config;
 use crate::backends::Pool;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;

@@ -48,7 +48,7 @@ pub struct Config {
     pub auth: Arc<Auth>,
     pub quotas: Quotas,
     /// `monitoring.metrics` when enabled (the registry is a service), and the path that serves it.
-    pub metrics: Option<crate::metrics::Settings>,
+    pub metrics: Option<crate::observe::metrics::Settings>,
     pub metrics_path: String,
     /// `monitoring.metrics.listen`: metrics on a port of their own (not on the gateway's).
     pub metrics_listen: Option<String>,
@@ -57,7 +57,7 @@ pub struct Config {
     /// The gateway's own log level (`monitoring.logging.level`, default info).
     pub log_level: log::LevelFilter,
     /// `monitoring.tracing` when enabled.
-    pub tracing: Option<crate::trace::Settings>,
+    pub tracing: Option<crate::observe::trace::Settings>,
     /// `POST {base_path}/auth/token`: a JWT for a valid API key (when a signing key exists).
     pub token_path: String,
     /// `DELETE {base_path}/cache`: purges (when a route caches).

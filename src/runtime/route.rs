@@ -39,7 +39,7 @@ pub struct Route {
     pub cache: Option<crate::cache::RouteCache>,
     /// The route's metric series, made on first use (a reload starts them afresh: they are
     /// found by the route, not by label).
-    pub series: crate::metrics::RouteSeries,
+    pub series: crate::observe::metrics::RouteSeries,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,10 +4,10 @@
 //! proxy; a reload that changes their sections is told to wait for `clawgate upgrade`.
 
 use super::Config;
-use crate::access_log::{AccessLog, Output};
 use crate::cache::Cache;
-use crate::metrics::Metrics;
-use crate::trace::Tracing;
+use crate::observe::access_log::{AccessLog, Output};
+use crate::observe::metrics::Metrics;
+use crate::observe::trace::Tracing;
 use std::sync::Arc;
 
 pub struct Services {

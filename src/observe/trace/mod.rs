@@ -292,21 +292,9 @@ impl Tracing {
     }
 }
 
-/// Ids and sampling draws from a per-thread xoshiro generator seeded from the OS: the W3C spec
-/// asks for random ids, not secret ones, and the thread-local ChaCha generator cost a few hundred
-/// instructions per request for the three draws.
-pub(crate) fn random_u64() -> u64 {
-    use rand::{rngs::SmallRng, Rng};
-    use std::cell::RefCell;
-    thread_local! {
-        static RNG: RefCell<SmallRng> = RefCell::new(rand::make_rng());
-    }
-    RNG.with(|r| r.borrow_mut().next_u64())
-}
-
 fn nonzero_u64() -> u64 {
     loop {
-        let id = random_u64();
+        let id = crate::random::u64();
         if id != 0 {
             return id;
         }
@@ -315,7 +303,7 @@ fn nonzero_u64() -> u64 {
 
 fn nonzero_u128() -> u128 {
     loop {
-        let id = (u128::from(random_u64()) << 64) | u128::from(random_u64());
+        let id = (u128::from(crate::random::u64()) << 64) | u128::from(crate::random::u64());
         if id != 0 {
             return id;
         }

@@ -12,8 +12,8 @@ pub struct Tokens<'a> {
     pub model: Option<&'a str>,
 }
 
-impl<'a> From<&'a crate::usage::Usage> for Tokens<'a> {
-    fn from(u: &'a crate::usage::Usage) -> Tokens<'a> {
+impl<'a> From<&'a crate::observe::usage::Usage> for Tokens<'a> {
+    fn from(u: &'a crate::observe::usage::Usage) -> Tokens<'a> {
         Tokens {
             prompt: u.prompt,
             completion: u.completion,
@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn extreme_values_still_make_json() {
-        let usage = crate::usage::Usage {
+        let usage = crate::observe::usage::Usage {
             prompt: u64::MAX,
             completion: u64::MAX,
             model: Some("\u{1}".repeat(64)),

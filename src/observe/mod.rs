@@ -1,7 +1,14 @@
-//! What a finished request leaves behind: its metrics, its access-log line, its trace spans.
+//! Observability: the Prometheus metrics (`metrics/`), the JSON access log (`access_log/`),
+//! tracing (`trace/`), LLM token usage read from responses (`usage.rs`), and here what a finished
+//! request leaves behind in each: its series, its log line, its spans.
 
-use crate::access_log::{AccessLog, Entry};
-use crate::metrics::{Metrics, Observation};
+pub mod access_log;
+pub mod metrics;
+pub mod trace;
+pub mod usage;
+
+use access_log::{AccessLog, Entry};
+use metrics::{Metrics, Observation};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -9,7 +16,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 pub struct Seen<'a> {
     pub route: &'a str,
     /// The configured route's metric series.
-    pub series: Option<&'a crate::metrics::RouteSeries>,
+    pub series: Option<&'a metrics::RouteSeries>,
     pub agent_id: Option<&'a str>,
     /// Seconds since the request arrived (read once for all three).
     pub seconds: f64,
@@ -22,7 +29,7 @@ pub struct Seen<'a> {
     /// Tokens left of the tightest limit that applied.
     pub limit: Option<u64>,
     /// LLM token usage read from the response.
-    pub tokens: Option<&'a crate::usage::Usage>,
+    pub tokens: Option<&'a crate::observe::usage::Usage>,
     /// `X-Cache`, on caching routes.
     pub cache: Option<&'static str>,
 }
@@ -129,17 +136,17 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
 /// Ends a sampled request's spans with what happened. Attributes hold no header, body or
 /// query string.
 pub fn end_spans(
-    t: &crate::trace::Tracing,
+    t: &crate::observe::trace::Tracing,
     session: &Session,
     status: u16,
     seen: &Seen,
-    sampled: Box<crate::trace::Sampled>,
+    sampled: Box<crate::observe::trace::Sampled>,
 ) {
     let req = session.req_header();
     t.end_request(
         sampled,
         status,
-        &crate::trace::Request {
+        &crate::observe::trace::Request {
             method: req.method.as_str(),
             route: seen.route,
             path: req.uri.path(),
