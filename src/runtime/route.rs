@@ -130,23 +130,19 @@ fn route_transforms(
     global: Option<&schema::Transforms>,
 ) -> Result<(Vec<Transform>, Vec<Transform>), Problem> {
     let own = r.transforms.as_ref();
-    let mut request = transforms::compile(
-        global.map_or(&[][..], |t| &t.request[..]),
-        &at!("transforms", "request")[..],
-    )?;
-    request.extend(transforms::compile(
-        own.map_or(&[][..], |t| &t.request[..]),
-        &at!("routes", i, "transforms", "request")[..],
-    )?);
-    let mut response = transforms::compile(
-        global.map_or(&[][..], |t| &t.response[..]),
-        &at!("transforms", "response")[..],
-    )?;
-    response.extend(transforms::compile(
-        own.map_or(&[][..], |t| &t.response[..]),
-        &at!("routes", i, "transforms", "response")[..],
-    )?);
-    Ok((request, response))
+    let both = |list: fn(&schema::Transforms) -> &[schema::Transform], kind: &str| {
+        let mut out =
+            transforms::compile(global.map_or(&[][..], list), &at!("transforms", kind)[..])?;
+        out.extend(transforms::compile(
+            own.map_or(&[][..], list),
+            &at!("routes", i, "transforms", kind)[..],
+        )?);
+        Ok::<_, Problem>(out)
+    };
+    Ok((
+        both(|t| &t.request, "request")?,
+        both(|t| &t.response, "response")?,
+    ))
 }
 
 /// `strip_prefix`: `true` strips the route path's literal prefix, a path strips that path.
