@@ -26,6 +26,8 @@ pub struct Input<'a> {
     /// The raw HTTP/1 head had a Content-Length line (Pingora drops the header when
     /// Transfer-Encoding is present, so the parsed head cannot tell).
     pub sent_content_length: bool,
+    /// The request has a Transfer-Encoding header (looked up once, for both uses).
+    pub chunked: bool,
     pub cfg: &'a Config,
     /// The limits' buckets and shared store (they outlive the tables).
     pub limits: &'a crate::limits::Shared,
@@ -72,7 +74,7 @@ pub fn admit(
     caller: &mut Caller,
 ) -> Result<Admit, Refusal> {
     head_limits(input.head, input.cfg)?;
-    framing(input.head, input.sent_content_length, input.cfg)?;
+    framing(input, input.cfg)?;
     let path = normalise(input.head)?;
     let built_in = BuiltIn::of(&path, input.cfg, input.serves_metrics);
     if let Some(b) = built_in.filter(|b| !b.limited()) {
@@ -112,8 +114,8 @@ fn head_limits(head: &RequestHeader, cfg: &Config) -> Result<(), Refusal> {
 }
 
 /// One unambiguous body length, within `max_body_size`.
-fn framing(head: &RequestHeader, sent_length: bool, cfg: &Config) -> Result<(), Refusal> {
-    let chunked = head.headers.contains_key(http::header::TRANSFER_ENCODING);
+fn framing(input: &Input, cfg: &Config) -> Result<(), Refusal> {
+    let (head, chunked, sent_length) = (input.head, input.chunked, input.sent_content_length);
     // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3); a
     // request that sent both is a smuggling attempt or a broken client: refuse it.
     if chunked && sent_length {

@@ -477,7 +477,8 @@ impl Gateway {
     fn input<'a>(&'a self, session: &'a Session, cfg: &'a Config) -> Input<'a> {
         let head = session.req_header();
         // Only a chunked request needs the raw head searched (see `admit::framing`).
-        let sent_content_length = head.headers.contains_key(http::header::TRANSFER_ENCODING)
+        let chunked = head.headers.contains_key(http::header::TRANSFER_ENCODING);
+        let sent_content_length = chunked
             && session
                 .as_http1()
                 .is_some_and(|h1| admit::sent_content_length(&h1.get_headers_raw_bytes()));
@@ -485,6 +486,7 @@ impl Gateway {
             head,
             peer: upstream::client_ip(session),
             sent_content_length,
+            chunked,
             cfg,
             limits: &self.services.limits,
             serves_metrics: self.services.metrics.is_some() && cfg.metrics_listen.is_none(),
