@@ -169,3 +169,55 @@ impl BackgroundService for Reloader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Config {
+        crate::runtime::load_str(yaml, "t.yaml", "t.yaml".into()).unwrap()
+    }
+
+    const BASE: &str = r#"
+gateway: {listen: "127.0.0.1:18080", threads: 2}
+rate_limiting: {store: "redis://127.0.0.1:6390", default: "10/second"}
+monitoring: {metrics: {enabled: true}}
+routes:
+  - {path: "/a/*", backend_url: "http://127.0.0.1:9"}
+"#;
+
+    #[test]
+    fn routes_limits_and_agents_apply_at_once() {
+        let old = load(BASE);
+        let changed = BASE
+            .replace("10/second", "20/second")
+            .replace("/a/*", "/b/*");
+        let mut new = load(&changed);
+        assert!(needs_upgrade(&old, &mut new).is_empty());
+        assert_eq!(new.routes[0].label, "/b/*");
+    }
+
+    #[test]
+    fn process_lived_sections_wait_for_an_upgrade_and_stay_as_they_run() {
+        let old = load(BASE);
+        let changed = BASE
+            .replace("threads: 2", "threads: 3")
+            .replace("6390", "6391")
+            .replace(
+                "metrics: {enabled: true}",
+                "metrics: {enabled: true, prefix: x_}",
+            );
+        let mut new = load(&changed);
+        assert_eq!(
+            needs_upgrade(&old, &mut new),
+            [
+                "listeners, TLS, threads, pid file and sockets",
+                "monitoring.metrics",
+                "rate_limiting.store"
+            ]
+        );
+        assert_eq!(new.process.threads, 2);
+        assert_eq!(new.quotas.store, old.quotas.store);
+        assert_eq!(new.metrics, old.metrics);
+    }
+}
