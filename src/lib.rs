@@ -20,6 +20,7 @@ pub mod request_id;
 pub mod respond;
 pub mod router;
 pub mod runtime;
+pub mod semantic;
 pub mod server;
 pub mod shards;
 pub mod starter;

@@ -1,0 +1,6 @@
+//! The semantic cache (DESIGN §5.1): answers to questions that mean the same, within a partition
+//! that is exact in everything but the compared text, refused by guards where the texts differ
+//! in negation, numbers or entities. So far: the in-process sentence encoder and its pool
+//! (`embed.rs`); the index, guards, stores and the proxy's use of them come next.
+
+pub mod embed;
