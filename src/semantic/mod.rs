@@ -4,3 +4,4 @@
 //! (`embed.rs`); the index, guards, stores and the proxy's use of them come next.
 
 pub mod embed;
+pub mod guards;
