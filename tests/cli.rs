@@ -101,6 +101,26 @@ fn check_names_file_line_column_and_field() {
         ("gateway:\n  listen: \"nowhere\"\n", ":2:", "gateway.listen"),
         ("gateway:\n  tls: {enabled: true, cert: /nonexistent.pem, key: /x.key}\n", ":2:", "/nonexistent.pem: no such file"),
         ("routes: [\n", ":1:", "did not find expected node content"),
+        (
+            "caching:\n  strategy: semantic\n  semantic:\n    threshold: 1.5\nroutes:\n  - path: /x\n    backend_url: http://a\n    caching: {enabled: true}\n",
+            ":4:16:",
+            "caching.semantic.threshold: \"1.5\" is not a threshold",
+        ),
+        (
+            "caching: {strategy: semantic}\nroutes:\n  - path: /x\n    backend_url: http://a\n    caching:\n      enabled: true\n      semantic: {guards: [negation, vibes]}\n",
+            ":7:",
+            "routes[0].caching.semantic.guards[1]: \"vibes\" is not a guard; expected negation, numbers or entities",
+        ),
+        (
+            "caching:\n  strategy: semantic\n  semantic:\n    embedder: {kind: openai}\nroutes:\n  - path: /x\n    backend_url: http://a\n    caching: {enabled: true}\n",
+            ":4:",
+            "caching.semantic.embedder: kind openai needs url",
+        ),
+        (
+            "caching:\n  strategy: semantic\n  semantic: {mode: loud}\n",
+            ":3:",
+            "caching.semantic.mode: unknown variant \"loud\"",
+        ),
     ];
     for (yaml, loc, message) in cases {
         let dir = tempfile::tempdir().unwrap();

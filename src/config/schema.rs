@@ -373,6 +373,51 @@ pub struct Caching {
     pub store_timeout: Option<Dur>,
     /// Clients that may purge without the `admin` scope (default: loopback only).
     pub admin_networks: Option<Vec<Text>>,
+    /// `strategy: semantic`'s settings (DESIGN §5.1).
+    pub semantic: Option<Semantic>,
+}
+
+/// `caching.semantic`: what is compared, how close is close enough, and what computes vectors.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Semantic {
+    /// `auto`, `request_body.<field>` or a JSON pointer.
+    pub text: Option<Text>,
+    /// Cosine similarity needed for a hit, `0 < t <= 1` (a string or a number).
+    pub threshold: Option<Text>,
+    pub embedder: Option<Embedder>,
+    pub guards: Option<Vec<Text>>,
+    pub mode: Option<SemanticMode>,
+    /// Entries per instance and route; least recently used evicted.
+    pub max_entries: Option<Count>,
+    pub embed_timeout: Option<Dur>,
+    pub store_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Embedder {
+    pub kind: Option<EmbedderKind>,
+    /// `kind: local`: a sentence-transformers directory.
+    pub model_dir: Option<Text>,
+    /// `kind: openai`: the base URL (`http://host:8000/v1`), the model and the key.
+    pub url: Option<Text>,
+    pub model: Option<Text>,
+    pub api_key: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderKind {
+    Local,
+    Openai,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemanticMode {
+    Serve,
+    Shadow,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

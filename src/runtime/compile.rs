@@ -43,7 +43,8 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
     let auth = crate::auth::compile::compile(&file)?;
     let observe = Observe::compile(&file, &process.listen)?;
     let cache_settings = crate::cache::Settings::compile(file.caching.as_ref())?;
-    let (routes, pools) = compile_routes(&file, &base_path, &auth)?;
+    let config_dir = source.parent().unwrap_or(std::path::Path::new("."));
+    let (routes, pools) = compile_routes(&file, &base_path, &auth, config_dir)?;
     let any_cache = routes.iter().any(|r| r.cache.is_some());
     Ok(Config {
         name: text(&file.name).unwrap_or_else(|| "clawgate".into()),
@@ -102,6 +103,7 @@ fn compile_routes(
     file: &File,
     base_path: &str,
     auth: &crate::auth::Auth,
+    config_dir: &std::path::Path,
 ) -> Result<(Vec<Route>, Vec<Arc<crate::backends::Pool>>), Problem> {
     let mut named = crate::backends::Named::new();
     for (name, b) in &file.backends {
@@ -117,6 +119,7 @@ fn compile_routes(
         transforms: file.transforms.as_ref(),
         caching: file.caching.as_ref(),
         named: &named,
+        config_dir,
     };
     let mut routes: Vec<Route> = Vec::new();
     for (i, r) in file.routes.iter().enumerate() {

@@ -57,6 +57,8 @@ pub struct Context<'a> {
     pub transforms: Option<&'a schema::Transforms>,
     pub caching: Option<&'a schema::Caching>,
     pub named: &'a Named,
+    /// The configuration file's folder: relative paths in it resolve there.
+    pub config_dir: &'a std::path::Path,
 }
 
 impl Route {
@@ -85,7 +87,13 @@ impl Route {
             .name
             .as_ref()
             .map_or_else(|| rel.to_string(), |n| n.0.clone());
-        let cache = crate::cache::RouteCache::compile(on.caching, r.caching.as_ref(), i, &label)?;
+        let cache = crate::cache::RouteCache::compile(
+            on.caching,
+            r.caching.as_ref(),
+            i,
+            &label,
+            on.config_dir,
+        )?;
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
         let strip = strip_rule(r, i, &pattern, on.base_path)?;

@@ -5,3 +5,4 @@
 
 pub mod embed;
 pub mod guards;
+pub mod settings;
