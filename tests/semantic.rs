@@ -117,3 +117,42 @@ async fn the_pool_answers_and_a_full_queue_or_a_timeout_is_a_miss() {
     // The pool still answers afterwards.
     assert!(pool.embed("hello", Duration::from_secs(30)).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_compatible_embedder_answers_and_failures_are_misses() {
+    use clawgate::semantic::remote::Remote;
+    let backend = mock_backend::spawn();
+    let remote = Remote::new(
+        &format!("{}/v1/", backend.url()),
+        Some("text-embedding-3-small".into()),
+        Some("sk-embed-test"),
+    );
+    let t = Duration::from_secs(5);
+    let a = remote.embed("reset my password please", t).await.unwrap();
+    let b = remote.embed("please reset my password", t).await.unwrap();
+    let c = remote.embed("weather in Paris tomorrow", t).await.unwrap();
+    assert_eq!(a.len(), 384);
+    assert!(similarity(&a, &b) > 0.99 && similarity(&a, &c) < 0.5);
+    let sent = backend.stats.last().unwrap();
+    assert_eq!(sent["headers"]["authorization"], "Bearer sk-embed-test");
+    assert_eq!(sent["body"]["model"], "text-embedding-3-small");
+    assert_eq!(sent["body"]["input"], "weather in Paris tomorrow");
+
+    // Late, failing or absent: a miss, within the timeout.
+    let slow = Remote::new(&format!("{}/slow/v1", backend.url()), None, None);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        slow.embed("x", Duration::from_millis(200)).await,
+        Err(Miss::Timeout)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let wrong = Remote::new(&format!("{}/status/500", backend.url()), None, None);
+    assert_eq!(wrong.embed("x", t).await, Err(Miss::Failed));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let absent = Remote::new(&format!("http://127.0.0.1:{port}/v1"), None, None);
+    assert_eq!(absent.embed("x", t).await, Err(Miss::Failed));
+}

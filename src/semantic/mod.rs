@@ -5,4 +5,5 @@
 
 pub mod embed;
 pub mod guards;
+pub mod remote;
 pub mod settings;

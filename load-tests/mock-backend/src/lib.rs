@@ -8,6 +8,8 @@
 //! - `GET /sse?events=N&interval_ms=M`: N server-sent events, M ms apart
 //! - `GET /chunked?chunks=N&interval_ms=M`: a chunked body of N parts, M ms apart
 //! - `POST /v1/chat/completions`: JSON with `usage`, or SSE with a final usage chunk when `stream: true`
+//! - `POST /v1/embeddings` (and `/slow/v1/embeddings`, 2 s late): OpenAI-style embeddings, 384
+//!   numbers a text made by hashing its lower-cased words (texts sharing words are close)
 //! - `GET /ws`: WebSocket echo
 //! - `ANY /cache/...?delay_ms=&cc=&cookie=&vary=&status=`: a numbered answer (`serial` counts
 //!   them) with the `Cache-Control`, `Set-Cookie`, `Vary` and status asked for, after a delay
@@ -85,6 +87,14 @@ pub fn app(stats: Shared) -> Router {
         .route("/sse", get(sse))
         .route("/chunked", get(chunked))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route(
+            "/slow/v1/embeddings",
+            post(|s, h, b| async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                embeddings(s, h, b).await
+            }),
+        )
         .route("/ws", get(ws))
         .route("/cache/{*rest}", any(cacheable))
         .route(
@@ -419,4 +429,47 @@ pub fn spawn() -> Running {
         });
     });
     Running { addr, stats }
+}
+
+/// OpenAI's `/v1/embeddings`: `{"input": text or [texts], "model"}` → `{"data": [{"embedding"}]}`.
+/// Each vector is a bag of the text's lower-cased words hashed into 384 dimensions and
+/// normalised, so texts that share words are similar; the request is recorded (`Stats::last`).
+async fn embeddings(State(stats): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    if let Ok(mut last) = stats.last.lock() {
+        *last = Some(
+            json!({"path": "/v1/embeddings", "headers": headers_json(&headers), "body": req.clone()}),
+        );
+    }
+    let texts: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => return (StatusCode::BAD_REQUEST, "no input").into_response(),
+    };
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": hashed_words(t)}))
+        .collect();
+    Json(json!({"object": "list", "data": data, "model": req["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}})).into_response()
+}
+
+fn hashed_words(text: &str) -> Vec<f32> {
+    use std::hash::{Hash, Hasher};
+    let mut v = vec![0f32; 384];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        word.to_lowercase().hash(&mut h);
+        v[(h.finish() % 384) as usize] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+    v.iter().map(|x| x / norm).collect()
 }
