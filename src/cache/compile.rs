@@ -84,7 +84,6 @@ impl RouteCache {
         own: Option<&schema::Caching>,
         i: usize,
         label: &str,
-        config_dir: &std::path::Path,
     ) -> Result<Option<RouteCache>, Problem> {
         let pick = |f: fn(&schema::Caching) -> bool| own.is_some_and(f);
         let enabled = own
@@ -146,33 +145,6 @@ impl RouteCache {
                 .is_some_and(|f| f.0),
             key,
             tag: super::purge::route_tag(label),
-            semantic: semantic(global, own, i, config_dir)?,
         }))
     }
-}
-
-/// `strategy: semantic` (the route's, else the gateway's): its settings.
-fn semantic(
-    global: Option<&schema::Caching>,
-    own: Option<&schema::Caching>,
-    i: usize,
-    config_dir: &std::path::Path,
-) -> Result<Option<std::sync::Arc<crate::semantic::settings::Settings>>, Problem> {
-    let strategy = own
-        .and_then(|c| c.strategy)
-        .or_else(|| global.and_then(|c| c.strategy));
-    if strategy != Some(schema::CacheStrategy::Semantic) {
-        return Ok(None);
-    }
-    let at = crate::semantic::settings::At {
-        own: at!("routes", i, "caching", "semantic"),
-        global: at!("caching", "semantic"),
-    };
-    let settings = crate::semantic::settings::Settings::compile(
-        global.and_then(|c| c.semantic.as_ref()),
-        own.and_then(|c| c.semantic.as_ref()),
-        &at,
-        config_dir,
-    )?;
-    Ok(Some(std::sync::Arc::new(settings)))
 }

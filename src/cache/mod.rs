@@ -34,8 +34,6 @@ pub struct RouteCache {
     pub key: Vec<KeyPart>,
     /// The route's entries' tag (`purge::route_tag` of its label).
     pub tag: String,
-    /// `strategy: semantic`: near-duplicate questions are answered too (DESIGN §5.1).
-    pub semantic: Option<std::sync::Arc<crate::semantic::settings::Settings>>,
 }
 
 /// The gateway-wide settings of the store.
@@ -332,7 +330,6 @@ mod tests {
             shared,
             key: Vec::new(),
             tag: purge::route_tag("r"),
-            semantic: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Route {
     pub response_transforms: Vec<Transform>,
     /// `caching`, when the route caches.
     pub cache: Option<crate::cache::RouteCache>,
+    /// `caching.strategy: semantic` on a caching route: near-duplicate questions are answered
+    /// too (DESIGN §5.1).
+    pub semantic: Option<Arc<crate::semantic::settings::Settings>>,
     /// The route's metric series, made on first use (a reload starts them afresh: they are
     /// found by the route, not by label).
     pub series: crate::observe::metrics::RouteSeries,
@@ -87,13 +90,16 @@ impl Route {
             .name
             .as_ref()
             .map_or_else(|| rel.to_string(), |n| n.0.clone());
-        let cache = crate::cache::RouteCache::compile(
-            on.caching,
-            r.caching.as_ref(),
-            i,
-            &label,
-            on.config_dir,
-        )?;
+        let cache = crate::cache::RouteCache::compile(on.caching, r.caching.as_ref(), i, &label)?;
+        let semantic = match &cache {
+            Some(_) => crate::semantic::settings::Settings::of_route(
+                on.caching,
+                r.caching.as_ref(),
+                i,
+                on.config_dir,
+            )?,
+            None => None,
+        };
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
         let strip = strip_rule(r, i, &pattern, on.base_path)?;
@@ -126,6 +132,7 @@ impl Route {
             request_transforms,
             response_transforms,
             cache,
+            semantic,
             series: Default::default(),
         })
     }

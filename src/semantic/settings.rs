@@ -2,6 +2,7 @@
 //! the rest of `caching`), with DESIGN §5.7's defaults.
 
 use super::guards::Guard;
+use super::request::TextFrom;
 use crate::config::locate::{IntoSeg, Seg};
 use crate::config::schema::{self, EmbedderKind, SemanticMode};
 use crate::config::Problem;
@@ -17,8 +18,8 @@ pub struct At {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `auto`, `request_body.<field>` or a JSON pointer, as written.
-    pub text: String,
+    /// `auto`, `request_body.<field>` or a JSON pointer.
+    pub text: TextFrom,
     pub threshold: f32,
     pub embedder: EmbedderSettings,
     pub guards: Vec<Guard>,
@@ -79,7 +80,11 @@ impl Settings {
                 .or_else(|| global.and_then(f))
                 .map(|t| t.0.clone())
         };
-        let text = get(|s| s.text.as_ref()).unwrap_or_else(|| "auto".into());
+        let text = match get(|s| s.text.as_ref()) {
+            None => TextFrom::Auto,
+            Some(t) => TextFrom::parse(&t)
+                .map_err(|m| Problem::new(field(pick(|s| s.text.is_some()), "text"), m))?,
+        };
         let threshold = match get(|s| s.threshold.as_ref()) {
             None => DEFAULT_THRESHOLD,
             Some(t) => parse_threshold(&t).map_err(|m| {
@@ -126,6 +131,35 @@ impl Settings {
             store_timeout: dur(|s| s.store_timeout.map(|d| d.0))
                 .unwrap_or(Duration::from_millis(100)),
         })
+    }
+}
+
+impl Settings {
+    /// A caching route's semantic settings when its strategy (else the gateway's) is semantic.
+    pub fn of_route(
+        global: Option<&schema::Caching>,
+        own: Option<&schema::Caching>,
+        i: usize,
+        config_dir: &Path,
+    ) -> Result<Option<std::sync::Arc<Settings>>, Problem> {
+        let strategy = own
+            .and_then(|c| c.strategy)
+            .or_else(|| global.and_then(|c| c.strategy));
+        if strategy != Some(schema::CacheStrategy::Semantic) {
+            return Ok(None);
+        }
+        let at = At {
+            own: crate::at!("routes", i, "caching", "semantic"),
+            global: crate::at!("caching", "semantic"),
+        };
+        let own = own.and_then(|c| c.semantic.as_ref());
+        let settings = Settings::compile(
+            global.and_then(|c| c.semantic.as_ref()),
+            own,
+            &at,
+            config_dir,
+        )?;
+        Ok(Some(std::sync::Arc::new(settings)))
     }
 }
 
@@ -226,7 +260,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_design() {
         let s = settings("caching: {strategy: semantic}\n").unwrap();
-        assert_eq!(s.text, "auto");
+        assert_eq!(s.text, TextFrom::Auto);
         assert_eq!(s.threshold, 0.90);
         assert_eq!(s.guards, Guard::ALL);
         assert!(!s.shadow);
@@ -273,6 +307,11 @@ mod tests {
         assert_eq!(
             crate::config::locate::format_path(&e.path),
             "caching.semantic.threshold"
+        );
+        let e = settings("caching:\n  semantic: {text: \"request_headers.x\"}\n").unwrap_err();
+        assert_eq!(
+            crate::config::locate::format_path(&e.path),
+            "caching.semantic.text"
         );
         let e = settings("caching:\n  semantic: {max_entries: 0}\n").unwrap_err();
         assert_eq!(
