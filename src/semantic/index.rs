@@ -94,6 +94,10 @@ impl<A> Entry<A> {
         now.saturating_duration_since(self.stored) >= self.ttl
     }
 
+    fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
     fn similarity(&self, query: &[f32]) -> f32 {
         let dot: f32 = query
             .iter()
@@ -186,10 +190,8 @@ impl<A: Clone> Index<A> {
         now: Instant,
     ) -> Lookup<A> {
         let (found, saw_expired) = {
-            let map = self
-                .shard(partition)
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let shard = self.shard(partition);
+            let map = shard.read().unwrap_or_else(|p| p.into_inner());
             match map.get(partition) {
                 None => (Lookup::Miss(MissReason::Empty), false),
                 Some(entries) => self.best(entries, vector, text, threshold, guards, now),
@@ -233,33 +235,25 @@ impl<A: Clone> Index<A> {
         let mut refused = None;
         for &(similarity, i) in above.iter().take(MAX_GUARDED) {
             let e = &entries[i];
-            match guards::refuses(&e.text, text, guards) {
-                Some(g) => {
-                    refused.get_or_insert(g);
-                }
-                None => {
-                    e.used.store(self.tick(), Ordering::Relaxed);
-                    let hit = Lookup::Hit {
-                        answer: e.answer.clone(),
-                        similarity,
-                        source_request_id: e.request_id.to_string(),
-                    };
-                    return (hit, saw_expired);
-                }
+            if let Some(g) = guards::refuses(&e.text, text, guards) {
+                refused.get_or_insert(g);
+                continue;
             }
+            e.used.store(self.tick(), Ordering::Relaxed);
+            let hit = Lookup::Hit {
+                answer: e.answer.clone(),
+                similarity,
+                source_request_id: e.request_id.to_string(),
+            };
+            return (hit, saw_expired);
         }
-        let reason = match refused {
-            Some(g) => MissReason::Guarded(g),
-            None => MissReason::BelowThreshold { best },
-        };
+        let reason = refused.map_or(MissReason::BelowThreshold { best }, MissReason::Guarded);
         (Lookup::Miss(reason), saw_expired)
     }
 
     fn drop_expired(&self, partition: &Partition, now: Instant) {
-        let mut map = self
-            .shard(partition)
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let shard = self.shard(partition);
+        let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
         if let Some(entries) = map.get_mut(partition) {
             self.remove_where(entries, |e| e.expired(now));
             if entries.is_empty() {
@@ -310,18 +304,14 @@ impl<A: Clone> Index<A> {
         };
         let bytes = entry.bytes();
         {
-            let mut map = self
-                .shard(partition)
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let shard = self.shard(partition);
+            let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
             let entries = map.entry(*partition).or_default();
             self.remove_where(entries, |e| e.expired(now) || *e.text == *text);
             if entries.len() >= self.partition_cap {
-                if let Some(i) = oldest(entries) {
-                    let e = entries.swap_remove(i);
-                    self.count.fetch_sub(1, Ordering::Relaxed);
-                    self.bytes.fetch_sub(e.bytes(), Ordering::Relaxed);
-                }
+                // Ticks are unique: this removes exactly the least recently used.
+                let lru = entries.iter().map(Entry::used).min();
+                self.remove_where(entries, |e| Some(e.used()) == lru);
             }
             entries.push(entry);
             self.count.fetch_add(1, Ordering::Relaxed);
@@ -339,14 +329,7 @@ impl<A: Clone> Index<A> {
         let batch = self.max_entries.div_ceil(EVICT_FRACTION);
         while self.len() > self.max_entries {
             let mut ticks = Vec::with_capacity(self.len());
-            for shard in self.shards.iter() {
-                let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
-                map.retain(|_, entries| {
-                    self.remove_where(entries, |e| e.expired(now));
-                    ticks.extend(entries.iter().map(|e| e.used.load(Ordering::Relaxed)));
-                    !entries.is_empty()
-                });
-            }
+            self.sweep(|e| e.expired(now), |e| ticks.push(e.used()));
             let excess = self.len().saturating_sub(self.max_entries);
             if excess == 0 || ticks.is_empty() {
                 return;
@@ -354,26 +337,23 @@ impl<A: Clone> Index<A> {
             // Ticks are unique, so exactly the `remove` oldest are at or below the cutoff (fewer
             // if a hit made one of them recent meanwhile; the loop then goes round again).
             let remove = (excess + batch - 1).min(ticks.len());
-            let (_, cutoff, _) = ticks.select_nth_unstable(remove - 1);
-            let cutoff = *cutoff;
-            for shard in self.shards.iter() {
-                let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
-                map.retain(|_, entries| {
-                    self.remove_where(entries, |e| e.used.load(Ordering::Relaxed) <= cutoff);
-                    !entries.is_empty()
-                });
-            }
+            let cutoff = *ticks.select_nth_unstable(remove - 1).1;
+            self.sweep(|e| e.used() <= cutoff, |_| {});
         }
     }
-}
 
-/// The position of a partition's least recently used entry.
-fn oldest<A>(entries: &[Entry<A>]) -> Option<usize> {
-    entries
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, e)| e.used.load(Ordering::Relaxed))
-        .map(|(i, _)| i)
+    /// Removes the entries `gone` picks from every shard, and the partitions left empty; `seen`
+    /// is shown the others.
+    fn sweep(&self, gone: impl Fn(&Entry<A>) -> bool, mut seen: impl FnMut(&Entry<A>)) {
+        for shard in self.shards.iter() {
+            let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, entries| {
+                self.remove_where(entries, &gone);
+                entries.iter().for_each(&mut seen);
+                !entries.is_empty()
+            });
+        }
+    }
 }
 
 impl<A: Clone> Default for Index<A> {
@@ -425,12 +405,16 @@ mod tests {
         }
 
         fn put(&self, p: usize, v: &[f32], text: &str, n: u32) {
-            self.0
-                .insert(&part(p), v, text, n, &format!("r{n}"), HOUR, self.1);
+            let id = format!("r{n}");
+            self.0.insert(&part(p), v, text, n, &id, HOUR, self.1);
         }
 
         fn get(&self, p: usize, v: &[f32], text: &str) -> Lookup<u32> {
-            self.0.lookup(&part(p), v, text, 0.9, &Guard::ALL, self.1)
+            self.with(&part(p), v, text, &Guard::ALL)
+        }
+
+        fn with(&self, p: &Partition, v: &[f32], text: &str, guards: &[Guard]) -> Lookup<u32> {
+            Index::lookup(&self.0, p, v, text, 0.9, guards, self.1)
         }
 
         fn answer(&self, p: usize, v: &[f32], text: &str) -> Option<u32> {
@@ -442,17 +426,16 @@ mod tests {
     }
 
     fn assert_hit(found: Lookup<u32>, n: u32, similarity: f32) {
-        match found {
-            Lookup::Hit {
-                answer,
-                similarity: s,
-                source_request_id,
-            } => {
-                assert_eq!((answer, source_request_id), (n, format!("r{n}")));
-                assert!((s - similarity).abs() < 0.005, "{s} for {similarity}");
-            }
-            other => panic!("{other:?}"),
-        }
+        let Lookup::Hit {
+            answer,
+            similarity: s,
+            source_request_id: id,
+        } = found
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!((answer, id), (n, format!("r{n}")));
+        assert!((s - similarity).abs() < 0.005, "{s} for {similarity}");
     }
 
     /// The count and the byte estimate match what the shards hold.
@@ -472,11 +455,8 @@ mod tests {
     fn hits_above_the_threshold_and_reports_the_best_below() {
         let at = At::new(100, 10);
         at.put(1, &axis(0), "how do I reset my password", 7);
-        assert_hit(
-            at.get(1, &near(0, 0.95, 1), "how can I reset my password"),
-            7,
-            0.95,
-        );
+        let found = at.get(1, &near(0, 0.95, 1), "how can I reset my password");
+        assert_hit(found, 7, 0.95);
         match at.get(1, &near(0, 0.5, 1), "what is my password") {
             Lookup::Miss(MissReason::BelowThreshold { best }) => {
                 assert!((best - 0.5).abs() < 0.005, "{best}")
@@ -491,15 +471,12 @@ mod tests {
     fn another_partition_never_hits() {
         let at = At::new(100, 10);
         at.put(1, &axis(0), "list open tickets", 1);
-        assert_eq!(
-            at.get(2, &axis(0), "list open tickets"),
-            Lookup::Miss(MissReason::Empty)
-        );
+        let found = at.get(2, &axis(0), "list open tickets");
+        assert_eq!(found, Lookup::Miss(MissReason::Empty));
         // Same first byte, so the same shard: the partitions are still apart.
         let mut p = part(1);
         p[31] = 1;
-        let found =
-            at.0.lookup(&p, &axis(0), "list open tickets", 0.5, &[], at.1);
+        let found = at.with(&p, &axis(0), "list open tickets", &[]);
         assert_eq!(found, Lookup::Miss(MissReason::Empty));
     }
 
@@ -511,8 +488,7 @@ mod tests {
         let found = at.get(1, &query, "invoices of april 2024");
         assert_eq!(found, Lookup::Miss(MissReason::Guarded(Guard::Numbers)));
         // Without that guard the same pair is served.
-        let found =
-            at.0.lookup(&part(1), &query, "invoices of april 2024", 0.9, &[], at.1);
+        let found = at.with(&part(1), &query, "invoices of april 2024", &[]);
         assert_hit(found, 3, 0.99);
 
         // A less similar entry that agrees in its numbers is served instead.
@@ -529,16 +505,8 @@ mod tests {
         let ttl = Duration::from_secs(60);
         index.insert(&part(1), &axis(0), "weather in Paris", 1, "r1", ttl, t0);
         assert!(index.bytes() > DIMS);
-        let get = |secs| {
-            index.lookup(
-                &part(1),
-                &axis(0),
-                "weather in Paris",
-                0.9,
-                &[],
-                t0 + Duration::from_secs(secs),
-            )
-        };
+        let at = |s| t0 + Duration::from_secs(s);
+        let get = |s| index.lookup(&part(1), &axis(0), "weather in Paris", 0.9, &[], at(s));
         assert_hit(get(59), 1, 1.0);
         assert_eq!(get(60), Lookup::Miss(MissReason::Empty));
         assert_eq!((index.len(), index.bytes()), (0, 0));
@@ -595,11 +563,7 @@ mod tests {
         at.put(1, &[0.0; DIMS], "zero", 1);
         at.put(1, &[f32::NAN; DIMS], "nan", 2);
         at.put(1, &[], "empty", 3);
-        let found = at.get(1, &axis(0), "zero");
-        assert!(
-            matches!(found, Lookup::Miss(MissReason::BelowThreshold { .. })),
-            "{found:?}"
-        );
+        assert_eq!(at.answer(1, &axis(0), "zero"), None);
     }
 
     #[test]
@@ -615,14 +579,8 @@ mod tests {
                         let now = t0 + Duration::from_millis(i as u64);
                         let ttl = Duration::from_millis(500 + (i % 7) as u64 * 300);
                         index.insert(&p, &v, &format!("q{} {t}", i % 500), 1, "r1", ttl, now);
-                        index.lookup(
-                            &p,
-                            &v,
-                            &format!("q{} {t}", (i + 1) % 500),
-                            0.8,
-                            &Guard::ALL,
-                            now,
-                        );
+                        let q = format!("q{} {t}", (i + 1) % 500);
+                        index.lookup(&p, &v, &q, 0.8, &Guard::ALL, now);
                     }
                 })
             })
