@@ -1,12 +1,14 @@
 //! Evaluates the semantic cache's hit decision (similarity threshold, then guards) on a labelled
 //! set of question pairs, with the gateway's own encoder and guards.
 //!
-//! Usage: `semantic_eval [MODEL_DIR] [PAIRS_TSV...] [--default T]`; defaults
+//! Usage: `semantic_eval [MODEL_DIR] [PAIRS_TSV...] [--default T] [--show]`; defaults
 //! `models/all-MiniLM-L6-v2`, `load-tests/semantic/pairs-agent.tsv` plus
 //! `load-tests/semantic/pairs-public.tsv` when it has been built, and 0.90. A pairs file is
 //! tab-separated with the header `a b label kind lang source`; label 1 is a paraphrase (a hit
 //! should be served), 0 is not (a hit would be a wrong answer). Kinds other than `paraphrase`
-//! and `unrelated` count as hard negatives. See `load-tests/semantic/README.md`.
+//! and `unrelated` count as hard negatives. `--show` also lists, at the default threshold, the
+//! false hits the guards let through and the paraphrases they refused. See
+//! `load-tests/semantic/README.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -44,9 +46,12 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut positional = Vec::new();
     let mut default = 0.90f32;
+    let mut show = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--default" {
+        if arg == "--show" {
+            show = true;
+        } else if arg == "--default" {
             let v = args.next().ok_or("--default needs a threshold")?;
             default = v
                 .parse()
@@ -78,8 +83,7 @@ fn run() -> Result<(), String> {
     let encoder = Encoder::load(&model).map_err(|e| format!("{}: {e}", model.display()))?;
     let mut pairs = Vec::new();
     for path in &files {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         pairs.extend(parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
     }
 
@@ -89,7 +93,9 @@ fn run() -> Result<(), String> {
     for p in &pairs {
         for t in [&p.a, &p.b] {
             if !vectors.contains_key(t) {
-                let v = encoder.embed(t).map_err(|e| format!("embedding {t:?}: {e}"))?;
+                let v = encoder
+                    .embed(t)
+                    .map_err(|e| format!("embedding {t:?}: {e}"))?;
                 vectors.insert(t.clone(), v);
             }
         }
@@ -142,6 +148,22 @@ fn run() -> Result<(), String> {
     println!();
     println!("== by kind at the default threshold {default:.2} ==");
     by_kind(&pairs, &verdicts, default);
+    if show {
+        println!();
+        println!("== at {default:.2}: false hits served with all guards on ==");
+        for p in pairs.iter().filter(|p| !p.paraphrase && p.sim >= default) {
+            if refuses(&p.a, &p.b, &Guard::ALL).is_none() {
+                println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, p.kind, p.a, p.b);
+            }
+        }
+        println!();
+        println!("== at {default:.2}: paraphrases refused by a guard ==");
+        for p in pairs.iter().filter(|p| p.paraphrase && p.sim >= default) {
+            if let Some(g) = refuses(&p.a, &p.b, &Guard::ALL) {
+                println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, g.name(), p.a, p.b);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -157,7 +179,13 @@ fn parse(text: &str) -> Result<Vec<Pair>, String> {
             .position(|h| *h == name)
             .ok_or(format!("no column {name:?} in the header"))
     };
-    let (ca, cb, cl, ck, cg) = (col("a")?, col("b")?, col("label")?, col("kind")?, col("lang")?);
+    let (ca, cb, cl, ck, cg) = (
+        col("a")?,
+        col("b")?,
+        col("label")?,
+        col("kind")?,
+        col("lang")?,
+    );
     let mut pairs = Vec::new();
     for (n, line) in lines {
         if line.trim().is_empty() {
@@ -276,7 +304,13 @@ fn pct(n: usize, of: usize) -> String {
     }
 }
 
-fn table(pairs: &[Pair], verdicts: &[Verdicts], chosen: &[usize], thresholds: &[f32], default: f32) {
+fn table(
+    pairs: &[Pair],
+    verdicts: &[Verdicts],
+    chosen: &[usize],
+    thresholds: &[f32],
+    default: f32,
+) {
     println!(
         "{:>6} | {:>8} {:>8} | {:>8} {:>8} | {:>8} {:>8} | {:>5} {:>5} {:>5} | {:>7}",
         "thresh",
