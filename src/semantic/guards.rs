@@ -3,10 +3,15 @@
 //! invoices" at 0.94, and "cancel" beside "do not cancel" about as high: measured on agent-style
 //! pairs, cosine similarity alone separates paraphrases from such non-paraphrases no better than
 //! chance (DESIGN §5.1). So a hit is refused when the texts differ in
-//! - **negation**: the negation words they hold (English and Chinese), as a multiset;
-//! - **numbers**: every number, date, time, amount and month or weekday name, as a multiset;
+//! - **negation**: the negation words they hold (English and Chinese), as a multiset, and the
+//!   side of each opposite they use (buy/sell, above/below, approve/reject), as a set;
+//! - **numbers**: every number, date, time, amount, unit and month or weekday name, as a
+//!   multiset;
 //! - **entities**: names (capitalised words past a sentence's start), quoted strings and code
-//!   identifiers, in order (so "from Alice to Bob" is not "from Bob to Alice").
+//!   identifiers, in order (so "from Alice to Bob" is not "from Bob to Alice"), and what follows
+//!   "from" and "to" when a text says "from".
+//!
+//! `load-tests/semantic/` measures what each guard stops and costs.
 
 /// One guard, as named in `caching.semantic.guards` and in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,13 +460,10 @@ fn digit_runs(word: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut run = String::new();
     for (i, &c) in chars.iter().enumerate() {
-        let next_is_digit = chars.get(i + 1).is_some_and(char::is_ascii_digit);
-        if c.is_ascii_digit() {
+        let inside = !run.is_empty() && chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        if c.is_ascii_digit() || inside && matches!(c, '.' | ':' | '-' | '/') {
             run.push(c);
-        } else if !run.is_empty() && next_is_digit && matches!(c, '.' | ':' | '-' | '/') {
-            run.push(c);
-        } else if !run.is_empty() && next_is_digit && c == ',' {
-        } else if !run.is_empty() {
+        } else if (!inside || c != ',') && !run.is_empty() {
             out.push(std::mem::take(&mut run));
         }
     }
@@ -575,8 +577,7 @@ fn chinese_units(text: &str) -> Vec<String> {
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
         let after_number = prev.is_some_and(|p| {
-            p.is_ascii_digit()
-                || (NUMBER_CHARS.contains(&p) && "零〇一二两三四五六七八九十百千万亿几".contains(p))
+            p.is_ascii_digit() || "零〇一二两三四五六七八九十百千万亿几".contains(p)
         });
         let found = after_number
             .then(|| CHINESE_UNITS.iter().find(|(s, _)| rest.starts_with(s)))
