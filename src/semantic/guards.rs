@@ -576,8 +576,9 @@ fn chinese_units(text: &str) -> Vec<String> {
     let mut prev: Option<char> = None;
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
+        // Not after 几 ("how many"): 几天 asks the same as 多少天.
         let after_number = prev.is_some_and(|p| {
-            p.is_ascii_digit() || "零〇一二两三四五六七八九十百千万亿几".contains(p)
+            p.is_ascii_digit() || "零〇一二两三四五六七八九十百千万亿".contains(p)
         });
         let found = after_number
             .then(|| CHINESE_UNITS.iter().find(|(s, _)| rest.starts_with(s)))
