@@ -43,54 +43,98 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), String> {
-    let mut positional = Vec::new();
-    let mut default = 0.90f32;
-    let mut show = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--show" {
-            show = true;
-        } else if arg == "--default" {
-            let v = args.next().ok_or("--default needs a threshold")?;
-            default = v
-                .parse()
-                .map_err(|_| format!("--default {v}: not a number"))?;
-        } else {
-            positional.push(arg);
-        }
-    }
-    let model = PathBuf::from(
-        positional
-            .first()
-            .map_or("models/all-MiniLM-L6-v2", |s| s.as_str()),
-    );
-    let mut files: Vec<PathBuf> = positional.iter().skip(1).map(PathBuf::from).collect();
-    if files.is_empty() {
-        files.push("load-tests/semantic/pairs-agent.tsv".into());
-        // The public sample is not committed (see SOURCES.md): use it when it has been built.
-        let public = PathBuf::from("load-tests/semantic/pairs-public.tsv");
-        if public.exists() {
-            files.push(public);
-        } else {
-            eprintln!(
-                "semantic_eval: {} not built (build_pairs.py public ...): agent pairs only",
-                public.display()
-            );
-        }
-    }
+/// The command line: the model directory, the pair files, `--default T` and `--show`.
+struct Args {
+    model: PathBuf,
+    files: Vec<PathBuf>,
+    default: f32,
+    show: bool,
+}
 
-    let encoder = Encoder::load(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+impl Args {
+    fn read() -> Result<Args, String> {
+        let mut positional = Vec::new();
+        let mut default = 0.90f32;
+        let mut show = false;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            if arg == "--show" {
+                show = true;
+            } else if arg == "--default" {
+                let v = args.next().ok_or("--default needs a threshold")?;
+                default = v
+                    .parse()
+                    .map_err(|_| format!("--default {v}: not a number"))?;
+            } else {
+                positional.push(arg);
+            }
+        }
+        let model = PathBuf::from(
+            positional
+                .first()
+                .map_or("models/all-MiniLM-L6-v2", |s| s.as_str()),
+        );
+        let mut files: Vec<PathBuf> = positional.iter().skip(1).map(PathBuf::from).collect();
+        if files.is_empty() {
+            files.push("load-tests/semantic/pairs-agent.tsv".into());
+            // The public sample is not committed (see SOURCES.md): use it when it has been built.
+            let public = PathBuf::from("load-tests/semantic/pairs-public.tsv");
+            if public.exists() {
+                files.push(public);
+            } else {
+                eprintln!(
+                    "semantic_eval: {} not built (build_pairs.py public ...): agent pairs only",
+                    public.display()
+                );
+            }
+        }
+        Ok(Args {
+            model,
+            files,
+            default,
+            show,
+        })
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = Args::read()?;
+    let encoder =
+        Encoder::load(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
     let mut pairs = Vec::new();
-    for path in &files {
+    for path in &args.files {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         pairs.extend(parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
     }
-
-    // A text can occur in many pairs (agent bases have several variants): embed each once.
     let started = Instant::now();
+    let texts = embed_all(&encoder, &mut pairs)?;
+    let elapsed = started.elapsed();
+    println!(
+        "{} pairs from {}, {} distinct texts embedded in {:.1} s ({:.1} ms each), model {}",
+        pairs.len(),
+        args.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        texts,
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / texts.max(1) as f64,
+        args.model.display()
+    );
+    census(&pairs);
+    report(&pairs, args.default);
+    if args.show {
+        show_mistakes(&pairs, args.default);
+    }
+    Ok(())
+}
+
+/// Each pair's similarity; a text in many pairs (agent bases have several variants) is
+/// embedded once. The number of distinct texts.
+fn embed_all(encoder: &Encoder, pairs: &mut [Pair]) -> Result<usize, String> {
     let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
-    for p in &pairs {
+    for p in pairs.iter() {
         for t in [&p.a, &p.b] {
             if !vectors.contains_key(t) {
                 let v = encoder
@@ -100,28 +144,16 @@ fn run() -> Result<(), String> {
             }
         }
     }
-    for p in &mut pairs {
+    for p in pairs.iter_mut() {
         p.sim = similarity(&vectors[&p.a], &vectors[&p.b]);
     }
-    let elapsed = started.elapsed();
-    println!(
-        "{} pairs from {}, {} distinct texts embedded in {:.1} s ({:.1} ms each), model {}",
-        pairs.len(),
-        files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" + "),
-        vectors.len(),
-        elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1000.0 / vectors.len().max(1) as f64,
-        model.display()
-    );
-    census(&pairs);
+    Ok(vectors.len())
+}
 
+/// The sweep for all languages and each, then the default threshold by kind.
+fn report(pairs: &[Pair], default: f32) {
     // Guard verdicts do not depend on the threshold: compute them once per pair.
     let verdicts: Vec<Verdicts> = pairs.iter().map(Verdicts::of).collect();
-
     let mut thresholds: Vec<f32> = (0..=14).map(|i| 0.70 + 0.02 * i as f32).collect();
     if !thresholds.iter().any(|t| (t - default).abs() < 1e-4) {
         thresholds.push(default);
@@ -143,28 +175,29 @@ fn run() -> Result<(), String> {
             chosen.iter().filter(|&&i| !pairs[i].paraphrase).count(),
             chosen.iter().filter(|&&i| pairs[i].hard()).count(),
         );
-        table(&pairs, &verdicts, &chosen, &thresholds, default);
+        table(pairs, &verdicts, &chosen, &thresholds, default);
     }
     println!();
     println!("== by kind at the default threshold {default:.2} ==");
-    by_kind(&pairs, &verdicts, default);
-    if show {
-        println!();
-        println!("== at {default:.2}: false hits served with all guards on ==");
-        for p in pairs.iter().filter(|p| !p.paraphrase && p.sim >= default) {
-            if refuses(&p.a, &p.b, &Guard::ALL).is_none() {
-                println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, p.kind, p.a, p.b);
-            }
-        }
-        println!();
-        println!("== at {default:.2}: paraphrases refused by a guard ==");
-        for p in pairs.iter().filter(|p| p.paraphrase && p.sim >= default) {
-            if let Some(g) = refuses(&p.a, &p.b, &Guard::ALL) {
-                println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, g.name(), p.a, p.b);
-            }
+    by_kind(pairs, &verdicts, default);
+}
+
+/// `--show`: the false hits the guards let through, and the paraphrases they refused.
+fn show_mistakes(pairs: &[Pair], default: f32) {
+    println!();
+    println!("== at {default:.2}: false hits served with all guards on ==");
+    for p in pairs.iter().filter(|p| !p.paraphrase && p.sim >= default) {
+        if refuses(&p.a, &p.b, &Guard::ALL).is_none() {
+            println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, p.kind, p.a, p.b);
         }
     }
-    Ok(())
+    println!();
+    println!("== at {default:.2}: paraphrases refused by a guard ==");
+    for p in pairs.iter().filter(|p| p.paraphrase && p.sim >= default) {
+        if let Some(g) = refuses(&p.a, &p.b, &Guard::ALL) {
+            println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, g.name(), p.a, p.b);
+        }
+    }
 }
 
 fn parse(text: &str) -> Result<Vec<Pair>, String> {
