@@ -134,16 +134,32 @@ fn run() -> Result<(), String> {
 /// embedded once. The number of distinct texts.
 fn embed_all(encoder: &Encoder, pairs: &mut [Pair]) -> Result<usize, String> {
     let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut times = Vec::new();
     for p in pairs.iter() {
         for t in [&p.a, &p.b] {
             if !vectors.contains_key(t) {
+                let started = Instant::now();
                 let v = encoder
                     .embed(t)
                     .map_err(|e| format!("embedding {t:?}: {e}"))?;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
                 vectors.insert(t.clone(), v);
             }
         }
     }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "embedding per text: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.50),
+        at(0.99),
+        at(1.0)
+    );
     for p in pairs.iter_mut() {
         p.sim = similarity(&vectors[&p.a], &vectors[&p.b]);
     }
