@@ -55,6 +55,30 @@ impl std::fmt::Debug for EmbedderSettings {
 pub const DEFAULT_THRESHOLD: f32 = 0.90;
 pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
 
+/// A route's block over the gateway's: a field's value, and where to point an error about it.
+struct Layers<'a> {
+    own: Option<&'a schema::Semantic>,
+    global: Option<&'a schema::Semantic>,
+    at: &'a At,
+}
+
+impl<'a> Layers<'a> {
+    fn get<T>(&self, f: impl Fn(&'a schema::Semantic) -> Option<T>) -> Option<T> {
+        self.own.and_then(&f).or_else(|| self.global.and_then(&f))
+    }
+
+    /// The path of `name` in the block that sets it (the route's when it does).
+    fn field(&self, name: &str, set: impl Fn(&schema::Semantic) -> bool) -> Vec<Seg> {
+        let mut path = if self.own.is_some_and(set) {
+            self.at.own.clone()
+        } else {
+            self.at.global.clone()
+        };
+        path.push(name.into_seg());
+        path
+    }
+}
+
 impl Settings {
     /// `own` over `global`; relative paths resolve against `config_dir`.
     pub fn compile(
@@ -63,62 +87,31 @@ impl Settings {
         at: &At,
         config_dir: &Path,
     ) -> Result<Settings, Problem> {
-        // The field's value, and the path to name in an error about it.
-        let pick = |f: fn(&schema::Semantic) -> bool| -> Vec<Seg> {
-            if own.is_some_and(f) {
-                at.own.clone()
-            } else {
-                at.global.clone()
-            }
-        };
-        let field = |mut base: Vec<Seg>, name: &str| {
-            base.push(name.into_seg());
-            base
-        };
-        let get = |f: fn(&schema::Semantic) -> Option<&crate::config::values::Text>| {
-            own.and_then(f)
-                .or_else(|| global.and_then(f))
-                .map(|t| t.0.clone())
-        };
-        let text = match get(|s| s.text.as_ref()) {
+        let l = Layers { own, global, at };
+        let text = match l.get(|s| s.text.as_ref()) {
             None => TextFrom::Auto,
-            Some(t) => TextFrom::parse(&t)
-                .map_err(|m| Problem::new(field(pick(|s| s.text.is_some()), "text"), m))?,
+            Some(t) => TextFrom::parse(t)
+                .map_err(|m| Problem::new(l.field("text", |s| s.text.is_some()), m))?,
         };
-        let threshold = match get(|s| s.threshold.as_ref()) {
+        let threshold = match l.get(|s| s.threshold.as_ref()) {
             None => DEFAULT_THRESHOLD,
-            Some(t) => parse_threshold(&t).map_err(|m| {
-                Problem::new(field(pick(|s| s.threshold.is_some()), "threshold"), m)
-            })?,
+            Some(t) => parse_threshold(t)
+                .map_err(|m| Problem::new(l.field("threshold", |s| s.threshold.is_some()), m))?,
         };
-        let guards_at = field(pick(|s| s.guards.is_some()), "guards");
-        let guards = match own
-            .and_then(|s| s.guards.as_ref())
-            .or_else(|| global.and_then(|s| s.guards.as_ref()))
-        {
+        let guards = match l.get(|s| s.guards.as_ref()) {
             None => Guard::ALL.to_vec(),
-            Some(list) => parse_guards(list, &guards_at)?,
+            Some(list) => parse_guards(list, &l.field("guards", |s| s.guards.is_some()))?,
         };
-        let embedder = own
-            .and_then(|s| s.embedder.as_ref())
-            .or_else(|| global.and_then(|s| s.embedder.as_ref()));
-        let embedder_at = field(pick(|s| s.embedder.is_some()), "embedder");
-        let num = |f: fn(&schema::Semantic) -> Option<u64>| {
-            own.and_then(f).or_else(|| global.and_then(f))
-        };
-        let dur = |f: fn(&schema::Semantic) -> Option<Duration>| {
-            own.and_then(f).or_else(|| global.and_then(f))
-        };
-        let max_entries = num(|s| s.max_entries.map(|c| c.0)).unwrap_or(100_000);
+        let embedder = l.get(|s| s.embedder.as_ref());
+        let embedder_at = l.field("embedder", |s| s.embedder.is_some());
+        let max_entries = l.get(|s| s.max_entries.map(|c| c.0)).unwrap_or(100_000);
         if max_entries == 0 {
             return Err(Problem::new(
-                field(pick(|s| s.max_entries.is_some()), "max_entries"),
+                l.field("max_entries", |s| s.max_entries.is_some()),
                 "must be at least 1",
             ));
         }
-        let mode = own
-            .and_then(|s| s.mode)
-            .or_else(|| global.and_then(|s| s.mode));
+        let mode = l.get(|s| s.mode);
         Ok(Settings {
             text,
             threshold,
@@ -126,10 +119,12 @@ impl Settings {
             guards,
             shadow: mode == Some(SemanticMode::Shadow),
             max_entries: max_entries.min(usize::MAX as u64) as usize,
-            embed_timeout: dur(|s| s.embed_timeout.map(|d| d.0))
-                .unwrap_or(Duration::from_millis(200)),
-            store_timeout: dur(|s| s.store_timeout.map(|d| d.0))
-                .unwrap_or(Duration::from_millis(100)),
+            embed_timeout: l
+                .get(|s| s.embed_timeout)
+                .map_or(Duration::from_millis(200), |d| d.0),
+            store_timeout: l
+                .get(|s| s.store_timeout)
+                .map_or(Duration::from_millis(100), |d| d.0),
         })
     }
 }
