@@ -78,12 +78,19 @@ impl Encoder {
             tokens.mean(1)?.squeeze(0)?.to_vec1::<f32>()
         };
         let mut v = run().map_err(|e| format!("model: {e}"))?;
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+        normalise(&mut v);
         Ok(v)
     }
+}
+
+/// Scales `v` to unit length; false when it has none (zero, or not finite).
+pub fn normalise(v: &mut [f32]) -> bool {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if !norm.is_finite() || norm == 0.0 {
+        return false;
+    }
+    v.iter_mut().for_each(|x| *x /= norm);
+    true
 }
 
 /// The cosine similarity of two unit vectors.

@@ -88,11 +88,9 @@ fn vector_of(answer: &[u8]) -> Result<Vec<f32>, String> {
         .map(|i| i.embedding)
         .filter(|v| !v.is_empty())
         .ok_or("the answer holds no vector")?;
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if !norm.is_finite() || norm == 0.0 {
+    if !super::embed::normalise(&mut v) {
         return Err("the vector is zero or not finite".into());
     }
-    v.iter_mut().for_each(|x| *x /= norm);
     Ok(v)
 }
 
