@@ -108,8 +108,8 @@ impl ProxyHttp for Gateway {
             None => {
                 let pool = ctx.upstream.pool.as_ref().ok_or_else(internal)?;
                 pool.count_request();
-                let who = select::who_of(session, ctx.caller.identity.as_ref());
-                select::select(pool, &who, &ctx.upstream.tried).ok_or_else(refusal::no_backend)?
+                let who = || select::who_of(session, ctx.caller.identity.as_ref());
+                select::select(pool, who, &ctx.upstream.tried).ok_or_else(refusal::no_backend)?
             }
         };
         let route = ctx.route().ok_or_else(internal)?;

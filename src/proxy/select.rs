@@ -38,14 +38,18 @@ pub fn choose_pool(route: &Route, who: &Who) -> Arc<Pool> {
     route.backends.choose(who).clone()
 }
 
-/// An address of `pool` for this request (keyed by the caller when the pool hashes), not one
-/// that already failed it.
-pub fn select(pool: &Arc<Pool>, who: &Who, tried: &[SocketAddr]) -> Option<Picked> {
+/// An address of `pool` for this request, not one that already failed it. The caller is looked
+/// at only when the pool hashes (most don't: no client address read for them).
+pub fn select<'a>(
+    pool: &Arc<Pool>,
+    who: impl FnOnce() -> Who<'a>,
+    tried: &[SocketAddr],
+) -> Option<Picked> {
     if !pool.hashes() {
         return pool.select(b"", tried);
     }
     let mut scratch = [0u8; 16];
-    pool.select(who.key(&pool.hash_by, &mut scratch), tried)
+    pool.select(who().key(&pool.hash_by, &mut scratch), tried)
 }
 
 /// After `failed` failed this request: whether another address takes it, within the
@@ -58,8 +62,8 @@ pub fn retry_elsewhere(session: &Session, ctx: &mut Ctx, failed: &Picked) -> boo
         return false;
     }
     up.tried.push(failed.addr.addr);
-    let who = who_of(session, ctx.caller.identity.as_ref());
-    up.next = select(pool, &who, &up.tried);
+    let identity = ctx.caller.identity.as_ref();
+    up.next = select(pool, || who_of(session, identity), &up.tried);
     up.next.is_some()
 }
 
