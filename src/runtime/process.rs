@@ -72,20 +72,20 @@ impl Process {
     }
 
     /// Reads only what the running process needs to be found and stopped: the name, version,
-    /// health path and this section. The rest of the file may even be invalid.
+    /// health path and this section. The other sections need only parse (their values are not checked).
     pub fn read(path: &Path) -> Result<Light, ConfigError> {
         let (text, file) = crate::config::read(path)?;
         let parsed: File = crate::config::parse(&text, &file)?;
         let g = &parsed.gateway;
-        let base_path = base_path(g)
-            .and_then(|b| Ok((b, Process::compile(g, path)?)))
-            .map_err(|p| crate::config::located(&text, &file, p))?;
+        let located = |p| crate::config::located(&text, &file, p);
+        let base_path = base_path(g).map_err(located)?;
+        let process = Process::compile(g, path).map_err(located)?;
         let text = |t: &Option<crate::config::values::Text>| t.as_ref().map(|t| t.0.clone());
         Ok(Light {
             name: text(&parsed.name).unwrap_or_else(|| "clawgate".into()),
             version: text(&parsed.version).unwrap_or_else(|| "1.0".into()),
-            health_path: format!("{}/health", base_path.0),
-            process: base_path.1,
+            health_path: format!("{base_path}/health"),
+            process,
         })
     }
 }
