@@ -72,7 +72,8 @@ impl Process {
     }
 
     /// Reads only what the running process needs to be found and stopped: the name, version,
-    /// health path and this section. The other sections need only parse (their values are not checked).
+    /// health path and this section. The other sections need only parse (their values are not
+    /// checked).
     pub fn read(path: &Path) -> Result<Light, ConfigError> {
         let (text, file) = crate::config::read(path)?;
         let parsed: File = crate::config::parse(&text, &file)?;
