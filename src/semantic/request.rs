@@ -85,11 +85,11 @@ impl Seen {
 /// whitespace — an Anthropic tool-result turn, for one).
 ///
 /// The partition covers, each length-prefixed: the route label, the method, the agent (left
-/// out on a `shared` route; anonymous callers share one partition), every `cache_key` part, the
-/// `model`, whether `stream` is true, and the whole body with the compared text taken out, with
-/// object keys sorted so that the client's key order does not matter. Body key parts are read
-/// from that same body, so a `cache_key` of `request_body.messages` still leaves the question
-/// free to differ.
+/// out on a `shared` route; anonymous callers share one partition), every header part of
+/// `cache_key`, and the whole body with the compared text taken out (so its `model`, `stream`
+/// and body key parts too), with object keys sorted so that the client's key order does not
+/// matter. A `cache_key` of `request_body.messages` thus still leaves the question free to
+/// differ.
 pub fn read(
     route: &Route,
     method: &http::Method,
@@ -113,14 +113,12 @@ pub fn read(
         feed.opt(agent.map(str::as_bytes));
     }
     for part in route.key {
-        match part {
-            KeyPart::Header(name) => feed.header(headers, name),
-            KeyPart::Body(pointer) => feed.opt_value(rest.pointer(pointer)),
+        if let KeyPart::Header(name) = part {
+            feed.header(headers, name);
         }
     }
-    feed.opt_value(rest.get("model"));
-    let stream = rest.get("stream") == Some(&Value::Bool(true));
-    feed.part(if stream { b"stream" } else { b"whole" });
+    // The rest of the body holds the model, `stream`, the body parts of the key and the
+    // conversation around the question: all of it partitions.
     feed.value(&rest);
     Some(Seen {
         text,
@@ -211,13 +209,6 @@ impl Feed {
         self.len(values.iter().count());
         for v in values {
             self.part(v.as_bytes());
-        }
-    }
-
-    fn opt_value(&mut self, v: Option<&Value>) {
-        match v {
-            Some(v) => self.value(v),
-            None => self.0.update(b"-"),
         }
     }
 
