@@ -51,6 +51,7 @@ pub fn needs_upgrade(old: &Config, new: &mut Config) -> Vec<&'static str> {
     new.quotas.store = old.quotas.store.clone();
     new.cache = old.cache.clone();
     keep_pools(old, new);
+    keep_semantic(old, new);
     if jwt_same {
         if let (Some(jwt), Some(auth)) = (&old.auth.jwt, Arc::get_mut(&mut new.auth)) {
             // The same keys (and those a JWKS brought); the agents may have changed.
@@ -85,6 +86,23 @@ fn keep_pools(old: &Config, new: &mut Config) {
     }
 }
 
+/// Semantic routes whose label and settings are as before keep their index: a reload forgets no
+/// answer that could still be served.
+fn keep_semantic(old: &Config, new: &mut Config) {
+    for route in &mut new.routes {
+        let Some(new_sc) = &route.semantic else {
+            continue;
+        };
+        let same = (old.routes.iter())
+            .filter(|o| o.label == route.label)
+            .filter_map(|o| o.semantic.as_ref())
+            .find(|o| o.settings == new_sc.settings);
+        if let Some(o) = same {
+            route.semantic = Some(o.clone());
+        }
+    }
+}
+
 /// Reads and swaps in the configuration on SIGHUP, and prepares a handover on SIGUSR2 (a
 /// Pingora background service).
 pub struct Reloader {
@@ -104,6 +122,8 @@ impl Reloader {
             ));
         }
         let later = needs_upgrade(&old, &mut new);
+        // A model named for the first time is loaded before any request can need it.
+        self.services.semantic.prepare(new.embedders())?;
         // New backends are resolved before they take requests.
         for pool in new.pools.iter().filter(|p| !p.resolved()) {
             pool.update().await;

@@ -163,21 +163,33 @@ fn start_refuses_features_this_build_lacks() {
     let config = dir.path().join("c.yaml");
     std::fs::write(
         &config,
-        "caching: {strategy: semantic}\nroutes:\n  - path: /x\n    backend_url: http://127.0.0.1:1\n    caching: {enabled: true}\n",
+        "monitoring: {logging: {format: text}}\nroutes:\n  - path: /x\n    backend_url: http://127.0.0.1:1\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["start", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let start = || {
+        let out = Command::new(BIN)
+            .args(["start", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        err
+    };
+    let err = start();
     assert!(
-        err.contains("semantic caching") && err.contains("refusing to start"),
+        err.contains("text access log") && err.contains("refusing to start"),
         "{err}"
     );
+    // A semantic cache whose model is not there stops the start, naming the directory.
+    std::fs::write(
+        &config,
+        "caching: {strategy: semantic, semantic: {embedder: {model_dir: no-model-here}}}\nroutes:\n  - path: /x\n    backend_url: http://127.0.0.1:1\n    caching: {enabled: true}\n",
+    )
+    .unwrap();
+    let err = start();
+    assert!(err.contains("semantic cache") && err.contains("no-model-here"), "{err}");
 }
 
 #[test]

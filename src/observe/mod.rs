@@ -32,6 +32,19 @@ pub struct Seen<'a> {
     pub tokens: Option<&'a crate::observe::usage::Usage>,
     /// `X-Cache`, on caching routes.
     pub cache: Option<&'static str>,
+    /// What the semantic cache did, on semantic routes.
+    pub semantic: Option<SemanticSeen<'a>>,
+}
+
+/// The semantic cache's part of a request: the similarity of the question served (or, in
+/// shadow mode, that would have been), the request whose answer was served, and why nothing
+/// was served (with the guard that refused).
+#[derive(Clone, Copy)]
+pub struct SemanticSeen<'a> {
+    pub similarity: Option<f32>,
+    pub source: Option<&'a str>,
+    pub miss: Option<&'static str>,
+    pub guard: Option<&'static str>,
 }
 
 /// The status the client got: the response written, else what the error became.
@@ -81,8 +94,19 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, se
             u.total(),
         );
     }
+    if let Some(s) = &seen.semantic {
+        let m = &m.semantic;
+        if seen.cache == Some("HIT-SEMANTIC") {
+            m.hits.with_label_values(&[seen.route]).inc();
+        } else if let Some(reason) = s.miss.filter(|_| seen.cache == Some("MISS")) {
+            m.misses.with_label_values(&[seen.route, reason]).inc();
+        }
+        if let Some(guard) = s.guard {
+            m.guarded.with_label_values(&[seen.route, guard]).inc();
+        }
+    }
     match seen.cache {
-        Some("HIT") => m.cache_hits.with_label_values(&[seen.route]).inc(),
+        Some("HIT" | "HIT-SEMANTIC") => m.cache_hits.with_label_values(&[seen.route]).inc(),
         Some("MISS" | "EXPIRED") => m.cache_misses.with_label_values(&[seen.route]).inc(),
         Some("BYPASS") => m.cache_bypasses.with_label_values(&[seen.route]).inc(),
         _ => {}
@@ -129,6 +153,8 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         error,
         tokens: seen.tokens.map(Into::into),
         cache: seen.cache,
+        cache_similarity: seen.semantic.and_then(|s| s.similarity),
+        cache_source_request_id: seen.semantic.and_then(|s| s.source),
     };
     log.log(&line);
 }

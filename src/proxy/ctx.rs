@@ -51,6 +51,8 @@ pub struct Ctx {
     pub cache: CacheState,
     pub usage: UsageSeen,
     pub trace: TraceState,
+    /// On semantic routes: the question, its lookup and the answer being kept.
+    pub semantic: Option<Box<super::semantic::State>>,
     _in_flight: InFlight,
 }
 
@@ -147,6 +149,7 @@ impl Ctx {
             cache: CacheState::default(),
             usage: UsageSeen::default(),
             trace: TraceState::default(),
+            semantic: None,
             _in_flight: InFlight::new(),
         }
     }
@@ -174,6 +177,15 @@ impl Ctx {
             limit: self.caller.limit.map(|l| l.remaining),
             tokens: self.usage.tokens.as_deref(),
             cache: self.cache.status,
+            semantic: self
+                .semantic
+                .as_ref()
+                .map(|s| crate::observe::SemanticSeen {
+                    similarity: s.outcome.similarity,
+                    source: s.outcome.source.as_deref(),
+                    miss: s.outcome.miss,
+                    guard: s.outcome.guard,
+                }),
         }
     }
 

@@ -7,6 +7,7 @@ mod ctx;
 mod endpoints;
 mod refusal;
 mod select;
+mod semantic;
 #[cfg(test)]
 mod tests;
 
@@ -83,10 +84,7 @@ impl ProxyHttp for Gateway {
         // The answers written here are boxed so that the common path's future stays small
         // (Pingora moves it around per request).
         match self.admission(session, ctx).await? {
-            Ok(Admit::Proxy(plan)) => {
-                self.proxying(session, ctx, plan).await?;
-                Ok(false)
-            }
+            Ok(Admit::Proxy(plan)) => self.proxying(session, ctx, plan).await,
             Ok(Admit::BuiltIn(b)) => {
                 let served = self.served(ctx);
                 Box::pin(endpoints::serve(b, session, &served)).await?;
@@ -187,9 +185,11 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        if let (Some(cache), Some(_)) = (
+        // A semantic route's answers, exact repeats included, are its own index's (`semantic`).
+        if let (Some(cache), Some(_), None) = (
             self.services.cache,
             ctx.route().and_then(|r| r.cache.as_ref()),
+            ctx.route().and_then(|r| r.semantic.as_ref()),
         ) {
             if !ctx.cache.bypass {
                 cache.enable(session);
@@ -342,6 +342,10 @@ impl ProxyHttp for Gateway {
                 &ctx.config.routes[route].label,
             );
         }
+        if let Some(s) = ctx.semantic.as_mut() {
+            let limit = ctx.config.cache.as_ref().map_or(0, |c| c.max_object_size);
+            s.response(resp, usize::try_from(limit).unwrap_or(usize::MAX));
+        }
         if ctx.route().is_some_and(|r| r.cache.is_some()) {
             let status = crate::cache::status(session.cache.phase(), ctx.cache.missed);
             resp.insert_header("x-cache", status)?;
@@ -370,6 +374,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         ctx.check_total_timeout()?;
+        if let Some(s) = ctx.semantic.as_mut() {
+            s.body(body.as_ref(), end_of_stream);
+        }
         if let Some(b) = body {
             ctx.usage.bytes_out += b.len() as u64;
             if let Some(t) = ctx.usage.tracker.as_mut() {
@@ -394,21 +401,12 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let sampled = ctx.trace.sampled.take();
-        let config = &*self.services;
-        if config.metrics.is_none() && config.access_log.is_none() && sampled.is_none() {
-            return;
-        }
-        let status = crate::observe::status(session, e);
-        let seen = ctx.observed();
-        if let Some(m) = &config.metrics {
-            crate::observe::record(m, session, e, status, &seen);
-        }
-        if let Some(log) = &config.access_log {
-            crate::observe::log_line(log, session, e, status, &seen);
-        }
-        if let (Some(t), Some(sampled)) = (&config.tracing, sampled) {
-            crate::observe::end_spans(t, session, status, &seen, sampled);
+        self.observe(session, e, ctx);
+        // Stored after the log line is handed over: the answer is complete by now.
+        if let (Some(s), Some(route)) = (ctx.semantic.take(), ctx.route()) {
+            let ttl = route.cache.as_ref().map_or(Duration::ZERO, |c| c.ttl);
+            let id = request_id::as_str(&ctx.request_id);
+            s.finish(&self.services, &route.label, id, ttl, e.is_some());
         }
     }
 
@@ -432,6 +430,26 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// The request's metrics, log line and spans.
+    fn observe(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let sampled = ctx.trace.sampled.take();
+        let config = &*self.services;
+        if config.metrics.is_none() && config.access_log.is_none() && sampled.is_none() {
+            return;
+        }
+        let status = crate::observe::status(session, e);
+        let seen = ctx.observed();
+        if let Some(m) = &config.metrics {
+            crate::observe::record(m, session, e, status, &seen);
+        }
+        if let Some(log) = &config.access_log {
+            crate::observe::log_line(log, session, e, status, &seen);
+        }
+        if let (Some(t), Some(sampled)) = (&config.tracing, sampled) {
+            crate::observe::end_spans(t, session, status, &seen, sampled);
+        }
+    }
+
     /// Admission, with its session-bound steps: a body read ahead or a JWKS fetched (each at
     /// most once, then decided again), and the shared rate limits.
     async fn admission(
@@ -494,13 +512,13 @@ impl Gateway {
     }
 
     /// An admitted request about to go upstream: its pool, trace context, forwarding headers
-    /// and cache key.
+    /// and cache key; `true` when the semantic cache answered it instead.
     async fn proxying(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         plan: admit::Plan,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         ctx.upstream.pool = Some(plan.pool);
         ctx.upstream.forward = plan.forward;
         ctx.cache.purge = plan.purge;
@@ -510,11 +528,14 @@ impl Gateway {
         if let Some(fwd) = ctx.forward() {
             upstream::set_forwarding_headers(session, &fwd);
         }
+        if let Some(sc) = ctx.route().and_then(|r| r.semantic.clone()) {
+            return Box::pin(semantic::lookup(&self.services, session, ctx, sc)).await;
+        }
         if self.services.cache.is_some() && ctx.route().is_some_and(|r| r.cache.is_some()) {
             let keep = self.services.track_tokens;
             Box::pin(ctx.prepare_cache_key(session, keep)).await?;
         }
-        Ok(())
+        Ok(false)
     }
 
     fn served<'a>(&'a self, ctx: &'a Ctx) -> endpoints::Served<'a> {

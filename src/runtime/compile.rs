@@ -88,12 +88,6 @@ fn pending_features(file: &File) -> Vec<String> {
         pending
             .push("a text access log (monitoring.logging.format: text; json is provided)".into());
     }
-    let semantic = |c: Option<&schema::Caching>| {
-        c.is_some_and(|c| c.strategy == Some(schema::CacheStrategy::Semantic))
-    };
-    if semantic(file.caching.as_ref()) || file.routes.iter().any(|r| semantic(r.caching.as_ref())) {
-        pending.push("semantic caching".into());
-    }
     pending
 }
 

@@ -77,6 +77,13 @@ impl Config {
         self.pools.clone()
     }
 
+    /// The embedders the semantic routes use (each made once, see `semantic::engines`).
+    pub fn embedders(&self) -> impl Iterator<Item = &crate::semantic::settings::EmbedderSettings> {
+        (self.routes.iter())
+            .filter_map(|r| r.semantic.as_ref())
+            .map(|s| &s.settings.embedder)
+    }
+
     /// The index in `routes` of the most specific route matching the normalised path.
     pub fn route_index(&self, path: &str) -> Option<usize> {
         self.routes.iter().position(|r| r.pattern.matches(path))

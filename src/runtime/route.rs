@@ -39,7 +39,7 @@ pub struct Route {
     pub cache: Option<crate::cache::RouteCache>,
     /// `caching.strategy: semantic` on a caching route: near-duplicate questions are answered
     /// too (DESIGN §5.1).
-    pub semantic: Option<Arc<crate::semantic::settings::Settings>>,
+    pub semantic: Option<Arc<crate::semantic::cache::RouteCache>>,
     /// The route's metric series, made on first use (a reload starts them afresh: they are
     /// found by the route, not by label).
     pub series: crate::observe::metrics::RouteSeries,
@@ -97,7 +97,8 @@ impl Route {
                 r.caching.as_ref(),
                 i,
                 on.config_dir,
-            )?,
+            )?
+            .map(|s| Arc::new(crate::semantic::cache::RouteCache::new(s))),
             None => None,
         };
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;

@@ -19,10 +19,13 @@ pub struct Services {
     pub cache: Option<&'static Cache>,
     /// Responses are read for LLM token usage (a token counter or the access log wants it).
     pub track_tokens: bool,
+    /// The semantic cache's embedders (the indexes live in the routes).
+    pub semantic: crate::semantic::engines::Engines,
 }
 
 impl Services {
-    /// The services `cfg` asks for; nothing is started (no thread, no connection).
+    /// The services `cfg` asks for. Nothing connects yet; the only threads started are those
+    /// of an in-process embedder, whose model is loaded here so that a bad one stops the start.
     pub fn build(cfg: &Config) -> Result<Services, String> {
         let metrics = match &cfg.metrics {
             Some(s) => Some(Arc::new(Metrics::build(s).map_err(|p| p.message)?)),
@@ -54,6 +57,11 @@ impl Services {
             },
             cache,
             track_tokens,
+            semantic: {
+                let engines = crate::semantic::engines::Engines::default();
+                engines.prepare(cfg.embedders())?;
+                engines
+            },
         })
     }
 }

@@ -5,7 +5,9 @@
 //! what of a request is compared and what partitions it (`request.rs`) and the in-memory index
 //! (`index.rs`); the Redis store and the proxy's use of them come next.
 
+pub mod cache;
 pub mod embed;
+pub mod engines;
 pub mod guards;
 pub mod index;
 pub mod remote;

@@ -136,7 +136,7 @@ impl Settings {
         own: Option<&schema::Caching>,
         i: usize,
         config_dir: &Path,
-    ) -> Result<Option<std::sync::Arc<Settings>>, Problem> {
+    ) -> Result<Option<Settings>, Problem> {
         let strategy = own
             .and_then(|c| c.strategy)
             .or_else(|| global.and_then(|c| c.strategy));
@@ -154,7 +154,7 @@ impl Settings {
             &at,
             config_dir,
         )?;
-        Ok(Some(std::sync::Arc::new(settings)))
+        Ok(Some(settings))
     }
 }
 

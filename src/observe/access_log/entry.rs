@@ -57,6 +57,9 @@ pub struct Entry<'a> {
     pub tokens: Option<Tokens<'a>>,
     /// `X-Cache` on caching routes.
     pub cache: Option<&'a str>,
+    /// A semantic hit: how similar the question was, and the request whose answer was served.
+    pub cache_similarity: Option<f32>,
+    pub cache_source_request_id: Option<&'a str>,
 }
 
 /// A string that never needs escaping, quoted: request ids (generated, or a client's checked to
@@ -150,6 +153,13 @@ impl Entry<'_> {
             o.extend_from_slice(b",\"cache\":");
             push_str(o, cache);
         }
+        if let Some(sim) = self.cache_similarity {
+            o.extend_from_slice(format!(",\"cache_similarity\":{sim:.4}").as_bytes());
+        }
+        if let Some(id) = self.cache_source_request_id {
+            o.extend_from_slice(b",\"cache_source_request_id\":");
+            push_str(o, id);
+        }
         if let Some(u) = &self.tokens {
             o.extend_from_slice(b",\"tokens\":{\"prompt\":");
             push_num(o, u.prompt);
@@ -205,7 +215,9 @@ mod tests {
             limit: Some(("passed", Some(9))),
             error: None,
             tokens: None,
-            cache: Some("HIT"),
+            cache: Some("HIT-SEMANTIC"),
+            cache_similarity: Some(0.94123),
+            cache_source_request_id: Some("req-1"),
         };
         let mut line = Vec::new();
         e.write_to(&mut line);
@@ -220,7 +232,9 @@ mod tests {
             v.get("tokens").is_none(),
             "fields that do not apply are left out"
         );
-        assert_eq!(v["cache"], "HIT");
+        assert_eq!(v["cache"], "HIT-SEMANTIC");
+        assert_eq!(v["cache_similarity"], 0.9412);
+        assert_eq!(v["cache_source_request_id"], "req-1");
     }
 
     #[test]
@@ -252,6 +266,8 @@ mod tests {
             error: Some(&nasty),
             tokens: Some((&usage).into()),
             cache: None,
+            cache_similarity: None,
+            cache_source_request_id: None,
         };
         let mut line = b"before".to_vec();
         e.write_to(&mut line);

@@ -16,7 +16,7 @@ const ENTRY: u8 = 0;
 const LINE: u8 = 1;
 /// The length of an absent string.
 const NONE: u32 = u32::MAX;
-const STRINGS: usize = 10;
+const STRINGS: usize = 11;
 
 // Offsets in the head of an entry.
 const SECS: usize = 1;
@@ -33,7 +33,8 @@ const UPSTREAM_STATUS: usize = 71;
 const FLAGS: usize = 73;
 const VERSION: usize = 74;
 const IP: usize = 75;
-const LENGTHS: usize = 91;
+const SIMILARITY: usize = 91;
+const LENGTHS: usize = 95;
 const HEAD: usize = LENGTHS + 4 * STRINGS;
 
 // Flags: which optional numbers are present.
@@ -43,6 +44,7 @@ const HAS_REMAINING: u8 = 4;
 const HAS_TOKENS: u8 = 8;
 const HAS_IPV4: u8 = 16;
 const HAS_IPV6: u8 = 32;
+const HAS_SIMILARITY: u8 = 64;
 
 fn put<const N: usize>(head: &mut [u8; HEAD], at: usize, bytes: [u8; N]) {
     head[at..at + N].copy_from_slice(&bytes);
@@ -81,6 +83,7 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
         e.error,
         e.cache,
         e.tokens.and_then(|t| t.model),
+        e.cache_source_request_id,
     ];
     let since = e
         .time
@@ -111,6 +114,10 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
         flags |= HAS_TOKENS;
         put(&mut head, PROMPT, t.prompt.to_le_bytes());
         put(&mut head, COMPLETION, t.completion.to_le_bytes());
+    }
+    if let Some(sim) = e.cache_similarity {
+        flags |= HAS_SIMILARITY;
+        put(&mut head, SIMILARITY, sim.to_bits().to_le_bytes());
     }
     match e.client_ip {
         Some(IpAddr::V4(v4)) => {
@@ -212,7 +219,8 @@ pub fn next<'a>(rest: &mut &'a [u8]) -> Option<Item<'a>> {
             start = end;
         }
     }
-    let [request_id, agent_id, route, method, path, upstream, limit, error, cache, model] = strings;
+    let [request_id, agent_id, route, method, path, upstream, limit, error, cache, model, source] =
+        strings;
     let flags = head[at(FLAGS)];
     let has = |f: u8| flags & f != 0;
     let ip: [u8; 16] = head.get(at(IP)..at(IP) + 16)?.try_into().ok()?;
@@ -253,6 +261,8 @@ pub fn next<'a>(rest: &mut &'a [u8]) -> Option<Item<'a>> {
             model,
         }),
         cache,
+        cache_similarity: has(HAS_SIMILARITY).then(|| f32::from_bits(u32_at(head, at(SIMILARITY)))),
+        cache_source_request_id: source,
     }))
 }
 
@@ -292,7 +302,9 @@ mod tests {
                 completion: 4,
                 model: Some("gpt-4o"),
             }),
-            cache: Some("MISS"),
+            cache: Some("HIT-SEMANTIC"),
+            cache_similarity: Some(0.93),
+            cache_source_request_id: Some("abc"),
         };
         let bare = Entry {
             client_ip: Some("10.0.0.1".parse().unwrap()),
@@ -309,6 +321,8 @@ mod tests {
                 model: None,
             }),
             cache: None,
+            cache_similarity: None,
+            cache_source_request_id: None,
             ..full
         };
         let mut records = Vec::new();
@@ -353,6 +367,8 @@ mod tests {
             error: None,
             tokens: None,
             cache: None,
+            cache_similarity: None,
+            cache_source_request_id: None,
         };
         let mut records = Vec::new();
         encode(&e, &mut records);

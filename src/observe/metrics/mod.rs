@@ -6,6 +6,7 @@
 //! `anonymous`, `model` truncated and limited in count.
 
 mod custom;
+mod semantic;
 
 use crate::at;
 use crate::config::schema;
@@ -47,6 +48,7 @@ pub struct Metrics {
     /// Addresses left out by passive health, and circuit-breaker openings, per backend.
     pub ejections: IntCounterVec,
     pub breaker_opens: IntCounterVec,
+    pub semantic: semantic::Semantic,
     custom: Vec<Custom>,
     models: Mutex<HashSet<String>>,
     anonymous: [OnceLock<IntCounter>; STATUSES],
@@ -182,6 +184,7 @@ impl Metrics {
         let traffic = Traffic::new(&r)?;
         let cache = Cache::new(&r)?;
         let backends = Backends::new(&r)?;
+        let semantic = semantic::Semantic::new(&r)?;
         let active = r.register(IntGauge::new(
             r.name("active_connections"),
             "Requests in progress.",
@@ -210,6 +213,7 @@ impl Metrics {
             backend_up: backends.backend_up,
             ejections: backends.ejections,
             breaker_opens: backends.breaker_opens,
+            semantic,
             custom,
             models: Mutex::new(HashSet::new()),
             anonymous: Default::default(),
