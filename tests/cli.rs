@@ -189,7 +189,10 @@ fn start_refuses_features_this_build_lacks() {
     )
     .unwrap();
     let err = start();
-    assert!(err.contains("semantic cache") && err.contains("no-model-here"), "{err}");
+    assert!(
+        err.contains("semantic cache") && err.contains("no-model-here"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -238,8 +238,19 @@ async fn chunked(Query(q): Query<HashMap<String, String>>) -> Response {
         .unwrap_or_default()
 }
 
-async fn chat(body: Bytes) -> Response {
+/// An OpenAI-style chat answer, streamed when the body says `stream: true`. Test knobs: the
+/// `x-mock-answer` header replaces the answer's text (one word per event when streamed);
+/// `mock_interval_ms` spaces the events; `mock_fail_after` (n) breaks the stream after n events.
+async fn chat(headers: HeaderMap, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let custom = headers
+        .get("x-mock-answer")
+        .and_then(|v| v.to_str().ok())
+        .map(|a| {
+            a.split_inclusive(' ')
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        });
     let model = req["model"].as_str().unwrap_or("mock-gpt").to_string();
     let prompt_tokens = req["messages"]
         .as_array()
@@ -253,15 +264,19 @@ async fn chat(body: Bytes) -> Response {
                 .sum()
         })
         .unwrap_or(1);
-    let words = [
-        "Hello",
-        " from",
-        " the",
-        " clawgate",
-        " mock",
-        " backend",
-        ".",
-    ];
+    let words: Vec<String> = custom.unwrap_or_else(|| {
+        [
+            "Hello",
+            " from",
+            " the",
+            " clawgate",
+            " mock",
+            " backend",
+            ".",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    });
     let completion_tokens = words.len() as u64;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
@@ -293,11 +308,15 @@ async fn chat(body: Bytes) -> Response {
         .to_string(),
     );
     events.push("[DONE]".to_string());
+    let fail_after = req["mock_fail_after"].as_u64().map(|n| n as usize);
     let s = stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
         if i > 0 {
             tokio::time::sleep(interval).await;
         }
-        Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {e}\n\n")))
+        if fail_after.is_some_and(|n| i >= n) {
+            return Err(std::io::Error::other("mock_fail_after"));
+        }
+        Ok::<_, std::io::Error>(Bytes::from(format!("data: {e}\n\n")))
     });
     Response::builder()
         .header("content-type", "text/event-stream")

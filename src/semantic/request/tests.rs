@@ -18,7 +18,14 @@ fn route<'a>(key: &'a [KeyPart], text: &'a TextFrom) -> Route<'a> {
 
 fn read_json(route: &Route, agent: Option<&str>, h: &HeaderMap, body: &Value) -> Option<Seen> {
     let bytes = serde_json::to_vec(body).unwrap();
-    read(route, &Method::POST, &Uri::from_static("/v1/chat"), agent, h, &bytes)
+    read(
+        route,
+        &Method::POST,
+        &Uri::from_static("/v1/chat"),
+        agent,
+        h,
+        &bytes,
+    )
 }
 
 /// Reads `body` on route "chat" (not shared, no `cache_key`) for agent `a1`.
