@@ -261,6 +261,9 @@ impl BackgroundService for StoreWarmUp {
         if let Some(cache) = self.services.cache.and_then(|c| c.redis) {
             cache.link.warm_up().await;
         }
+        if let Some(store) = &self.services.semantic_store {
+            store.warm_up().await;
+        }
     }
 }
 

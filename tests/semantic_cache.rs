@@ -14,6 +14,8 @@ agents:
 caching:
   strategy: semantic
   ttl: "10m"
+  # Other test binaries share the two cores: room for a slow embedding.
+  semantic: {embed_timeout: "2s"}
 routes:
   - path: "/shared/*"
     backend_url: "{backend}"
@@ -400,4 +402,91 @@ async fn embedder_down_or_slow_is_a_miss_and_the_bound_holds() {
     }
     assert_eq!(ask(&g, path, "key-a", questions[4]).await.x_cache, "HIT");
     assert_eq!(ask(&g, path, "key-a", questions[0]).await.x_cache, "MISS");
+}
+
+/// The article's cache mode 4, as written (only Redis's port is the test's own), in front of
+/// agents that sign in with API keys: `X-Agent-ID` is then the gateway's (a client's own is
+/// replaced, so it cannot reach another agent's partition).
+const SEED_MODE_4: &str = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+agents:
+  "planner": {api_key: "key-planner"}
+  "coder": {api_key: "key-coder"}
+caching:
+  strategy: "semantic" # 语义缓存,相似问题也命中
+  ttl: "10m"
+  cache_key:
+    - "request_body.query"
+    - "request_headers.X-Agent-ID"
+  store: "redis://localhost:6379"
+routes:
+  - path: "/cache/*"
+    backend_url: "{backend}"
+    auth_required: true
+    caching: {enabled: true}
+"#;
+
+async fn query(g: &Gateway, agent: &str, q: &str) -> (u16, String, String) {
+    let r = client()
+        .post(g.url("/cache/search"))
+        .header("x-api-key", format!("key-{agent}"))
+        .json(&json!({"query": q}))
+        .send()
+        .await
+        .expect("request");
+    let x_cache = (r.headers().get("x-cache"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (
+        r.status().as_u16(),
+        x_cache,
+        r.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn seed_mode_4_shares_entries_between_instances_through_redis() {
+    let mut redis = Redis::start();
+    let backend = mock_backend::spawn();
+    let yaml = SEED_MODE_4.replace("localhost:6379", &format!("127.0.0.1:{}", redis.port));
+    let env = [("CLAWGATE_MODEL_DIR", model_dir())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Gateway::start_with(&yaml, &backend.url(), &env);
+    let b = Gateway::start_with(&yaml, &backend.url(), &env);
+    let calls = || backend.stats.count("/cache/search");
+
+    let first = query(&a, "planner", "How do I reset my password?").await;
+    assert_eq!((first.0, first.1.as_str()), (200, "MISS"));
+    // The entry reaches Redis just after the answer; the other instance then serves it.
+    for _ in 0..100 {
+        if redis.command(&["DBSIZE"]).as_deref() == Some(":1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = query(&b, "planner", "How do I reset my password?").await;
+    assert_eq!(seen.1, "HIT");
+    assert_eq!(seen.2, first.2, "the answer stored by the other instance");
+    let para = query(&b, "planner", "What is the way to reset my password?").await;
+    assert_eq!(para.1, "HIT-SEMANTIC");
+    assert_eq!(para.2, first.2);
+    // Another X-Agent-ID is another partition.
+    assert_eq!(
+        query(&b, "coder", "How do I reset my password?").await.1,
+        "MISS"
+    );
+    assert_eq!(calls(), 2, "the first question and the other agent's");
+
+    // Redis gone: questions are answered by the backend, never with an error.
+    redis.stop();
+    let started = std::time::Instant::now();
+    let down = query(&a, "planner", "Which invoices are overdue?").await;
+    assert_eq!((down.0, down.1.as_str()), (200, "MISS"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // What an instance already mirrors is still served.
+    assert_eq!(
+        query(&b, "planner", "How can I reset my password?").await.1,
+        "HIT-SEMANTIC"
+    );
 }

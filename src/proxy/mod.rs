@@ -403,10 +403,14 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.observe(session, e, ctx);
         // Stored after the log line is handed over: the answer is complete by now.
-        if let (Some(s), Some(route)) = (ctx.semantic.take(), ctx.route()) {
-            let ttl = route.cache.as_ref().map_or(Duration::ZERO, |c| c.ttl);
-            let id = request_id::as_str(&ctx.request_id);
-            s.finish(&self.services, &route.label, id, ttl, e.is_some());
+        let Some(s) = ctx.semantic.take() else {
+            return;
+        };
+        if let Some(route) = ctx.route() {
+            if let Some(rc) = &route.cache {
+                let id = request_id::as_str(&ctx.request_id);
+                s.finish(&self.services, &route.label, rc, id, e.is_some());
+            }
         }
     }
 

@@ -7,15 +7,17 @@ use super::ctx::Ctx;
 use crate::runtime::Services;
 use crate::semantic::cache::{self as sc, Answer, RouteCache};
 use crate::semantic::embed::Miss;
+use crate::semantic::index::Partition;
 use crate::semantic::index::{Lookup, MissReason};
 use crate::semantic::request::{self, Seen};
+use crate::semantic::shared::{self, Record, Store};
 use crate::upstream;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// What the semantic cache knows of one request (boxed in the context: only semantic routes).
 pub struct State {
@@ -74,10 +76,11 @@ pub async fn lookup(
         return Ok(false);
     };
     ctx.cache.missed = true;
+    let exact = match fresh {
+        true => None,
+        false => exact(services, ctx, &cache, &seen).await,
+    };
     let now = Instant::now();
-    let exact = (!fresh)
-        .then(|| cache.index.exact(&seen.partition, &seen.text, now))
-        .flatten();
     let label = ctx.route().map_or("", |r| r.label.as_str());
     let vector = match exact {
         Some(_) => None,
@@ -154,6 +157,48 @@ impl State {
                 None
             }
         }
+    }
+}
+
+/// An exact repeat: in the index, else (with a Redis store) in the entries other instances
+/// added to the partition since the index last looked.
+async fn exact(
+    services: &Services,
+    ctx: &Ctx,
+    cache: &RouteCache,
+    seen: &Seen,
+) -> Option<(Arc<Answer>, String)> {
+    let found = cache
+        .index
+        .exact(&seen.partition, &seen.text, Instant::now());
+    if found.is_some() {
+        return found;
+    }
+    let store = services.semantic_store.as_ref()?;
+    let tag = &ctx.route()?.cache.as_ref()?.tag;
+    mirror(store, cache, tag, &seen.partition).await;
+    cache
+        .index
+        .exact(&seen.partition, &seen.text, Instant::now())
+}
+
+/// Brings the partition's new shared entries into the index.
+async fn mirror(store: &Store, cache: &RouteCache, tag: &str, p: &Partition) {
+    let after = cache.position(p);
+    let Some(entries) = store.since(tag, p, after.as_deref()).await else {
+        return;
+    };
+    let (now, clock) = (SystemTime::now(), Instant::now());
+    let mut last = None;
+    for (id, record) in entries {
+        if let Some((r, left)) = record.and_then(|r| r.remaining(now).map(|left| (r, left))) {
+            let answer = Arc::new(r.answer);
+            (cache.index).insert(p, &r.vector, &r.text, answer, &r.request_id, left, clock);
+        }
+        last = Some(id);
+    }
+    if let Some(id) = last {
+        cache.set_position(p, id);
     }
 }
 
@@ -268,10 +313,11 @@ impl State {
         self,
         services: &Services,
         label: &str,
+        rc: &crate::cache::RouteCache,
         request_id: &str,
-        ttl: std::time::Duration,
         failed: bool,
     ) {
+        let ttl = rc.ttl;
         let Some(c) = self.capture.filter(|c| c.complete && !failed) else {
             return;
         };
@@ -291,6 +337,17 @@ impl State {
             ttl,
             Instant::now(),
         );
+        if let Some(store) = services.semantic_store.clone() {
+            let record = Record {
+                text: self.seen.text.clone(),
+                vector: vector.to_vec(),
+                request_id: request_id.to_string(),
+                expires_ms: shared::unix_ms(SystemTime::now() + ttl),
+                answer: (*answer).clone(),
+            };
+            let (tag, partition) = (rc.tag.clone(), self.seen.partition);
+            tokio::spawn(async move { store.push(&tag, &partition, &record, ttl).await });
+        }
         let Some(m) = services.metrics.clone() else {
             return;
         };

@@ -21,6 +21,8 @@ pub struct Services {
     pub track_tokens: bool,
     /// The semantic cache's embedders (the indexes live in the routes).
     pub semantic: crate::semantic::engines::Engines,
+    /// The semantic cache's entries shared through Redis, when `caching.store` is Redis.
+    pub semantic_store: Option<Arc<crate::semantic::shared::Store>>,
 }
 
 impl Services {
@@ -45,6 +47,16 @@ impl Services {
             Some(settings) => Some(Cache::new(settings)?),
             None => None,
         };
+        let semantic_store = match cfg.cache.as_ref().and_then(|c| c.redis.as_ref()) {
+            Some(url) => {
+                let timeouts = cfg.routes.iter().filter_map(|r| r.semantic.as_ref());
+                match timeouts.map(|s| s.settings.store_timeout).max() {
+                    Some(t) => Some(Arc::new(crate::semantic::shared::Store::new(url, t)?)),
+                    None => None,
+                }
+            }
+            None => None,
+        };
         let track_tokens =
             access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
         Ok(Services {
@@ -62,6 +74,7 @@ impl Services {
                 engines.prepare(cfg.embedders())?;
                 engines
             },
+            semantic_store,
         })
     }
 }

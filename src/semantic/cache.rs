@@ -1,22 +1,53 @@
 //! What a semantic route holds at run time: its settings and its index of answers, kept across
 //! reloads that leave the route's caching as it was (see `reload::keep_semantic`).
 
-use super::index::{Index, DEFAULT_PARTITION_CAP};
+use super::index::{Index, Partition, DEFAULT_PARTITION_CAP};
 use super::settings::Settings;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Locks the mirror positions are spread over (as the index's partitions).
+const SHARDS: usize = 16;
+/// Positions one shard remembers; past that it starts afresh (a partition then reads its
+/// stream from the start again: entries already held are replaced, not doubled).
+const POSITIONS_PER_SHARD: usize = 4096;
 
 /// One route's semantic cache.
 pub struct RouteCache {
     pub settings: Settings,
     pub index: Index<Arc<Answer>>,
+    /// With a Redis store: per partition, the last stream entry the index holds.
+    positions: Box<[Mutex<HashMap<Partition, String>>]>,
 }
 
 impl RouteCache {
     pub fn new(settings: Settings) -> RouteCache {
         let index = Index::new(settings.max_entries, DEFAULT_PARTITION_CAP);
-        RouteCache { settings, index }
+        RouteCache {
+            settings,
+            index,
+            positions: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn positions(&self, p: &Partition) -> std::sync::MutexGuard<'_, HashMap<Partition, String>> {
+        let shard = &self.positions[usize::from(p[0]) % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How far the mirror of `p` has read its Redis stream.
+    pub fn position(&self, p: &Partition) -> Option<String> {
+        self.positions(p).get(p).cloned()
+    }
+
+    pub fn set_position(&self, p: &Partition, id: String) {
+        let mut map = self.positions(p);
+        if map.len() >= POSITIONS_PER_SHARD && !map.contains_key(p) {
+            map.clear();
+        }
+        map.insert(*p, id);
     }
 }
 

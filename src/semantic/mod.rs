@@ -13,3 +13,4 @@ pub mod index;
 pub mod remote;
 pub mod request;
 pub mod settings;
+pub mod shared;
