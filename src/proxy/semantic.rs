@@ -351,6 +351,13 @@ impl State {
         let Some(m) = services.metrics.clone() else {
             return;
         };
+        let (entries, bytes) = (self.cache.index.len(), self.cache.index.bytes());
+        let gauge = |g: &prometheus::IntGaugeVec, v: usize| {
+            g.with_label_values(&[label])
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        gauge(&m.semantic.entries, entries);
+        gauge(&m.semantic.bytes, bytes);
         if let Some((would, _)) = self.would_serve {
             let embedder = services.semantic.get(&self.cache.settings.embedder);
             shadow(m, embedder, &self.cache, label, would, answer);

@@ -71,15 +71,19 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-impl Answer {
-    /// Memory held (for the index's bound on bytes it reports).
-    pub fn bytes(&self) -> usize {
+/// The answer behind the `Arc`: its fields, headers and body.
+impl super::index::Weigh for Arc<Answer> {
+    fn heap_bytes(&self) -> usize {
         let headers: usize = (self.headers.iter())
-            .map(|(n, v)| n.as_str().len() + v.len())
+            .map(|(n, v)| {
+                std::mem::size_of::<(HeaderName, HeaderValue)>() + n.as_str().len() + v.len()
+            })
             .sum();
-        std::mem::size_of::<Self>() + headers + self.body.len()
+        std::mem::size_of::<Answer>() + headers + self.body.len()
     }
+}
 
+impl Answer {
     /// What the answer says, to compare two answers (shadow mode): the message text of an
     /// OpenAI or Anthropic answer, streamed (SSE) or not, else the body as text.
     pub fn text(&self) -> String {

@@ -149,17 +149,7 @@ impl Entry<'_> {
         push_num(o, self.bytes_in);
         o.extend_from_slice(b",\"bytes_out\":");
         push_num(o, self.bytes_out);
-        if let Some(cache) = self.cache {
-            o.extend_from_slice(b",\"cache\":");
-            push_str(o, cache);
-        }
-        if let Some(sim) = self.cache_similarity {
-            o.extend_from_slice(format!(",\"cache_similarity\":{sim:.4}").as_bytes());
-        }
-        if let Some(id) = self.cache_source_request_id {
-            o.extend_from_slice(b",\"cache_source_request_id\":");
-            push_str(o, id);
-        }
+        self.write_cache(o);
         if let Some(u) = &self.tokens {
             o.extend_from_slice(b",\"tokens\":{\"prompt\":");
             push_num(o, u.prompt);
@@ -187,6 +177,21 @@ impl Entry<'_> {
             push_str(o, e);
         }
         o.extend_from_slice(b"}\n");
+    }
+
+    /// `cache`, and on a semantic hit the similarity and the request whose answer was served.
+    fn write_cache(&self, o: &mut Vec<u8>) {
+        if let Some(cache) = self.cache {
+            o.extend_from_slice(b",\"cache\":");
+            push_str(o, cache);
+        }
+        if let Some(sim) = self.cache_similarity {
+            o.extend_from_slice(format!(",\"cache_similarity\":{sim:.4}").as_bytes());
+        }
+        if let Some(id) = self.cache_source_request_id {
+            o.extend_from_slice(b",\"cache_source_request_id\":");
+            push_str(o, id);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::Registrar;
 use crate::config::Problem;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
 pub struct Semantic {
     pub hits: IntCounterVec,
@@ -11,6 +11,8 @@ pub struct Semantic {
     pub guarded: IntCounterVec,
     pub shadow: IntCounterVec,
     pub embed_seconds: HistogramVec,
+    pub entries: IntGaugeVec,
+    pub bytes: IntGaugeVec,
 }
 
 impl Semantic {
@@ -39,6 +41,17 @@ impl Semantic {
             embed_seconds: r.register(HistogramVec::new(
                 HistogramOpts::new(r.name("cache_embed_seconds"), "Time to embed a question.")
                     .buckets(EMBED_BUCKETS.to_vec()),
+                &["route"],
+            ))?,
+            entries: r.register(IntGaugeVec::new(
+                Opts::new(r.name("cache_semantic_entries"), "Answers the semantic index holds."),
+                &["route"],
+            ))?,
+            bytes: r.register(IntGaugeVec::new(
+                Opts::new(
+                    r.name("cache_semantic_bytes"),
+                    "Memory the semantic index's entries hold (questions, vectors, answers).",
+                ),
                 &["route"],
             ))?,
         })

@@ -86,7 +86,18 @@ struct Entry<A> {
     used: AtomicU64,
 }
 
-impl<A> Entry<A> {
+/// What a stored answer holds in memory beyond its own size (its heap), for `Index::bytes`.
+pub trait Weigh {
+    fn heap_bytes(&self) -> usize;
+}
+
+impl Weigh for u32 {
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl<A: Weigh> Entry<A> {
     fn expired(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.stored) >= self.ttl
     }
@@ -114,9 +125,10 @@ impl<A> Entry<A> {
         (sums.iter().sum::<f32>() + rest) * self.scale
     }
 
-    /// Memory held, for `Index::bytes` (the answer's own heap is not known here).
+    /// Memory held, for `Index::bytes`.
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.vector.len() + self.text.len() + self.request_id.len()
+        let own = self.vector.len() + self.text.len() + self.request_id.len();
+        std::mem::size_of::<Self>() + own + self.answer.heap_bytes()
     }
 }
 
@@ -144,7 +156,7 @@ pub struct Index<A> {
     evicting: Mutex<()>,
 }
 
-impl<A: Clone> Index<A> {
+impl<A: Clone + Weigh> Index<A> {
     /// An index of at most `max_entries` entries, `partition_cap` of them in one partition
     /// (both at least 1).
     pub fn new(max_entries: usize, partition_cap: usize) -> Index<A> {
@@ -168,8 +180,7 @@ impl<A: Clone> Index<A> {
         self.len() == 0
     }
 
-    /// An estimate of the memory the entries hold, not counting the answers' own heap (shared
-    /// with whoever built them).
+    /// An estimate of the memory the entries hold, answers included (not the partition maps).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -371,7 +382,7 @@ impl<A: Clone> Index<A> {
     }
 }
 
-impl<A: Clone> Default for Index<A> {
+impl<A: Clone + Weigh> Default for Index<A> {
     fn default() -> Self {
         Index::new(DEFAULT_MAX_ENTRIES, DEFAULT_PARTITION_CAP)
     }
