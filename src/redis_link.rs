@@ -143,6 +143,44 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Deletes every key matching `pattern` (SCAN in steps, then UNLINK): an operator's purge,
+    /// never a request's work. How many went; `None` when Redis failed part-way.
+    pub async fn unlink_matching(&self, pattern: &str) -> Option<u64> {
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, names): (u64, Vec<String>) = self
+                .run(|mut conn| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            if !names.is_empty() {
+                let n: u64 = self
+                    .run(|mut conn| async move {
+                        redis::cmd("UNLINK")
+                            .arg(&names)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Some(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
 /// Errors from redis-rs may quote the URL; the logged text never holds the password.
 fn redact_in(message: &str) -> String {
     message

@@ -478,6 +478,21 @@ async fn seed_mode_4_shares_entries_between_instances_through_redis() {
     );
     assert_eq!(calls(), 2, "the first question and the other agent's");
 
+    // A purge of the route empties this instance's index and the shared streams.
+    let purged = client()
+        .delete(b.url("/cache"))
+        .json(&json!({"route": "/cache/*"}))
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(purged.status(), 200);
+    assert_eq!(redis.command(&["DBSIZE"]).as_deref(), Some(":0"));
+    assert_eq!(
+        query(&b, "planner", "How do I reset my password?").await.1,
+        "MISS"
+    );
+    assert_eq!(calls(), 3);
+
     // Redis gone: questions are answered by the backend, never with an error.
     redis.stop();
     let started = std::time::Instant::now();

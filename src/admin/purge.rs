@@ -39,19 +39,28 @@ pub enum Failed {
 /// Carries out a purge; the JSON body of the answer.
 pub async fn run(
     cache: &'static Cache,
+    semantic_store: Option<&crate::semantic::shared::Store>,
     cfg: &Config,
     req: Request,
     headers: &http::HeaderMap,
     id: &str,
 ) -> Result<Bytes, Failed> {
     if let Some(label) = req.route {
-        let Some(rc) = (cfg.routes.iter())
-            .find(|r| r.label == label)
-            .and_then(|r| r.cache.as_ref())
+        let Some(route) = (cfg.routes.iter()).find(|r| r.label == label && r.cache.is_some())
         else {
             return Err(Failed::Nothing("no caching route has this label"));
         };
+        let rc = route
+            .cache
+            .as_ref()
+            .ok_or(Failed::Nothing("not a caching route"))?;
         cache.purge_route(rc).await;
+        if let Some(sc) = &route.semantic {
+            sc.clear();
+            if let Some(store) = semantic_store {
+                store.purge_route(&rc.tag).await;
+            }
+        }
         let answer = serde_json::json!({"purged": "route", "route": label, "request_id": id});
         return Ok(Bytes::from(answer.to_string()));
     }

@@ -115,41 +115,9 @@ impl RedisCache {
 
     /// Deletes every entry of a route (by the route tag in the key names); how many went.
     pub async fn purge_route(&self, tag: &str) -> Option<u64> {
-        let pattern = format!("clawgate:cache:{tag}:*");
-        let mut cursor: u64 = 0;
-        let mut removed = 0;
-        loop {
-            let pattern = pattern.clone();
-            let (next, names): (u64, Vec<String>) = self
-                .link
-                .run(|mut conn| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
-            if !names.is_empty() {
-                let n: u64 = self
-                    .link
-                    .run(|mut conn| async move {
-                        redis::cmd("UNLINK")
-                            .arg(&names)
-                            .query_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-                removed += n;
-            }
-            if next == 0 {
-                return Some(removed);
-            }
-            cursor = next;
-        }
+        self.link
+            .unlink_matching(&format!("clawgate:cache:{tag}:*"))
+            .await
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Served<'a> {
     pub started: Instant,
     pub metrics: Option<&'a Metrics>,
     pub cache: Option<&'static Cache>,
+    pub semantic_store: Option<&'a crate::semantic::shared::Store>,
 }
 
 /// Answers a built-in endpoint.
@@ -118,7 +119,16 @@ async fn cache_admin(session: &mut Session, s: &Served<'_>) -> Result<()> {
         }
     };
     let headers = &session.req_header().headers;
-    match crate::admin::purge::run(cache, s.config, req, headers, s.request_id).await {
+    match crate::admin::purge::run(
+        cache,
+        s.semantic_store,
+        s.config,
+        req,
+        headers,
+        s.request_id,
+    )
+    .await
+    {
         Ok(answer) => respond::write_json(session, 200, answer, s.request_id, &[]).await,
         Err(failed) => Refusal::Purge(failed).write(session, s.request_id).await,
     }

@@ -549,6 +549,7 @@ impl Gateway {
             started: self.started,
             metrics: self.services.metrics.as_deref(),
             cache: self.services.cache,
+            semantic_store: self.services.semantic_store.as_deref(),
         }
     }
 }

@@ -42,6 +42,14 @@ impl RouteCache {
         self.positions(p).get(p).cloned()
     }
 
+    /// Forgets every answer of the route, and how far the mirror had read (a purge).
+    pub fn clear(&self) {
+        self.index.clear();
+        for shard in self.positions.iter() {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
     pub fn set_position(&self, p: &Partition, id: String) {
         let mut map = self.positions(p);
         if map.len() >= POSITIONS_PER_SHARD && !map.contains_key(p) {

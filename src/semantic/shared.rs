@@ -62,6 +62,13 @@ impl Store {
         self.link.warm_up().await
     }
 
+    /// Deletes every partition of a route (a purge).
+    pub async fn purge_route(&self, tag: &str) -> Option<u64> {
+        self.link
+            .unlink_matching(&format!("clawgate:semantic:{tag}:*"))
+            .await
+    }
+
     /// Adds an entry to its partition's stream.
     pub async fn push(&self, tag: &str, partition: &Partition, record: &Record, ttl: Duration) {
         let Some(blob) = encode(record) else { return };

@@ -348,6 +348,11 @@ impl<A: Clone + Weigh> Index<A> {
         }
     }
 
+    /// Removes every entry (a purge of the route).
+    pub fn clear(&self) {
+        self.sweep(|_| true, |_| {});
+    }
+
     /// Brings the index back within `max_entries`: expired entries first, then the least
     /// recently used over all partitions, a batch at a time so that the pass is rare.
     fn evict(&self, now: Instant) {
