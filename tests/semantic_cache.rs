@@ -243,6 +243,24 @@ async fn shared_routes_serve_every_agent_and_guards_see_entities() {
     assert_eq!(b.x_cache, "HIT-SEMANTIC");
     assert_eq!(backend.stats.count(CHAT), 1);
 
+    // What the semantic cache does not take (a GET) is the response cache's, as on any route.
+    let get = |k: &'static str| {
+        let url = g.url("/cache/tool?x=1");
+        async move {
+            let r = client()
+                .get(url)
+                .header("x-api-key", k)
+                .send()
+                .await
+                .unwrap();
+            (r.headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string()))
+        }
+    };
+    assert_eq!(get("key-a").await.as_deref(), Some("MISS"));
+    assert_eq!(get("key-a").await.as_deref(), Some("HIT"));
+
     // At a threshold this low the names are all that tell the questions apart.
     let path = "/entities/v1/chat/completions";
     ask(&g, path, "key-a", "What did Alice say about the launch?").await;

@@ -185,11 +185,11 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        // A semantic route's answers, exact repeats included, are its own index's (`semantic`).
+        // A question the semantic cache took is its index's alone, exact repeats included.
         if let (Some(cache), Some(_), None) = (
             self.services.cache,
             ctx.route().and_then(|r| r.cache.as_ref()),
-            ctx.route().and_then(|r| r.semantic.as_ref()),
+            &ctx.semantic,
         ) {
             if !ctx.cache.bypass {
                 cache.enable(session);
@@ -533,9 +533,14 @@ impl Gateway {
             upstream::set_forwarding_headers(session, &fwd);
         }
         if let Some(sc) = ctx.route().and_then(|r| r.semantic.clone()) {
-            return Box::pin(semantic::lookup(&self.services, session, ctx, sc)).await;
+            if Box::pin(semantic::lookup(&self.services, session, ctx, sc)).await? {
+                return Ok(true);
+            }
         }
-        if self.services.cache.is_some() && ctx.route().is_some_and(|r| r.cache.is_some()) {
+        if ctx.semantic.is_none()
+            && self.services.cache.is_some()
+            && ctx.route().is_some_and(|r| r.cache.is_some())
+        {
             let keep = self.services.track_tokens;
             Box::pin(ctx.prepare_cache_key(session, keep)).await?;
         }

@@ -53,8 +53,10 @@ struct Capture {
     complete: bool,
 }
 
-/// Looks the request up; `Ok(true)` when an answer was written. The state stays in `ctx` for the
-/// response's way back (and the log line).
+/// Looks the request up; `Ok(true)` when an answer was written. A request the semantic cache
+/// takes leaves its state in `ctx` for the response's way back (and the log line); one it does
+/// not take (not a `POST` with a question, a client's `no-store`) is left to the response cache
+/// like on any caching route.
 pub async fn lookup(
     services: &Services,
     session: &mut Session,
@@ -66,13 +68,11 @@ pub async fn lookup(
         || crate::cache::client_forbids_store(req)
         || session.is_upgrade_req()
     {
-        ctx.cache.bypass = true;
         return Ok(false);
     }
     let fresh = crate::cache::client_wants_fresh(req);
     ctx.read_ahead(session, services.track_tokens).await?;
     let Some(seen) = read(session, ctx, &cache) else {
-        ctx.cache.bypass = true;
         return Ok(false);
     };
     ctx.cache.missed = true;
