@@ -253,9 +253,9 @@ async fn shared_routes_serve_every_agent_and_guards_see_entities() {
                 .send()
                 .await
                 .unwrap();
-            (r.headers()
+            r.headers()
                 .get("x-cache")
-                .map(|v| v.to_str().unwrap().to_string()))
+                .map(|v| v.to_str().unwrap().to_string())
         }
     };
     assert_eq!(get("key-a").await.as_deref(), Some("MISS"));
