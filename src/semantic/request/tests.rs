@@ -348,3 +348,24 @@ fn the_exact_key_covers_text_and_partition() {
     assert_eq!(a.exact_key(), seen(&chat("Q1")).unwrap().exact_key());
     assert_ne!(a.exact_key(), a.partition);
 }
+
+#[test]
+fn the_path_and_query_partition() {
+    let parts = key(&[]);
+    let r = Route {
+        label: "llm",
+        shared: false,
+        key: &parts,
+        text: &TextFrom::Auto,
+    };
+    let body = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let at = |uri: &'static str| {
+        let h = HeaderMap::new();
+        read(&r, &Method::POST, &Uri::from_static(uri), None, &h, body)
+            .unwrap()
+            .partition
+    };
+    assert_ne!(at("/v1/chat"), at("/v1/complete"));
+    assert_ne!(at("/v1/chat?a=1"), at("/v1/chat?a=2"));
+    assert_eq!(at("/v1/chat?a=1&b=2"), at("/v1/chat?b=2&a=1"));
+}
