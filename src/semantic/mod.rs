@@ -5,9 +5,11 @@
 //! what of a request is compared and what partitions it (`request.rs`) and the in-memory index
 //! (`index.rs`); the Redis store and the proxy's use of them come next.
 
+pub mod canonical;
 pub mod embed;
 pub mod guards;
 pub mod index;
 pub mod remote;
 pub mod request;
+pub mod script;
 pub mod settings;
