@@ -1,22 +1,28 @@
 //! Evaluates the semantic cache's hit decision (similarity threshold, then guards) on a labelled
 //! set of question pairs, with the gateway's own encoder and guards.
 //!
-//! Usage: `semantic_eval [MODEL_DIR] [PAIRS_TSV...] [--default T] [--show]`; defaults
+//! Usage: `semantic_eval [MODEL_DIR] [PAIRS_TSV...] [--default T] [--show] [--raw]
+//! [--all-scripts]`; defaults
 //! `models/all-MiniLM-L6-v2`, `load-tests/semantic/pairs-agent.tsv` plus
 //! `load-tests/semantic/pairs-public.tsv` when it has been built, and 0.90. A pairs file is
 //! tab-separated with the header `a b label kind lang source`; label 1 is a paraphrase (a hit
 //! should be served), 0 is not (a hit would be a wrong answer). Kinds other than `paraphrase`
 //! and `unrelated` count as hard negatives. `--show` also lists, at the default threshold, the
-//! false hits the guards let through and the paraphrases they refused. See
-//! `load-tests/semantic/README.md`.
+//! false hits the guards let through and the paraphrases they refused. As in the gateway, what
+//! is embedded is `canonical(text)` (`--raw`: the text itself), the guards see the texts, and a
+//! pair where either text is not mostly in a script the model covers is exact-only: never a
+//! semantic hit (`--all-scripts`: embed and compare it anyway, to measure a multilingual
+//! model). See `load-tests/semantic/README.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clawgate::semantic::canonical::canonical;
 use clawgate::semantic::embed::{similarity, Encoder};
 use clawgate::semantic::guards::{refuses, Guard};
+use clawgate::semantic::script::covered;
 
 struct Pair {
     a: String,
@@ -24,12 +30,21 @@ struct Pair {
     paraphrase: bool,
     kind: String,
     lang: String,
+    /// `agent` or `public`.
+    set: &'static str,
     sim: f32,
+    /// Exact-only: a text is not in a script the model covers.
+    skipped: bool,
 }
 
 impl Pair {
     fn hard(&self) -> bool {
         !self.paraphrase && self.kind != "unrelated"
+    }
+
+    /// Whether the similarity alone would serve a hit at `t`.
+    fn hit(&self, t: f32) -> bool {
+        !self.skipped && self.sim >= t
     }
 }
 
@@ -49,6 +64,8 @@ struct Args {
     files: Vec<PathBuf>,
     default: f32,
     show: bool,
+    raw: bool,
+    all_scripts: bool,
 }
 
 impl Args {
@@ -56,10 +73,15 @@ impl Args {
         let mut positional = Vec::new();
         let mut default = 0.90f32;
         let mut show = false;
+        let (mut raw, mut all_scripts) = (false, false);
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             if arg == "--show" {
                 show = true;
+            } else if arg == "--raw" {
+                raw = true;
+            } else if arg == "--all-scripts" {
+                all_scripts = true;
             } else if arg == "--default" {
                 let v = args.next().ok_or("--default needs a threshold")?;
                 default = v
@@ -93,6 +115,8 @@ impl Args {
             files,
             default,
             show,
+            raw,
+            all_scripts,
         })
     }
 }
@@ -107,7 +131,12 @@ fn run() -> Result<(), String> {
         pairs.extend(parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
     }
     let started = Instant::now();
-    let texts = embed_all(&encoder, &mut pairs)?;
+    if !args.all_scripts {
+        for p in pairs.iter_mut() {
+            p.skipped = !covered(&p.a) || !covered(&p.b);
+        }
+    }
+    let texts = embed_all(&encoder, &mut pairs, args.raw)?;
     let elapsed = started.elapsed();
     println!(
         "{} pairs from {}, {} distinct texts embedded in {:.1} s ({:.1} ms each), model {}",
@@ -123,6 +152,19 @@ fn run() -> Result<(), String> {
         args.model.display()
     );
     census(&pairs);
+    let skipped: Vec<&Pair> = pairs.iter().filter(|p| p.skipped).collect();
+    println!(
+        "embedded: {}; exact-only (a text not mostly in a script the model covers, never a \
+         semantic hit): {} pairs ({} en, {} zh)",
+        if args.raw {
+            "the texts"
+        } else {
+            "canonical(text)"
+        },
+        skipped.len(),
+        skipped.iter().filter(|p| p.lang == "en").count(),
+        skipped.iter().filter(|p| p.lang == "zh").count(),
+    );
     report(&pairs, args.default);
     if args.show {
         show_mistakes(&pairs, args.default);
@@ -132,18 +174,19 @@ fn run() -> Result<(), String> {
 
 /// Each pair's similarity; a text in many pairs (agent bases have several variants) is
 /// embedded once. The number of distinct texts.
-fn embed_all(encoder: &Encoder, pairs: &mut [Pair]) -> Result<usize, String> {
+fn embed_all(encoder: &Encoder, pairs: &mut [Pair], raw: bool) -> Result<usize, String> {
+    let form = |t: &str| if raw { t.to_string() } else { canonical(t) };
     let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
     let mut times = Vec::new();
-    for p in pairs.iter() {
-        for t in [&p.a, &p.b] {
-            if !vectors.contains_key(t) {
+    for p in pairs.iter().filter(|p| !p.skipped) {
+        for t in [form(&p.a), form(&p.b)] {
+            if let std::collections::hash_map::Entry::Vacant(slot) = vectors.entry(t) {
                 let started = Instant::now();
                 let v = encoder
-                    .embed(t)
-                    .map_err(|e| format!("embedding {t:?}: {e}"))?;
+                    .embed(slot.key())
+                    .map_err(|e| format!("embedding {:?}: {e}", slot.key()))?;
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
-                vectors.insert(t.clone(), v);
+                slot.insert(v);
             }
         }
     }
@@ -160,8 +203,8 @@ fn embed_all(encoder: &Encoder, pairs: &mut [Pair]) -> Result<usize, String> {
         at(0.99),
         at(1.0)
     );
-    for p in pairs.iter_mut() {
-        p.sim = similarity(&vectors[&p.a], &vectors[&p.b]);
+    for p in pairs.iter_mut().filter(|p| !p.skipped) {
+        p.sim = similarity(&vectors[&form(&p.a)], &vectors[&form(&p.b)]);
     }
     Ok(vectors.len())
 }
@@ -175,17 +218,30 @@ fn report(pairs: &[Pair], default: f32) {
         thresholds.push(default);
         thresholds.sort_by(|x, y| x.total_cmp(y));
     }
-    for lang in [None, Some("en"), Some("zh")] {
+    let groups: [(Option<&str>, Option<&str>); 5] = [
+        (None, None),
+        (Some("en"), None),
+        (Some("en"), Some("agent")),
+        (Some("en"), Some("public")),
+        (Some("zh"), None),
+    ];
+    for (lang, set) in groups {
         let chosen: Vec<usize> = (0..pairs.len())
             .filter(|&i| lang.is_none_or(|l| pairs[i].lang == l))
+            .filter(|&i| set.is_none_or(|s| pairs[i].set == s))
             .collect();
         if chosen.is_empty() {
             continue;
         }
+        let name = match (lang, set) {
+            (None, _) => "all languages".to_string(),
+            (Some(l), None) => l.to_string(),
+            (Some(l), Some(s)) => format!("{l} {s}"),
+        };
         println!();
         println!(
             "== {} ({} pairs: {} paraphrases, {} non-paraphrases of which {} hard) ==",
-            lang.unwrap_or("all languages"),
+            name,
             chosen.len(),
             chosen.iter().filter(|&&i| pairs[i].paraphrase).count(),
             chosen.iter().filter(|&&i| !pairs[i].paraphrase).count(),
@@ -202,14 +258,14 @@ fn report(pairs: &[Pair], default: f32) {
 fn show_mistakes(pairs: &[Pair], default: f32) {
     println!();
     println!("== at {default:.2}: false hits served with all guards on ==");
-    for p in pairs.iter().filter(|p| !p.paraphrase && p.sim >= default) {
+    for p in pairs.iter().filter(|p| !p.paraphrase && p.hit(default)) {
         if refuses(&p.a, &p.b, &Guard::ALL).is_none() {
             println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, p.kind, p.a, p.b);
         }
     }
     println!();
     println!("== at {default:.2}: paraphrases refused by a guard ==");
-    for p in pairs.iter().filter(|p| p.paraphrase && p.sim >= default) {
+    for p in pairs.iter().filter(|p| p.paraphrase && p.hit(default)) {
         if let Some(g) = refuses(&p.a, &p.b, &Guard::ALL) {
             println!("{:.3} {}/{}\t{}\t{}", p.sim, p.lang, g.name(), p.a, p.b);
         }
@@ -228,12 +284,13 @@ fn parse(text: &str) -> Result<Vec<Pair>, String> {
             .position(|h| *h == name)
             .ok_or(format!("no column {name:?} in the header"))
     };
-    let (ca, cb, cl, ck, cg) = (
+    let (ca, cb, cl, ck, cg, cs) = (
         col("a")?,
         col("b")?,
         col("label")?,
         col("kind")?,
         col("lang")?,
+        col("source")?,
     );
     let mut pairs = Vec::new();
     for (n, line) in lines {
@@ -260,7 +317,13 @@ fn parse(text: &str) -> Result<Vec<Pair>, String> {
             paraphrase,
             kind: field(ck)?.to_string(),
             lang: field(cg)?.to_string(),
+            set: if field(cs)? == "agent" {
+                "agent"
+            } else {
+                "public"
+            },
             sim: 0.0,
+            skipped: false,
         });
     }
     if pairs.is_empty() {
@@ -320,7 +383,7 @@ fn row(pairs: &[Pair], verdicts: &[Verdicts], chosen: &[usize], t: f32) -> Row {
     let mut r = Row::default();
     for &i in chosen {
         let (p, v) = (&pairs[i], &verdicts[i]);
-        let hit = p.sim >= t;
+        let hit = p.hit(t);
         let served = hit && !v.all;
         if p.paraphrase {
             r.para += 1;

@@ -195,7 +195,8 @@ pub(super) const CHINESE_OPPOSITES: &[(&str, &str)] = &[
     ("退", "returned"),
 ];
 
-pub(super) const NUMBER_WORDS: &[&str] = &[
+/// Number words by value (zero to nineteen), and the tens from twenty: compared as digits.
+pub(super) const CARDINALS: &[&str] = &[
     "zero",
     "one",
     "two",
@@ -216,14 +217,13 @@ pub(super) const NUMBER_WORDS: &[&str] = &[
     "seventeen",
     "eighteen",
     "nineteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
+];
+pub(super) const TENS: &[&str] = &[
+    "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+];
+
+/// Other number, date and period words, compared as words.
+pub(super) const NUMBER_WORDS: &[&str] = &[
     "hundred",
     "thousand",
     "million",

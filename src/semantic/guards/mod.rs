@@ -60,7 +60,10 @@ impl Guard {
 
 /// The first of `guards` under which the two texts differ (the hit is then refused).
 pub fn refuses(a: &str, b: &str, guards: &[Guard]) -> Option<Guard> {
-    guards.iter().copied().find(|g| g.marks(a) != g.marks(b))
+    guards.iter().copied().find(|g| match g {
+        Guard::Entities => entities_differ(a, b),
+        _ => g.marks(a) != g.marks(b),
+    })
 }
 
 /// Negation words, with "n't" and "not" counted alike; sorted, so that order does not matter.
@@ -107,15 +110,27 @@ fn is_contraction(plain: &str) -> bool {
 /// The sides of the opposites a text holds, as `~side`, each once ("bump the limit up" is no
 /// more "up" than "increase the limit").
 fn opposites(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = words(text)
+    let lower: Vec<String> = words(text).map(str::to_lowercase).collect();
+    let mut out: Vec<String> = lower
+        .iter()
         .filter_map(|w| {
-            let lower = w.to_lowercase();
             OPPOSITES
                 .iter()
-                .find(|(_, spellings)| spellings.contains(&lower.as_str()))
+                .find(|(_, spellings)| spellings.contains(&w.as_str()))
                 .map(|(side, _)| format!("~{side}"))
         })
         .collect();
+    // "Turn on" is "enable", also with words between ("switch the alerts off").
+    for (i, w) in lower.iter().enumerate() {
+        if !matches!(w.as_str(), "turn" | "turned" | "switch" | "switched") {
+            continue;
+        }
+        match lower.get(i + 1..(i + 4).min(lower.len())) {
+            Some(next) if next.iter().any(|n| n == "on") => out.push("~enable".into()),
+            Some(next) if next.iter().any(|n| n == "off") => out.push("~disable".into()),
+            _ => {}
+        }
+    }
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
         if let Some((spelling, side)) = CHINESE_OPPOSITES.iter().find(|(s, _)| rest.starts_with(s))
@@ -136,9 +151,20 @@ fn opposites(text: &str) -> Vec<String> {
 /// "USD" are all `usd`: "24 hours" is not "24 days", yet "$500" is "500 dollars"); sorted.
 fn numbers(text: &str) -> Vec<String> {
     let mut out = Vec::new();
+    let mut previous = "";
     for w in words(text) {
         let lower = w.to_lowercase();
-        if lower.chars().any(|c| c.is_ascii_digit()) {
+        // "What hour" asks what "what time" asks, and "Christmas Day" is a name, not a period.
+        let not_a_quantity = matches!(previous.to_lowercase().as_str(), "what" | "which")
+            || lower == "day" && previous.starts_with(char::is_uppercase);
+        previous = w;
+        if not_a_quantity && (unit(&lower).is_some() || NUMBER_WORDS.contains(&lower.as_str())) {
+            continue;
+        }
+        if let Some(n) = cardinal(&lower) {
+            // "two" is "2".
+            out.push(n.to_string());
+        } else if lower.chars().any(|c| c.is_ascii_digit()) {
             // Only the digits: in Chinese, and in "p99", "4gb" or "PO-5521", the word around
             // them is not a number (the rest is matched as units and names).
             out.extend(digit_runs(&lower));
@@ -163,6 +189,20 @@ fn numbers(text: &str) -> Vec<String> {
     out.extend(chinese_units(text));
     out.sort();
     out
+}
+
+/// The value of a number word up to ninety-nine ("seven", "twenty-five").
+fn cardinal(word: &str) -> Option<u32> {
+    let one = |w: &str| CARDINALS.iter().position(|c| *c == w).map(|n| n as u32);
+    let tens = |w: &str| {
+        TENS.iter()
+            .position(|c| *c == w)
+            .map(|n| 20 + 10 * n as u32)
+    };
+    if let Some((t, u)) = word.split_once('-') {
+        return Some(tens(t)? + one(u).filter(|u| (1..10).contains(u))?);
+    }
+    one(word).or_else(|| tens(word))
 }
 
 /// The numbers of a word: digits joined by `.`, `:`, `-` or `/` stay one number; `,` between
@@ -239,12 +279,51 @@ fn chinese_units(text: &str) -> Vec<String> {
     out
 }
 
-/// Capitalised words past a sentence's start, quoted strings and code identifiers, in order.
-fn entities(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for quoted in quoted_parts(text) {
-        out.push(quoted.to_lowercase());
+/// Whether two texts name different things: a quoted string that differs, a name one of them
+/// has that the other does not hold at all (in any case: "Murder Trial" in a headline is
+/// "murder trial"), the same words with the names in another order ("Alice pays Bob", "Bob
+/// pays Alice": the first "Alice" is a name because the other text's is), or another direction (`directions_differ`). Names are compared as present or
+/// not, so "from Berlin to Munich" may be "Munich from Berlin".
+fn entities_differ(a: &str, b: &str) -> bool {
+    let quoted = |t| -> Vec<String> { quoted_parts(t).iter().map(|q| q.to_lowercase()).collect() };
+    if quoted(a) != quoted(b) {
+        return true;
     }
+    let (names_a, names_b) = (names(a), names(b));
+    let lower = |t| -> Vec<String> { words(t).map(str::to_lowercase).collect() };
+    let (mut words_a, mut words_b) = (lower(a), lower(b));
+    let missing = |names: &[String], words: &[String]| names.iter().any(|n| !words.contains(n));
+    if missing(&names_a, &words_b) || missing(&names_b, &words_a) {
+        return true;
+    }
+    // The same words, with the names (of either text) in another order.
+    let order = |words: &[String]| -> Vec<String> {
+        let named = |w: &&String| names_a.contains(w) || names_b.contains(w);
+        words.iter().filter(named).cloned().collect()
+    };
+    let swapped = order(&words_a) != order(&words_b) && {
+        words_a.sort();
+        words_b.sort();
+        words_a == words_b
+    };
+    swapped || directions_differ(a, b)
+}
+
+/// What `Guard::Entities` compares: quoted strings, then names.
+fn entities(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = quoted_parts(text)
+        .iter()
+        .map(|q| q.to_lowercase())
+        .collect();
+    out.extend(names(text));
+    out
+}
+
+/// Capitalised words past a sentence's start and code identifiers, in order, lower-cased.
+/// Units and currencies ("Celsius", "USD") are left to the numbers guard, which knows "°C" and
+/// "dollars" are the same.
+fn names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mut sentence_start = true;
     for raw in text.split_whitespace() {
         let ends_sentence = raw
@@ -263,35 +342,76 @@ fn entities(text: &str) -> Vec<String> {
             || (word.chars().skip(1).any(char::is_uppercase)
                 && word.chars().any(char::is_lowercase))
             || word.chars().filter(|c| c.is_ascii_uppercase()).count() >= 2;
-        if !word.is_empty() && (capitalised || identifier) {
-            out.push(word.to_lowercase());
+        let lower = word.to_lowercase();
+        if !word.is_empty() && (capitalised || identifier) && unit(&lower).is_none() {
+            out.push(lower);
         }
         sentence_start = ends_sentence;
     }
-    out.extend(direction(text));
     out
 }
 
-/// Where something goes from and to, when the text says "from": "from checking to savings" is
-/// not "from savings to checking", nor is "flights from Rome" "flights to Rome". Without a
-/// "from", "to" is too often an infinitive ("the way to reset") to be read as a destination.
-fn direction(text: &str) -> Vec<String> {
+/// Where something goes from and to: "from checking to savings" is not "from savings to
+/// checking", "flights from Rome" is not "flights to Rome", "Convert USD to EUR" is not
+/// "Convert EUR to USD". Only what both texts say is compared ("the report went from Alice to
+/// Bob" is "Alice sent the report to Bob"): refused when they give one role (from, to) targets
+/// that share nothing, or one target opposite roles.
+fn directions_differ(a: &str, b: &str) -> bool {
+    let says_from = |t| words(t).any(|w| w.eq_ignore_ascii_case("from"));
+    let from = says_from(a) || says_from(b);
+    let (da, db) = (direction(a, from), direction(b, from));
+    let targets = |d: &[(&str, String)], role: &str| -> Vec<String> {
+        d.iter()
+            .filter(|(r, _)| *r == role)
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+    let disjoint = ["from", "to"].iter().any(|role| {
+        let (ta, tb) = (targets(&da, role), targets(&db, role));
+        !ta.is_empty() && !tb.is_empty() && !ta.iter().any(|t| tb.contains(t))
+    });
+    let turned = |x: &[(&str, String)], y: &[(&str, String)]| {
+        x.iter().any(|(role, target)| {
+            y.iter().any(|(r, t)| t == target && r != role)
+                && !y.iter().any(|(r, t)| t == target && r == role)
+        })
+    };
+    // A name given a direction in one text, in another that says no direction at all: "the
+    // payment from Globex" is not surely "the Globex payment". Dates are no direction ("from
+    // March 2024" lists what "for March 2024" lists).
+    let unsaid = |x: &[(&str, String)], text_x: &str, y: &[(&str, String)]| {
+        let named = names(text_x);
+        y.is_empty()
+            && x.iter().any(|(_, t)| {
+                named.contains(t) && !NUMBER_WORDS.contains(&t.as_str()) && cardinal(t).is_none()
+            })
+    };
+    disjoint || turned(&da, &db) || turned(&db, &da) || unsaid(&da, a, &db) || unsaid(&db, b, &da)
+}
+
+/// The targets of "from" and "to" in a text. Unless one of the texts compared says "from", a
+/// "to" is read as a destination only before a name or a number: it is too often an
+/// infinitive ("the way to reset") to be one.
+fn direction(text: &str, from: bool) -> Vec<(&'static str, String)> {
     const SKIP: &[&str] = &[
         "the", "a", "an", "my", "our", "your", "their", "his", "her", "its", "this", "that",
     ];
-    let lower: Vec<String> = words(text).map(str::to_lowercase).collect();
-    if !lower.iter().any(|w| w == "from") {
-        return Vec::new();
-    }
+    let all: Vec<&str> = words(text).collect();
     let mut out = Vec::new();
-    for (i, w) in lower.iter().enumerate() {
-        let role = match w.as_str() {
+    for (i, w) in all.iter().enumerate() {
+        let role = match w.to_lowercase().as_str() {
             "from" => "from",
             "to" | "into" | "onto" | "towards" => "to",
             _ => continue,
         };
-        if let Some(target) = lower[i + 1..].iter().find(|t| !SKIP.contains(&t.as_str())) {
-            out.push(format!("{role}:{target}"));
+        let target = all[i + 1..]
+            .iter()
+            .find(|t| !SKIP.contains(&t.to_lowercase().as_str()));
+        if let Some(target) = target {
+            let named = target.starts_with(|c: char| c.is_uppercase() || c.is_ascii_digit());
+            if role == "from" || from || named {
+                out.push((role, target.to_lowercase()));
+            }
         }
     }
     out
@@ -324,7 +444,13 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| {
         c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | '{' | '}' | ';' | '"' | '?' | '!')
     })
-    .map(|w| w.trim_matches(|c: char| matches!(c, ',' | '.' | ':' | '\'' | '’' | '`')))
+    .map(|w| {
+        let w = w.trim_matches(|c: char| matches!(c, ',' | '.' | ':' | '\'' | '’' | '`'));
+        // "January's" is January, and "1042's" is 1042 (not 1042 seconds).
+        w.strip_suffix("'s")
+            .or_else(|| w.strip_suffix("’s"))
+            .unwrap_or(w)
+    })
     .filter(|w| !w.is_empty())
 }
 

@@ -208,3 +208,138 @@ fn only_the_configured_guards_apply() {
     assert_eq!(Guard::parse("numbers"), Some(Guard::Numbers));
     assert_eq!(Guard::parse("vibes"), None);
 }
+
+#[test]
+fn names_in_another_order_or_case_are_the_same_names() {
+    for (a, b) in [
+        (
+            "Schedule a meeting with Alice on Monday at 10am",
+            "Set up a Monday 10am meeting with Alice",
+        ),
+        (
+            "What is the distance from Berlin to Munich in kilometers?",
+            "How far is Munich from Berlin in km?",
+        ),
+        (
+            "Gu Kailai murder trial ends in China",
+            "Gu Kailai's Murder Trial Ends in China",
+        ),
+        (
+            "Did Alice send the report to Bob?",
+            "Did the report go from Alice to Bob?",
+        ),
+        (
+            "Book a flight from New York to London on May 3",
+            "Reserve a flight New York to London for May 3",
+        ),
+        (
+            "Show the invoices for March 2024",
+            "List the invoices from March 2024",
+        ),
+        // Units are the numbers guard's: "Celsius" is no name.
+        (
+            "Set the thermostat to 21 degrees Celsius",
+            "Change the thermostat to 21 °C",
+        ),
+    ] {
+        assert_eq!(refused(a, b), None, "{a:?} ~ {b:?}");
+    }
+}
+
+#[test]
+fn who_to_whom_is_still_refused() {
+    for (a, b) in [
+        (
+            "Did Alice send the report to Bob?",
+            "Did Bob send the report to Alice?",
+        ),
+        ("Alice pays Bob", "Bob pays Alice"),
+        ("Convert 100 USD to EUR", "Convert 100 EUR to USD"),
+        (
+            "Book a flight from New York to London on May 3",
+            "Reserve a flight London to New York for May 3",
+        ),
+        (
+            "Can I expense a taxi ride to the airport?",
+            "Can I expense a taxi ride from the airport?",
+        ),
+        (
+            "Translate this paragraph to French",
+            "Translate this paragraph from French",
+        ),
+        // A name only one text holds.
+        ("Show the invoices", "Show the Acme invoices"),
+    ] {
+        assert_eq!(refused(a, b), Some("entities"), "{a:?} ~ {b:?}");
+    }
+}
+
+#[test]
+fn number_words_possessives_and_question_words() {
+    for (a, b) in [
+        (
+            "Weigh 2 kilograms of flour",
+            "Weigh out two kilograms of flour",
+        ),
+        ("Add twenty-five users", "Add 25 users"),
+        (
+            "Calculate the average order value for January",
+            "Compute January's average order value",
+        ),
+        (
+            "Lower the price of item 1042 by 10%",
+            "Reduce item 1042's price by 10 percent",
+        ),
+        (
+            "What is the weather in Paris tomorrow?",
+            "Tomorrow's weather forecast for Paris?",
+        ),
+        (
+            "What time does the Berlin office open?",
+            "At what hour does the Berlin office open?",
+        ),
+        (
+            "Is the office closed on Christmas?",
+            "Is the office shut on Christmas Day?",
+        ),
+    ] {
+        assert_eq!(refused(a, b), None, "{a:?} ~ {b:?}");
+    }
+    for (a, b) in [
+        ("Top five customers", "Top 10 customers"),
+        ("Add twenty-five users", "Add 35 users"),
+        ("Users seen in the last day", "Users seen in the last week"),
+        ("Reports of the last 2 hours", "Reports of the last 2 days"),
+    ] {
+        assert_eq!(refused(a, b), Some("numbers"), "{a:?} ~ {b:?}");
+    }
+}
+
+#[test]
+fn turning_on_is_enabling() {
+    assert_eq!(
+        refused("How do I enable 2FA?", "How can I turn on 2FA?"),
+        None
+    );
+    assert_eq!(refused("Switch the alerts off", "Disable the alerts"), None);
+    assert_eq!(
+        refused("How do I enable 2FA?", "How do I turn 2FA off?"),
+        Some("negation")
+    );
+}
+
+#[test]
+fn a_direction_one_text_does_not_say_is_refused() {
+    for (a, b) in [
+        (
+            "Has the Globex payment been processed?",
+            "Did the payment from Globex go through?",
+        ),
+        (
+            "Has Alice sent Bob the report?",
+            "Did Bob send the report to Alice?",
+        ),
+    ] {
+        assert_eq!(refused(a, b), Some("entities"), "{a:?} ~ {b:?}");
+    }
+}
