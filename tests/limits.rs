@@ -195,8 +195,15 @@ async fn a_redis_outage_falls_back_to_local_limits_and_sharing_resumes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let text = log.lock().unwrap().clone();
-    assert!(text.contains("answers again"), "{text}");
+    // The line is written just after the call that found Redis back: wait for it too.
+    loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains("answers again") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

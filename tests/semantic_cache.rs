@@ -261,6 +261,28 @@ async fn shared_routes_serve_every_agent_and_guards_see_entities() {
     assert_eq!(get("key-a").await.as_deref(), Some("MISS"));
     assert_eq!(get("key-a").await.as_deref(), Some("HIT"));
 
+    // Chinese, which all-MiniLM-L6-v2 does not read: exact repeats only.
+    let zh = "/v1/chat/completions";
+    assert_eq!(
+        ask(&g, zh, "key-b", "如何重置我的密码?").await.x_cache,
+        "MISS"
+    );
+    assert_eq!(
+        ask(&g, zh, "key-b", "如何重置我的密码?").await.x_cache,
+        "HIT"
+    );
+    assert_eq!(
+        ask(&g, zh, "key-b", "怎样才能重置我的密码?").await.x_cache,
+        "MISS"
+    );
+    let m = metrics_text(&g).await;
+    let misses = "openclaw_gateway_cache_semantic_misses_total";
+    assert_eq!(
+        metric(&m, misses, &["reason=\"uncovered_script\""]),
+        2.0,
+        "{m}"
+    );
+
     // At a threshold this low the names are all that tell the questions apart.
     let path = "/entities/v1/chat/completions";
     ask(&g, path, "key-a", "What did Alice say about the launch?").await;

@@ -80,12 +80,14 @@ pub async fn lookup(
         true => None,
         false => exact(services, ctx, &cache, &seen).await,
     };
-    let now = Instant::now();
     let label = ctx.route().map_or("", |r| r.label.as_str());
     let vector = match exact {
         Some(_) => None,
+        // A script the model does not read: exact repeats only.
+        None if !crate::semantic::script::covered(&seen.text) => Some(Err("uncovered_script")),
         None => Some(embed(services, &cache, label, &seen.text).await),
     };
+    let now = Instant::now();
     let mut state = Box::new(State {
         cache: cache.clone(),
         seen,
@@ -229,7 +231,10 @@ async fn embed(
     let embedder = services.semantic.get(&cache.settings.embedder);
     let embedder = embedder.ok_or("embed_failed")?;
     let started = Instant::now();
-    let vector = embedder.embed(text, cache.settings.embed_timeout).await;
+    // Entries and questions alike are embedded in their canonical form (the guards see the
+    // texts as sent).
+    let text = crate::semantic::canonical::canonical(text);
+    let vector = embedder.embed(&text, cache.settings.embed_timeout).await;
     if let Some(m) = &services.metrics {
         (m.semantic.embed_seconds.with_label_values(&[label]))
             .observe(started.elapsed().as_secs_f64());
