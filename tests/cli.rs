@@ -121,6 +121,16 @@ fn check_names_file_line_column_and_field() {
             ":3:",
             "caching.semantic.mode: unknown variant \"loud\"",
         ),
+        (
+            "routes:\n  - path: /mcp\n    protocol: mcp\n    mcp:\n      servers:\n        github: {backend: gh}\n",
+            ":6:",
+            "routes[0].mcp.servers.github.backend: \"gh\" is not one of \"backends\"",
+        ),
+        (
+            "routes:\n  - path: /mcp\n    protocol: grpc\n",
+            ":3:",
+            "routes[0].protocol: unknown variant \"grpc\"",
+        ),
     ];
     for (yaml, loc, message) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -180,6 +190,16 @@ fn start_refuses_features_this_build_lacks() {
     let err = start();
     assert!(
         err.contains("text access log") && err.contains("refusing to start"),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        "routes:\n  - path: /mcp\n    protocol: mcp\n    mcp: {servers: {a: {backend_url: \"http://127.0.0.1:1/mcp\"}}}\n",
+    )
+    .unwrap();
+    let err = start();
+    assert!(
+        err.contains("MCP routes") && err.contains("refusing to start"),
         "{err}"
     );
     // A semantic cache whose model is not there stops the start, naming the directory.

@@ -122,6 +122,10 @@ pub struct Agent {
     #[serde(default)]
     pub scopes: Vec<Text>,
     pub rate_limit: Option<Rate>,
+    /// MCP tools this agent may call (globs; `!` denies; default: all). DESIGN §5.2.
+    pub tools: Option<Vec<Text>>,
+    /// Per-tool limits of this agent on MCP routes, by tool name as the client sees it.
+    pub tool_rate_limits: Option<BTreeMap<String, Rate>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -346,6 +350,37 @@ pub struct Route {
     pub match_: Option<Match>,
     /// Transforms of this route, applied after the gateway-wide ones.
     pub transforms: Option<Transforms>,
+    /// What the route speaks beyond HTTP: `mcp` (DESIGN §5.2).
+    pub protocol: Option<RouteProtocol>,
+    /// The MCP servers behind a `protocol: mcp` route.
+    pub mcp: Option<McpRoute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteProtocol {
+    Http,
+    Mcp,
+}
+
+/// A `protocol: mcp` route's servers: one is passed through, several are federated.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpRoute {
+    pub servers: Option<BTreeMap<String, McpServer>>,
+    /// Federated tool names: `{server}` is replaced by the server's name (default `{server}__`).
+    pub tool_prefix: Option<Text>,
+    pub session_affinity: Option<Flag>,
+    /// 32 bytes, hex or base64, that seal session tokens (DESIGN §5.7).
+    pub session_key: Option<Text>,
+}
+
+/// One MCP server: a named backend or a URL (with the server's MCP path).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    pub backend: Option<Text>,
+    pub backend_url: Option<Text>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -88,6 +88,13 @@ fn pending_features(file: &File) -> Vec<String> {
         pending
             .push("a text access log (monitoring.logging.format: text; json is provided)".into());
     }
+    if file
+        .routes
+        .iter()
+        .any(|r| r.protocol == Some(schema::RouteProtocol::Mcp))
+    {
+        pending.push("MCP routes (protocol: mcp)".into());
+    }
     pending
 }
 

@@ -40,6 +40,8 @@ pub struct Route {
     /// `caching.strategy: semantic` on a caching route: near-duplicate questions are answered
     /// too (DESIGN §5.1).
     pub semantic: Option<Arc<crate::semantic::cache::RouteCache>>,
+    /// `protocol: mcp`: the route's MCP servers and how they are fronted (DESIGN §5.2).
+    pub mcp: Option<Arc<crate::mcp::route::Settings>>,
     /// The route's metric series, made on first use (a reload starts them afresh: they are
     /// found by the route, not by label).
     pub series: crate::observe::metrics::RouteSeries,
@@ -101,6 +103,23 @@ impl Route {
             .map(|s| Arc::new(crate::semantic::cache::RouteCache::new(s))),
             None => None,
         };
+        let names: Vec<&str> = on.named.keys().map(String::as_str).collect();
+        let mcp = crate::mcp::route::Settings::of_route(r, i, &names)?;
+        // A single MCP server is passed through: it is the route's backend, and every request of
+        // the route goes to the server's own MCP path.
+        let passthrough = mcp.as_ref().and_then(|m| match &m.servers[..] {
+            [one] => Some(schema::Route {
+                backend: one.backend.clone().map(crate::config::values::Text),
+                backend_url: one.backend_url.clone().map(crate::config::values::Text),
+                strip_prefix: r
+                    .strip_prefix
+                    .clone()
+                    .or(Some(schema::StripPrefix::Flag(true))),
+                ..r.clone()
+            }),
+            _ => None,
+        });
+        let r = passthrough.as_ref().unwrap_or(r);
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
         let strip = strip_rule(r, i, &pattern, on.base_path)?;
@@ -134,6 +153,7 @@ impl Route {
             response_transforms,
             cache,
             semantic,
+            mcp: mcp.map(Arc::new),
             series: Default::default(),
         })
     }

@@ -1,0 +1,3 @@
+//! MCP tool traffic (DESIGN §5.2).
+
+pub mod route;
