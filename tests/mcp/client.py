@@ -14,8 +14,8 @@ that session and prints one JSON line per step:
                             "responses": [{"method", "status", "content_type", "session_id"}...]}
                            (every HTTP answer so far: shows SSE vs JSON and the session header)
 
-Exit status 2 with one line on stderr when the server cannot be reached or the session fails;
-1 on bad usage.
+Exit status 2 with one line on stderr when the server cannot be reached or the session fails
+(naming the HTTP answers so far, e.g. `HTTP answers: POST 401`); 1 on bad usage.
 """
 
 from __future__ import annotations
@@ -55,15 +55,13 @@ def text_of(content: list[Any]) -> str:
     return "\n".join(getattr(c, "text", "") for c in content if getattr(c, "type", "") == "text")
 
 
-async def run(args: argparse.Namespace, steps: list[tuple[str, ...]]) -> None:
+async def run(args: argparse.Namespace, steps: list[tuple[str, ...]], responses: list[dict[str, Any]]) -> None:
     headers: dict[str, str] = {}
     for h in args.header:
         name, sep, value = h.partition(":")
         if not sep:
             raise ValueError(f"header {h!r} is not name:value")
         headers[name.strip()] = value.strip()
-
-    responses: list[dict[str, Any]] = []
 
     async def on_response(response: httpx2.Response) -> None:
         responses.append(
@@ -132,13 +130,17 @@ def main() -> int:
     except ValueError as e:
         print(f"client: {e}", file=sys.stderr)
         return 1
+    responses: list[dict[str, Any]] = []
     try:
-        anyio.run(run, args, steps)
+        anyio.run(run, args, steps, responses)
     except BaseException as e:  # noqa: BLE001 (report, never a traceback)
         if isinstance(e, KeyboardInterrupt):
             raise
-        why = "; ".join(f"{type(x).__name__}: {x}" for x in leaves(e))
-        print(f"client: session with {args.url} failed: {why}", file=sys.stderr)
+        why = "; ".join(
+            f"{type(x).__name__}: {x}" + (f" (code {x.code})" if isinstance(x, MCPError) else "") for x in leaves(e)
+        )
+        http = ", ".join(f"{r['method']} {r['status']}" for r in responses)
+        print(f"client: session with {args.url} failed: {why}; HTTP answers: {http or 'none'}", file=sys.stderr)
         return 2
     return 0
 
