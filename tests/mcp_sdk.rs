@@ -137,3 +137,22 @@ fn sdk_stateless_server_through_the_gateway() {
     assert_eq!(out[2]["session_id"], Value::Null, "{out:?}");
     assert_eq!(server.count("search_web"), 2);
 }
+
+#[test]
+fn sdk_server_stops_and_restarts_on_its_port() {
+    let mut server = McpServer::start("restart", &["--json"]);
+    let call = ["call", "list_repos", r#"{"owner":"octo"}"#];
+    let out = client(&server.url(), &[], &call);
+    assert_eq!(
+        out[0]["text"], "restart: repos of octo: alpha, beta",
+        "{out:?}"
+    );
+    server.stop();
+    let err = try_client(&server.url(), &[], &call).expect_err("stopped");
+    assert!(err.contains("ConnectError"), "{err}");
+    server.restart();
+    assert_eq!(server.count("list_repos"), 0, "a fresh process");
+    let out = client(&server.url(), &[], &call);
+    assert_eq!(out[0]["is_error"], false, "{out:?}");
+    assert_eq!(server.count("list_repos"), 1);
+}
