@@ -9,6 +9,7 @@ pub mod config;
 pub mod http_client;
 pub mod limits;
 pub mod matching;
+pub mod mcp;
 pub mod observe;
 pub mod probe;
 pub mod process;
