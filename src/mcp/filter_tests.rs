@@ -306,3 +306,29 @@ fn sse_lines_and_fields() {
     assert_eq!(data_value(b": data: 1"), None);
     assert_eq!(data_value(b" data: 1"), None);
 }
+
+#[test]
+fn sse_with_grants_and_nothing_to_hide() {
+    use crate::mcp::grants::Grants;
+    use std::sync::Arc;
+    let grants = Arc::new(
+        Grants::compile(&[
+            "search__*".into(),
+            "github__list_*".into(),
+            "!github__delete_*".into(),
+        ])
+        .unwrap(),
+    );
+    let g = Arc::clone(&grants);
+    let mut f = SseFilter::new(vec![json!(7)], move |t| g.allows(t), 64 * 1024);
+    let input = stream("\r\n", &list_answer(json!(7)));
+    let want = stream("\r\n", &filtered_answer(json!(7)));
+    assert_eq!(run(&mut f, input.as_bytes(), &[40]), want.as_bytes());
+
+    // All tools allowed: the answer goes byte for byte (spacing and all), and is no longer awaited.
+    let answer = "data: {\"jsonrpc\":\"2.0\", \"id\":7, \"result\":{\"tools\":[{\"name\":\"search__web\"}]}}\n\n";
+    let g = Arc::clone(&grants);
+    let mut f = SseFilter::new(vec![json!(7)], move |t| g.allows(t), 64 * 1024);
+    assert_eq!(&f.feed(answer.as_bytes())[..], answer.as_bytes());
+    assert!(f.is_passthrough());
+}
