@@ -1,3 +1,14 @@
-//! MCP tool traffic (DESIGN §5.2).
+//! Model Context Protocol traffic (DESIGN §5.2).
+//!
+//! - [`route`] checks a `protocol: mcp` route's settings (its servers, prefix, session key);
+//! - [`jsonrpc`] reads the JSON-RPC messages of a Streamable HTTP POST and writes the gateway's
+//!   own JSON-RPC errors;
+//! - [`grants`] decides which tools an agent may use from its globs;
+//! - [`filter`] hides the other tools from `tools/list` answers, in JSON and in SSE streams.
+//!
+//! These do no I/O; the request path that uses them is `proxy/mcp.rs`.
 
+pub mod filter;
+pub mod grants;
+pub mod jsonrpc;
 pub mod route;
