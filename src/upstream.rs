@@ -85,7 +85,9 @@ pub fn forward_uri(
     let mut out =
         String::with_capacity(prefix.len() + rel.len() + query.map_or(0, |q| q.len() + 1) + 1);
     out.push_str(prefix);
-    if rel.is_empty() {
+    // The route's whole path stripped: the backend URL's own path as written (`/mcp`, not
+    // `/mcp/`, which servers may redirect), or `/` when it has none.
+    if rel.is_empty() && prefix.is_empty() {
         out.push('/');
     } else {
         out.push_str(rel);

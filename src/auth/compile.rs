@@ -68,8 +68,14 @@ fn agents(file: &File) -> Result<(Agents, KeyTable), Problem> {
                 Pattern::new(s).map_err(|m| Problem::new(at!("agents", name, "scopes", i), m))?;
             }
         }
-        let info = AgentInfo::new(name, a.scopes.iter().map(|s| s.0.clone()).collect())
+        let mut info = AgentInfo::new(name, a.scopes.iter().map(|s| s.0.clone()).collect())
             .map_err(|m| Problem::new(at!("agents", name), m))?;
+        if let Some(tools) = &a.tools {
+            let globs: Vec<String> = tools.iter().map(|t| t.0.clone()).collect();
+            let grants = crate::mcp::grants::Grants::compile(&globs)
+                .map_err(|m| Problem::new(at!("agents", name, "tools"), m))?;
+            info.tools = Some(Arc::new(grants));
+        }
         let info = Arc::new(info);
         if let Some((digest, field)) = agent_key(name, a)? {
             if let Some(other) = seen_keys.insert(digest, name) {

@@ -24,6 +24,8 @@ pub struct AgentInfo {
     pub scopes: Option<Vec<Pattern>>,
     /// The `admin` scope: may purge the cache.
     pub admin: bool,
+    /// The MCP tools the agent may use (`None`: all of them).
+    pub tools: Option<Arc<crate::mcp::grants::Grants>>,
 }
 
 /// The scope that grants the gateway's administrative requests (cache purges), not a path.
@@ -47,6 +49,7 @@ impl AgentInfo {
             header,
             scopes,
             admin,
+            tools: None,
         })
     }
 

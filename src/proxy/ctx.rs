@@ -53,6 +53,8 @@ pub struct Ctx {
     pub trace: TraceState,
     /// On semantic routes: the question, its lookup and the answer being kept.
     pub semantic: Option<Box<super::semantic::State>>,
+    /// On MCP routes: the messages' method and tool, and the answer being filtered.
+    pub mcp: Option<Box<super::mcp::State>>,
     _in_flight: InFlight,
 }
 
@@ -150,6 +152,7 @@ impl Ctx {
             usage: UsageSeen::default(),
             trace: TraceState::default(),
             semantic: None,
+            mcp: None,
             _in_flight: InFlight::new(),
         }
     }

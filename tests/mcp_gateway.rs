@@ -1,0 +1,135 @@
+//! `protocol: mcp` routes through the real binary, with the official Python SDK's server and
+//! client (DESIGN §5.2): per-tool authorisation and filtered tool lists, in SSE and JSON.
+
+mod common;
+
+use common::mcp::{client, McpServer};
+use common::{client as http, Gateway};
+use serde_json::{json, Value};
+
+const GATEWAY: &str = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+agents:
+  "data-agent": {api_key: "key-data", tools: ["search_web", "list_*"]}
+  "ops-agent": {api_key: "key-ops", tools: ["!delete_*"]}
+  "admin-agent": {api_key: "key-admin"}
+routes:
+  - path: "/mcp"
+    protocol: mcp
+    auth_required: true
+    mcp:
+      servers:
+        github: {backend_url: "{backend}/mcp"}
+"#;
+
+fn steps(calls: &[(&str, &str)]) -> Vec<String> {
+    let mut s = vec!["list".to_string()];
+    for (tool, args) in calls {
+        s.extend(["call".to_string(), tool.to_string(), args.to_string()]);
+    }
+    s
+}
+
+fn run(url: &str, key: &str, calls: &[(&str, &str)]) -> Vec<Value> {
+    let steps = steps(calls);
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    client(url, &[("x-api-key", key)], &steps)
+}
+
+fn check_grants(flags: &[&str]) {
+    let server = McpServer::start("github", flags);
+    let g = Gateway::start(GATEWAY, &server.base());
+    let url = g.url("/mcp");
+    let calls = [
+        ("search_web", r#"{"query":"pingora"}"#),
+        ("delete_repo", r#"{"repo":"clawgate"}"#),
+    ];
+
+    let data = run(&url, "key-data", &calls);
+    assert_eq!(
+        data[0]["tools"],
+        json!(["search_web", "list_repos"]),
+        "{data:?}"
+    );
+    assert_eq!(data[1]["text"], "github: results for pingora", "{data:?}");
+    assert_eq!(data[2]["error"]["code"], -32003, "{data:?}");
+    assert_eq!(
+        server.count("delete_repo"),
+        0,
+        "a denied call never reaches the server"
+    );
+
+    let ops = run(&url, "key-ops", &calls);
+    assert_eq!(
+        ops[0]["tools"],
+        json!(["search_web", "list_repos", "create_issue"]),
+        "{ops:?}"
+    );
+    assert_eq!(ops[2]["error"]["code"], -32003, "{ops:?}");
+
+    let admin = run(&url, "key-admin", &calls);
+    assert_eq!(
+        admin[0]["tools"].as_array().map(Vec::len),
+        Some(4),
+        "{admin:?}"
+    );
+    assert_eq!(admin[2]["error"], Value::Null, "{admin:?}");
+    assert_eq!(server.count("delete_repo"), 1);
+    assert_eq!(server.count("search_web"), 3);
+}
+
+#[test]
+fn tool_grants_hold_with_sse_answers() {
+    check_grants(&[]);
+}
+
+#[test]
+fn tool_grants_hold_with_json_answers() {
+    check_grants(&["--json"]);
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_rpc_never_reach_the_server() {
+    let server = McpServer::start("github", &["--json"]);
+    let g = Gateway::start(GATEWAY, &server.base());
+    let post = |body: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let mut rb = http()
+            .post(g.url("/mcp"))
+            .header("x-api-key", "key-admin")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some((k, v)) = extra {
+            rb = rb.header(k, v);
+        }
+        async move {
+            let r = rb.send().await.expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, v) = post("{not json", None).await;
+    assert_eq!((status, &v["error"]["code"]), (400, &json!(-32700)), "{v}");
+    assert_eq!(v["id"], Value::Null);
+    let (status, v) = post(r#"{"jsonrpc": "2.0"}"#, None).await;
+    assert_eq!((status, &v["error"]["code"]), (400, &json!(-32600)), "{v}");
+    // The stateless era's headers must say what the body says.
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo","arguments":{"repo":"x"}}}"#;
+    let (status, v) = post(call, Some(("mcp-name", "search_web"))).await;
+    assert_eq!(status, 400, "{v}");
+    // A batch with a denied call goes nowhere.
+    let g2 = &g;
+    let r = http()
+        .post(g2.url("/mcp"))
+        .header("x-api-key", "key-data")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(format!("[{call}]"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v[0]["error"]["code"], -32003, "{v}");
+    assert_eq!(server.count("delete_repo"), 0);
+}
