@@ -105,21 +105,7 @@ impl Route {
         };
         let names: Vec<&str> = on.named.keys().map(String::as_str).collect();
         let mcp = crate::mcp::route::Settings::of_route(r, i, &names)?;
-        // A single MCP server is passed through: it is the route's backend, and every request of
-        // the route goes to the server's own MCP path. (Several are federated, which `start`
-        // refuses for now: the first one stands for the route's backend so that `check` passes.)
-        let passthrough = mcp
-            .as_ref()
-            .and_then(|m| m.servers.first())
-            .map(|one| schema::Route {
-                backend: one.backend.clone().map(crate::config::values::Text),
-                backend_url: one.backend_url.clone().map(crate::config::values::Text),
-                strip_prefix: r
-                    .strip_prefix
-                    .clone()
-                    .or(Some(schema::StripPrefix::Flag(true))),
-                ..r.clone()
-            });
+        let passthrough = mcp.as_ref().and_then(|m| mcp_backend(r, m));
         let r = passthrough.as_ref().unwrap_or(r);
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
@@ -207,5 +193,21 @@ fn strip_rule(
             }
             StripRule::Prefix(p.trim_end_matches('/').to_string())
         }
+    })
+}
+
+/// A single MCP server is passed through: it is the route's backend, and every request of the
+/// route goes to the server's own MCP path. (Several are federated, which `start` refuses for
+/// now: the first one stands for the route's backend so that `check` passes.)
+fn mcp_backend(r: &schema::Route, m: &crate::mcp::route::Settings) -> Option<schema::Route> {
+    let one = m.servers.first()?;
+    Some(schema::Route {
+        backend: one.backend.clone().map(crate::config::values::Text),
+        backend_url: one.backend_url.clone().map(crate::config::values::Text),
+        strip_prefix: r
+            .strip_prefix
+            .clone()
+            .or(Some(schema::StripPrefix::Flag(true))),
+        ..r.clone()
     })
 }
