@@ -4,7 +4,7 @@
 mod common;
 
 use common::mcp::{client, McpServer};
-use common::{client as http, Gateway};
+use common::{client as http, metrics_text, Gateway};
 use serde_json::{json, Value};
 
 const GATEWAY: &str = r#"
@@ -20,6 +20,9 @@ routes:
     mcp:
       servers:
         github: {backend_url: "{backend}/mcp"}
+monitoring:
+  metrics: {enabled: true}
+  logging: {output: "{dir}/access.log"}
 "#;
 
 fn steps(calls: &[(&str, &str)]) -> Vec<String> {
@@ -132,4 +135,78 @@ async fn bodies_that_are_not_json_rpc_never_reach_the_server() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(v[0]["error"]["code"], -32003, "{v}");
     assert_eq!(server.count("delete_repo"), 0);
+}
+
+/// The sum of the metric lines that contain every one of `parts`.
+fn metric(text: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_and_log_name_the_tool_never_its_arguments() {
+    let server = McpServer::start("github", &["--json"]);
+    let g = Gateway::start(GATEWAY, &server.base());
+    let url = g.url("/mcp");
+    let calls = [
+        ("search_web", r#"{"query":"secret-argument"}"#),
+        ("delete_repo", r#"{"repo":"secret-repo"}"#),
+    ];
+    let out = tokio::task::spawn_blocking(move || run(&url, "key-data", &calls))
+        .await
+        .expect("client");
+    assert_eq!(out[2]["error"]["code"], -32003, "{out:?}");
+
+    let m = metrics_text(&g).await;
+    let requests = "openclaw_gateway_mcp_requests_total{";
+    let data = "agent_id=\"data-agent\"";
+    let call = "method=\"tools/call\"";
+    let ok = [
+        requests,
+        data,
+        call,
+        "tool=\"search_web\"",
+        "outcome=\"ok\"",
+        "server=\"github\"",
+    ];
+    assert_eq!(metric(&m, &ok), 1.0, "{m}");
+    let denied = [
+        requests,
+        data,
+        call,
+        "tool=\"delete_repo\"",
+        "outcome=\"denied\"",
+    ];
+    assert_eq!(metric(&m, &denied), 1.0, "{m}");
+    let list = [requests, data, "method=\"tools/list\"", "outcome=\"ok\""];
+    assert_eq!(metric(&m, &list), 1.0, "{m}");
+    let seconds = [
+        "openclaw_gateway_mcp_tool_duration_seconds_count{",
+        "tool=\"search_web\"",
+    ];
+    assert_eq!(metric(&m, &seconds), 1.0, "{m}");
+
+    let path = g.dir.path().join("access.log");
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.contains("delete_repo") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"mcp_tool\":\"search_web\""))
+        .expect("the call's line");
+    let v: Value = serde_json::from_str(line).expect("json");
+    assert_eq!(v["mcp_method"], "tools/call");
+    let session = v["mcp_session"].as_str().expect("a session digest");
+    assert_eq!(session.len(), 12);
+    assert!(
+        !log.contains("secret"),
+        "arguments never reach the log: {log}"
+    );
 }

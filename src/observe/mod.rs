@@ -34,6 +34,20 @@ pub struct Seen<'a> {
     pub cache: Option<&'static str>,
     /// What the semantic cache did, on semantic routes.
     pub semantic: Option<SemanticSeen<'a>>,
+    /// The MCP exchange, on MCP routes.
+    pub mcp: Option<McpSeen<'a>>,
+}
+
+/// An MCP exchange: the method (`batch` for several messages), the tool called, a digest of
+/// the session id (never the id), the server, and an outcome set by the gateway's own refusal
+/// (else decided by the status).
+#[derive(Clone, Copy)]
+pub struct McpSeen<'a> {
+    pub method: Option<&'a str>,
+    pub tool: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub server: &'a str,
+    pub refused: Option<&'static str>,
 }
 
 /// The semantic cache's part of a request: the similarity of the question served (or, in
@@ -93,6 +107,22 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, se
             u.model.as_deref().unwrap_or("unknown"),
             u.total(),
         );
+    }
+    if let Some(x) = &seen.mcp {
+        let outcome = x.refused.unwrap_or(if (200..300).contains(&status) {
+            "ok"
+        } else {
+            "error"
+        });
+        m.mcp.observe(&metrics::mcp::Exchange {
+            route: seen.route,
+            server: x.server,
+            method: x.method.unwrap_or("none"),
+            tool: x.tool,
+            agent_id: seen.agent_id,
+            outcome,
+            seconds: seen.seconds,
+        });
     }
     if let Some(s) = &seen.semantic {
         let m = &m.semantic;
@@ -155,6 +185,9 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         cache: seen.cache,
         cache_similarity: seen.semantic.and_then(|s| s.similarity),
         cache_source_request_id: seen.semantic.and_then(|s| s.source),
+        mcp_method: seen.mcp.and_then(|x| x.method),
+        mcp_tool: seen.mcp.and_then(|x| x.tool),
+        mcp_session: seen.mcp.and_then(|x| x.session),
     };
     log.log(&line);
 }

@@ -189,6 +189,15 @@ impl Ctx {
                     miss: s.outcome.miss,
                     guard: s.outcome.guard,
                 }),
+            mcp: self.mcp.as_ref().map(|m| crate::observe::McpSeen {
+                method: m.method.as_deref(),
+                tool: m.tool.as_deref(),
+                session: m.session.as_deref(),
+                server: (self.route().and_then(|r| r.mcp.as_ref()))
+                    .and_then(|s| s.servers.first())
+                    .map_or("", |s| s.name.as_str()),
+                refused: m.refused,
+            }),
         }
     }
 

@@ -27,6 +27,10 @@ pub struct State {
     /// The method of a single message (or `batch`), and the tool it calls: for the log.
     pub method: Option<String>,
     pub tool: Option<String>,
+    /// A digest of the session id (the id itself is a credential of sorts: never logged).
+    pub session: Option<String>,
+    /// Why the gateway answered itself, for `outcome`.
+    pub refused: Option<&'static str>,
     /// The ids of the `tools/list` requests whose answers are filtered, and the agent's grants.
     list_ids: Vec<Value>,
     grants: Option<Arc<Grants>>,
@@ -48,68 +52,71 @@ pub struct Refused {
 /// Reads and checks a POST to an MCP route. `Ok(Some)`: the answer to write (nothing is sent
 /// to the server); `Ok(None)`: send it on, with the state for the answer left in `ctx`.
 pub async fn admit(session: &mut Session, ctx: &mut Ctx, keep: bool) -> Result<Option<Refused>> {
-    let req = session.req_header();
-    if req.method != http::Method::POST {
-        return Ok(None);
-    }
     let header = |n: &str| {
         (session.req_header().headers.get(n))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let (mcp_method, mcp_name) = (header("mcp-method"), header("mcp-name"));
-    ctx.read_ahead(session, keep).await?;
-    let Some(body) = ctx.body.pre_read.as_ref() else {
-        // Without the whole body in hand nothing can be checked, so nothing is sent.
-        let e = jsonrpc::error(
-            &Value::Null,
-            jsonrpc::INVALID_REQUEST,
-            "the gateway reads MCP messages of at most 64 KB with a Content-Length",
-            None,
-        );
-        return Ok(Some(Refused {
-            status: 413,
-            body: e,
-        }));
-    };
-    let batch = match jsonrpc::read(body) {
-        Ok(b) => b,
-        Err(m) => {
-            return Ok(Some(Refused {
-                status: 400,
-                body: m.answer(),
-            }))
-        }
-    };
-    if let Err(why) = jsonrpc::check_headers(mcp_method.as_deref(), mcp_name.as_deref(), &batch) {
-        let e = jsonrpc::error(&Value::Null, jsonrpc::INVALID_REQUEST, why, None);
-        return Ok(Some(Refused {
-            status: 400,
-            body: e,
-        }));
-    }
-    let grants = (ctx.caller.identity.as_ref()).and_then(|i| i.agent.tools.clone());
     let mut state = Box::new(State {
-        list_ids: batch.request_ids("tools/list"),
-        grants,
+        session: header("mcp-session-id").map(|s| digest(&s)),
+        grants: (ctx.caller.identity.as_ref()).and_then(|i| i.agent.tools.clone()),
         ..State::default()
     });
-    if let [one] = &batch.messages[..] {
-        state.method = one.method.clone();
-        state.tool = (one.method.as_deref() == Some("tools/call"))
-            .then(|| one.name.clone())
-            .flatten();
-    } else {
-        state.method = Some("batch".into());
+    if session.req_header().method != http::Method::POST {
+        ctx.mcp = Some(state);
+        return Ok(None);
     }
-    let refused = refuse_denied(&batch, state.grants.as_deref());
+    let (mcp_method, mcp_name) = (header("mcp-method"), header("mcp-name"));
+    ctx.read_ahead(session, keep).await?;
+    let checked = match ctx.body.pre_read.as_ref() {
+        // Without the whole body in hand nothing can be checked, so nothing is sent.
+        None => Err((
+            "too_large",
+            413,
+            jsonrpc::error(
+                &Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                "the gateway reads MCP messages of at most 64 KB with a Content-Length",
+                None,
+            ),
+        )),
+        Some(body) => jsonrpc::read(body).map_err(|m| ("malformed", 400, m.answer())),
+    };
+    let refused = checked.and_then(|batch| {
+        jsonrpc::check_headers(mcp_method.as_deref(), mcp_name.as_deref(), &batch).map_err(
+            |why| {
+                let e = jsonrpc::error(&Value::Null, jsonrpc::INVALID_REQUEST, why, None);
+                ("malformed", 400, e)
+            },
+        )?;
+        state.note(&batch);
+        match refuse_denied(&batch, state.grants.as_deref()) {
+            Some(body) => Err(("denied", 200, body)),
+            None => Ok(()),
+        }
+    });
+    let answer = match refused {
+        Ok(()) => None,
+        Err((why, status, body)) => {
+            state.refused = Some(why);
+            Some(Refused { status, body })
+        }
+    };
     ctx.mcp = Some(state);
-    Ok(refused)
+    Ok(answer)
+}
+
+/// The first 12 hex digits of the session id's SHA-256, for the log.
+fn digest(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hex = Vec::with_capacity(64);
+    crate::text::push_hex(&mut hex, &Sha256::digest(id.as_bytes()));
+    String::from_utf8_lossy(&hex[..12]).into_owned()
 }
 
 /// The answer to a body that calls a tool the agent may not use: `-32003` for each such call;
 /// in a batch, the other requests are answered as not sent (a batch goes whole or not at all).
-fn refuse_denied(batch: &Batch, grants: Option<&Grants>) -> Option<Refused> {
+fn refuse_denied(batch: &Batch, grants: Option<&Grants>) -> Option<Bytes> {
     let grants = grants?;
     let denied = |m: &jsonrpc::Message| {
         m.method.as_deref() == Some("tools/call")
@@ -142,13 +149,34 @@ fn refuse_denied(batch: &Batch, grants: Option<&Grants>) -> Option<Refused> {
             Bytes::from(out)
         }
     };
-    Some(Refused { status: 200, body })
+    Some(body)
 }
 
 impl State {
+    /// What the log and the metrics say of the body: its method (`batch` for several
+    /// messages) and the tool a single `tools/call` names; and the `tools/list` ids to filter.
+    fn note(&mut self, batch: &Batch) {
+        self.list_ids = batch.request_ids("tools/list");
+        if let [one] = &batch.messages[..] {
+            self.method = one.method.clone();
+            self.tool = (one.method.as_deref() == Some("tools/call"))
+                .then(|| one.name.clone())
+                .flatten();
+        } else {
+            self.method = Some("batch".into());
+        }
+    }
+
     /// The server's response head: an answer that may hold a `tools/list` result is filtered
     /// (its length then changes, so it goes chunked).
     pub fn response(&mut self, resp: &mut ResponseHeader, version: http::Version) -> Result<()> {
+        if self.session.is_none() {
+            let id = resp
+                .headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok());
+            self.session = id.map(digest);
+        }
         if self.list_ids.is_empty() || self.grants.as_ref().is_none_or(|g| g.is_all()) {
             return Ok(());
         }

@@ -60,6 +60,10 @@ pub struct Entry<'a> {
     /// A semantic hit: how similar the question was, and the request whose answer was served.
     pub cache_similarity: Option<f32>,
     pub cache_source_request_id: Option<&'a str>,
+    /// On MCP routes: the method, the tool called, and a digest of the session id.
+    pub mcp_method: Option<&'a str>,
+    pub mcp_tool: Option<&'a str>,
+    pub mcp_session: Option<&'a str>,
 }
 
 /// A string that never needs escaping, quoted: request ids (generated, or a client's checked to
@@ -150,6 +154,16 @@ impl Entry<'_> {
         o.extend_from_slice(b",\"bytes_out\":");
         push_num(o, self.bytes_out);
         self.write_cache(o);
+        for (name, value) in [
+            (&b",\"mcp_method\":"[..], self.mcp_method),
+            (b",\"mcp_tool\":", self.mcp_tool),
+            (b",\"mcp_session\":", self.mcp_session),
+        ] {
+            if let Some(v) = value {
+                o.extend_from_slice(name);
+                push_str(o, v);
+            }
+        }
         if let Some(u) = &self.tokens {
             o.extend_from_slice(b",\"tokens\":{\"prompt\":");
             push_num(o, u.prompt);
@@ -223,6 +237,9 @@ mod tests {
             cache: Some("HIT-SEMANTIC"),
             cache_similarity: Some(0.94123),
             cache_source_request_id: Some("req-1"),
+            mcp_method: Some("tools/call"),
+            mcp_tool: Some("search_web"),
+            mcp_session: Some("0123456789ab"),
         };
         let mut line = Vec::new();
         e.write_to(&mut line);
@@ -240,6 +257,8 @@ mod tests {
         assert_eq!(v["cache"], "HIT-SEMANTIC");
         assert_eq!(v["cache_similarity"], 0.9412);
         assert_eq!(v["cache_source_request_id"], "req-1");
+        assert_eq!(v["mcp_tool"], "search_web");
+        assert_eq!(v["mcp_session"], "0123456789ab");
     }
 
     #[test]
@@ -273,6 +292,9 @@ mod tests {
             cache: None,
             cache_similarity: None,
             cache_source_request_id: None,
+            mcp_method: None,
+            mcp_tool: None,
+            mcp_session: None,
         };
         let mut line = b"before".to_vec();
         e.write_to(&mut line);

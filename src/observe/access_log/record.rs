@@ -16,7 +16,7 @@ const ENTRY: u8 = 0;
 const LINE: u8 = 1;
 /// The length of an absent string.
 const NONE: u32 = u32::MAX;
-const STRINGS: usize = 11;
+const STRINGS: usize = 14;
 
 // Offsets in the head of an entry.
 const SECS: usize = 1;
@@ -84,6 +84,9 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
         e.cache,
         e.tokens.and_then(|t| t.model),
         e.cache_source_request_id,
+        e.mcp_method,
+        e.mcp_tool,
+        e.mcp_session,
     ];
     let since = e
         .time
@@ -219,7 +222,7 @@ pub fn next<'a>(rest: &mut &'a [u8]) -> Option<Item<'a>> {
             start = end;
         }
     }
-    let [request_id, agent_id, route, method, path, upstream, limit, error, cache, model, source] =
+    let [request_id, agent_id, route, method, path, upstream, limit, error, cache, model, source, mcp_method, mcp_tool, mcp_session] =
         strings;
     let flags = head[at(FLAGS)];
     let has = |f: u8| flags & f != 0;
@@ -263,6 +266,9 @@ pub fn next<'a>(rest: &mut &'a [u8]) -> Option<Item<'a>> {
         cache,
         cache_similarity: has(HAS_SIMILARITY).then(|| f32::from_bits(u32_at(head, at(SIMILARITY)))),
         cache_source_request_id: source,
+        mcp_method,
+        mcp_tool,
+        mcp_session,
     }))
 }
 
@@ -305,6 +311,9 @@ mod tests {
             cache: Some("HIT-SEMANTIC"),
             cache_similarity: Some(0.93),
             cache_source_request_id: Some("abc"),
+            mcp_method: Some("tools/call"),
+            mcp_tool: Some("search_web"),
+            mcp_session: Some("0123456789ab"),
         };
         let bare = Entry {
             client_ip: Some("10.0.0.1".parse().unwrap()),
@@ -323,6 +332,9 @@ mod tests {
             cache: None,
             cache_similarity: None,
             cache_source_request_id: None,
+            mcp_method: None,
+            mcp_tool: None,
+            mcp_session: None,
             ..full
         };
         let mut records = Vec::new();
@@ -369,6 +381,9 @@ mod tests {
             cache: None,
             cache_similarity: None,
             cache_source_request_id: None,
+            mcp_method: None,
+            mcp_tool: None,
+            mcp_session: None,
         };
         let mut records = Vec::new();
         encode(&e, &mut records);

@@ -6,6 +6,7 @@
 //! `anonymous`, `model` truncated and limited in count.
 
 mod custom;
+pub mod mcp;
 mod semantic;
 
 use crate::at;
@@ -49,6 +50,7 @@ pub struct Metrics {
     pub ejections: IntCounterVec,
     pub breaker_opens: IntCounterVec,
     pub semantic: semantic::Semantic,
+    pub mcp: mcp::Mcp,
     custom: Vec<Custom>,
     models: Mutex<HashSet<String>>,
     anonymous: [OnceLock<IntCounter>; STATUSES],
@@ -185,6 +187,7 @@ impl Metrics {
         let cache = Cache::new(&r)?;
         let backends = Backends::new(&r)?;
         let semantic = semantic::Semantic::new(&r)?;
+        let mcp = mcp::Mcp::new(&r)?;
         let active = r.register(IntGauge::new(
             r.name("active_connections"),
             "Requests in progress.",
@@ -214,6 +217,7 @@ impl Metrics {
             ejections: backends.ejections,
             breaker_opens: backends.breaker_opens,
             semantic,
+            mcp,
             custom,
             models: Mutex::new(HashSet::new()),
             anonymous: Default::default(),
