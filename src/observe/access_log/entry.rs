@@ -154,15 +154,7 @@ impl Entry<'_> {
         o.extend_from_slice(b",\"bytes_out\":");
         push_num(o, self.bytes_out);
         self.write_cache(o);
-        for (name, value) in [
-            (&b",\"mcp_method\":"[..], self.mcp_method),
-            (b",\"mcp_tool\":", self.mcp_tool),
-            (b",\"mcp_session\":", self.mcp_session),
-        ] {
-            if let Some(v) = value {
-                o.extend_from_slice(name);
-                push_str(o, v);
-            }
+        self.write_mcp(o);
         }
         if let Some(u) = &self.tokens {
             o.extend_from_slice(b",\"tokens\":{\"prompt\":");
@@ -191,6 +183,19 @@ impl Entry<'_> {
             push_str(o, e);
         }
         o.extend_from_slice(b"}\n");
+    }
+
+    /// On MCP routes: the method, the tool called and the session's digest.
+    fn write_mcp(&self, o: &mut Vec<u8>) {
+        for (name, value) in [
+            (&b",\"mcp_method\":"[..], self.mcp_method),
+            (b",\"mcp_tool\":", self.mcp_tool),
+            (b",\"mcp_session\":", self.mcp_session),
+        ] {
+            if let Some(v) = value {
+                o.extend_from_slice(name);
+                push_str(o, v);
+            }
     }
 
     /// `cache`, and on a semantic hit the similarity and the request whose answer was served.
