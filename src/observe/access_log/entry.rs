@@ -155,7 +155,6 @@ impl Entry<'_> {
         push_num(o, self.bytes_out);
         self.write_cache(o);
         self.write_mcp(o);
-        }
         if let Some(u) = &self.tokens {
             o.extend_from_slice(b",\"tokens\":{\"prompt\":");
             push_num(o, u.prompt);
@@ -196,6 +195,7 @@ impl Entry<'_> {
                 o.extend_from_slice(name);
                 push_str(o, v);
             }
+        }
     }
 
     /// `cache`, and on a semantic hit the similarity and the request whose answer was served.
