@@ -4,7 +4,9 @@
 //! - [`jsonrpc`] reads the JSON-RPC messages of a Streamable HTTP POST and writes the gateway's
 //!   own JSON-RPC errors;
 //! - [`grants`] decides which tools an agent may use from its globs;
-//! - [`filter`] hides the other tools from `tools/list` answers, in JSON and in SSE streams.
+//! - [`filter`] hides the other tools from `tools/list` answers, in JSON and in SSE streams;
+//! - [`session`] seals the gateway's session id: which backend holds each server's session,
+//!   for any instance to open.
 //!
 //! These do no I/O; the request path that uses them is `proxy/mcp.rs`.
 
@@ -12,3 +14,4 @@ pub mod filter;
 pub mod grants;
 pub mod jsonrpc;
 pub mod route;
+pub mod session;
