@@ -8,6 +8,7 @@ use super::ctx::Ctx;
 use crate::mcp::filter::SseFilter;
 use crate::mcp::grants::Grants;
 use crate::mcp::jsonrpc::{self, Batch};
+use crate::mcp::session::digest;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -104,14 +105,6 @@ pub async fn admit(session: &mut Session, ctx: &mut Ctx, keep: bool) -> Result<O
     };
     ctx.mcp = Some(state);
     Ok(answer)
-}
-
-/// The first 12 hex digits of the session id's SHA-256, for the log.
-fn digest(id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hex = Vec::with_capacity(64);
-    crate::text::push_hex(&mut hex, &Sha256::digest(id.as_bytes()));
-    String::from_utf8_lossy(&hex[..12]).into_owned()
 }
 
 /// The answer to a body that calls a tool the agent may not use: `-32003` for each such call;
