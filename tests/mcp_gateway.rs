@@ -13,6 +13,7 @@ agents:
   "data-agent": {api_key: "key-data", tools: ["search_web", "list_*"]}
   "ops-agent": {api_key: "key-ops", tools: ["!delete_*"]}
   "admin-agent": {api_key: "key-admin"}
+  "busy-agent": {api_key: "key-busy", tool_rate_limits: {"search_web": "2/minute"}}
 routes:
   - path: "/mcp"
     protocol: mcp
@@ -209,4 +210,93 @@ async fn metrics_and_log_name_the_tool_never_its_arguments() {
         !log.contains("secret"),
         "arguments never reach the log: {log}"
     );
+}
+
+#[tokio::test]
+async fn tool_limits_answer_32029_with_retry_after() {
+    let server = McpServer::start("github", &["--json"]);
+    let g = Gateway::start(GATEWAY, &server.base());
+    let url = g.url("/mcp");
+    let q = r#"{"query":"x"}"#;
+    let calls = [
+        ("search_web", q),
+        ("search_web", q),
+        ("search_web", q),
+        ("list_repos", r#"{"owner":"o"}"#),
+    ];
+    let out = tokio::task::spawn_blocking(move || run(&url, "key-busy", &calls))
+        .await
+        .expect("client");
+    assert_eq!(out[1]["error"], Value::Null, "{out:?}");
+    assert_eq!(out[2]["error"], Value::Null, "{out:?}");
+    assert_eq!(out[3]["error"]["code"], -32029, "{out:?}");
+    let wait = out[3]["error"]["data"]["retry_after"]
+        .as_u64()
+        .expect("retry_after");
+    assert!((1..=60).contains(&wait), "{out:?}");
+    assert_eq!(
+        out[4]["error"],
+        Value::Null,
+        "another tool has no limit: {out:?}"
+    );
+    assert_eq!(server.count("search_web"), 2);
+
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search_web","arguments":{"query":"x"}}}"#;
+    let r = http()
+        .post(g.url("/mcp"))
+        .header("x-api-key", "key-busy")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(call)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    assert!(retry.is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)));
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (json!(7), json!(-32029)),
+        "{v}"
+    );
+    assert_eq!(server.count("search_web"), 2);
+}
+
+#[tokio::test]
+async fn tool_limits_are_shared_through_redis() {
+    let redis = common::Redis::start();
+    let server = McpServer::start("github", &["--json", "--stateless"]);
+    let yaml = format!("{GATEWAY}rate_limiting: {{store: \"{}\"}}\n", redis.url());
+    let (a, b) = (
+        Gateway::start(&yaml, &server.base()),
+        Gateway::start(&yaml, &server.base()),
+    );
+    let call = |g: &Gateway| {
+        let url = g.url("/mcp");
+        async move {
+            let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_web","arguments":{"query":"x"}}}"#;
+            let r = http()
+                .post(url)
+                .header("x-api-key", "key-busy")
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            v["error"]["code"].as_i64()
+        }
+    };
+    assert_eq!(call(&a).await, None);
+    assert_eq!(call(&b).await, None);
+    assert_eq!(call(&a).await, Some(-32029));
+    assert_eq!(call(&b).await, Some(-32029));
+    assert_eq!(server.count("search_web"), 2);
 }

@@ -76,6 +76,12 @@ fn agents(file: &File) -> Result<(Agents, KeyTable), Problem> {
                 .map_err(|m| Problem::new(at!("agents", name, "tools"), m))?;
             info.tools = Some(Arc::new(grants));
         }
+        if let Some(limits) = a.tool_rate_limits.as_ref().filter(|l| !l.is_empty()) {
+            let limits = (limits.iter())
+                .map(|(tool, r)| (tool.clone(), crate::limits::Limit::from_rate(*r)))
+                .collect();
+            info.tool_limits = Some(Arc::new(limits));
+        }
         let info = Arc::new(info);
         if let Some((digest, field)) = agent_key(name, a)? {
             if let Some(other) = seen_keys.insert(digest, name) {

@@ -26,6 +26,8 @@ pub struct AgentInfo {
     pub admin: bool,
     /// The MCP tools the agent may use (`None`: all of them).
     pub tools: Option<Arc<crate::mcp::grants::Grants>>,
+    /// `tool_rate_limits`: the agent's limit per MCP tool, by the name the client sees.
+    pub tool_limits: Option<Arc<HashMap<String, crate::limits::Limit>>>,
 }
 
 /// The scope that grants the gateway's administrative requests (cache purges), not a path.
@@ -50,6 +52,7 @@ impl AgentInfo {
             scopes,
             admin,
             tools: None,
+            tool_limits: None,
         })
     }
 

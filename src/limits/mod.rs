@@ -357,6 +357,22 @@ impl Quotas {
     }
 }
 
+impl Shared {
+    /// One token of a keyed limit outside the agent/route pair (an agent's limit on one MCP
+    /// tool): through the Redis store when there is one (`key` names its Redis key), else, or
+    /// when Redis cannot answer, from the local bucket.
+    pub async fn take_keyed(&self, key: &str, limit: Limit) -> Result<Standing, Exceeded> {
+        if let Some(store) = &self.store {
+            match store.take(&[(key.to_string(), limit)]).await {
+                Ok(Some(standing)) => return Ok(standing),
+                Err(Some(exceeded)) => return Err(exceeded),
+                Ok(None) | Err(None) => {}
+            }
+        }
+        self.buckets.get(key).take(&limit, now_ns())
+    }
+}
+
 /// Takes a token from every bucket, or from none: when one refuses, the others get theirs back.
 /// On success, the standing of the tightest limit (fewest tokens left).
 pub fn take_all(checks: &[(&Bucket, &Limit)]) -> Result<Option<Standing>, Exceeded> {

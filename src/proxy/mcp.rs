@@ -46,13 +46,32 @@ enum Answer {
 
 /// What to write instead of sending the request on.
 pub struct Refused {
+    /// The metrics' `outcome`.
+    pub outcome: &'static str,
     pub status: u16,
     pub body: Bytes,
+    pub retry_after: Option<u64>,
+}
+
+impl Refused {
+    fn new(outcome: &'static str, status: u16, body: Bytes) -> Refused {
+        Refused {
+            outcome,
+            status,
+            body,
+            retry_after: None,
+        }
+    }
 }
 
 /// Reads and checks a POST to an MCP route. `Ok(Some)`: the answer to write (nothing is sent
 /// to the server); `Ok(None)`: send it on, with the state for the answer left in `ctx`.
-pub async fn admit(session: &mut Session, ctx: &mut Ctx, keep: bool) -> Result<Option<Refused>> {
+pub async fn admit(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    limits: &crate::limits::Shared,
+    keep: bool,
+) -> Result<Option<Refused>> {
     let header = |n: &str| {
         (session.req_header().headers.get(n))
             .and_then(|v| v.to_str().ok())
@@ -71,7 +90,7 @@ pub async fn admit(session: &mut Session, ctx: &mut Ctx, keep: bool) -> Result<O
     ctx.read_ahead(session, keep).await?;
     let checked = match ctx.body.pre_read.as_ref() {
         // Without the whole body in hand nothing can be checked, so nothing is sent.
-        None => Err((
+        None => Err(Refused::new(
             "too_large",
             413,
             jsonrpc::error(
@@ -81,30 +100,89 @@ pub async fn admit(session: &mut Session, ctx: &mut Ctx, keep: bool) -> Result<O
                 None,
             ),
         )),
-        Some(body) => jsonrpc::read(body).map_err(|m| ("malformed", 400, m.answer())),
+        Some(body) => jsonrpc::read(body).map_err(|m| Refused::new("malformed", 400, m.answer())),
     };
-    let refused = checked.and_then(|batch| {
+    let checked = checked.and_then(|batch| {
         jsonrpc::check_headers(mcp_method.as_deref(), mcp_name.as_deref(), &batch).map_err(
             |why| {
                 let e = jsonrpc::error(&Value::Null, jsonrpc::INVALID_REQUEST, why, None);
-                ("malformed", 400, e)
+                Refused::new("malformed", 400, e)
             },
         )?;
         state.note(&batch);
         match refuse_denied(&batch, state.grants.as_deref()) {
-            Some(body) => Err(("denied", 200, body)),
-            None => Ok(()),
+            Some(body) => Err(Refused::new("denied", 200, body)),
+            None => Ok(batch),
         }
     });
-    let answer = match refused {
-        Ok(()) => None,
-        Err((why, status, body)) => {
-            state.refused = Some(why);
-            Some(Refused { status, body })
-        }
+    let refused = match checked {
+        Ok(batch) => limit_tools(&batch, ctx, limits).await,
+        Err(r) => Some(r),
     };
+    state.refused = refused.as_ref().map(|r| r.outcome);
     ctx.mcp = Some(state);
-    Ok(answer)
+    Ok(refused)
+}
+
+/// `tool_rate_limits`: a token of the agent's limit for each tool called (shared through the
+/// limits' Redis store when there is one). A call past its limit is answered `-32029` with
+/// `Retry-After`; a batch goes whole or not at all (tokens its earlier calls took stay taken).
+async fn limit_tools(batch: &Batch, ctx: &Ctx, shared: &crate::limits::Shared) -> Option<Refused> {
+    let agent = &ctx.caller.identity.as_ref()?.agent;
+    let limits = agent.tool_limits.as_ref()?;
+    let mut exceeded: Vec<Option<u64>> = Vec::with_capacity(batch.messages.len());
+    for m in &batch.messages {
+        let limit = (m.method.as_deref() == Some("tools/call"))
+            .then(|| {
+                m.name
+                    .as_deref()
+                    .and_then(|n| limits.get(n).map(|l| (n, *l)))
+            })
+            .flatten();
+        let over = match limit {
+            Some((tool, limit)) => {
+                let key = format!("clawgate:{{a:{}}}:tool:{tool}", agent.id);
+                shared
+                    .take_keyed(&key, limit)
+                    .await
+                    .err()
+                    .map(|e| e.retry_after_secs)
+            }
+            None => None,
+        };
+        exceeded.push(over);
+    }
+    let wait = exceeded.iter().flatten().max().copied()?;
+    let answers: Vec<Bytes> = (batch.messages.iter().zip(&exceeded))
+        .filter_map(|(m, over)| {
+            let id = m.id.as_ref()?;
+            Some(match over {
+                Some(secs) => jsonrpc::rate_limited(id, *secs),
+                None => not_sent(id, "not sent: the batch calls a tool past its rate limit"),
+            })
+        })
+        .collect();
+    let mut r = Refused::new("rate_limited", 200, join(batch, &answers));
+    r.retry_after = Some(wait);
+    Some(r)
+}
+
+fn not_sent(id: &Value, why: &str) -> Bytes {
+    jsonrpc::error(id, jsonrpc::INVALID_REQUEST, why, None)
+}
+
+/// One answer, or the array a batch is answered with.
+fn join(batch: &Batch, answers: &[Bytes]) -> Bytes {
+    match (batch.batch, answers) {
+        (false, [one]) => one.clone(),
+        _ => {
+            let parts: Vec<&[u8]> = answers.iter().map(|b| &b[..]).collect();
+            let mut out = b"[".to_vec();
+            out.extend_from_slice(&parts.join(&b","[..]));
+            out.push(b']');
+            Bytes::from(out)
+        }
+    }
 }
 
 /// The answer to a body that calls a tool the agent may not use: `-32003` for each such call;
@@ -123,26 +201,11 @@ fn refuse_denied(batch: &Batch, grants: Option<&Grants>) -> Option<Bytes> {
             let id = m.id.as_ref()?;
             Some(match denied(m) {
                 true => jsonrpc::tool_not_allowed(id, m.name.as_deref().unwrap_or_default()),
-                false => jsonrpc::error(
-                    id,
-                    jsonrpc::INVALID_REQUEST,
-                    "not sent: the batch calls a tool that is not allowed",
-                    None,
-                ),
+                false => not_sent(id, "not sent: the batch calls a tool that is not allowed"),
             })
         })
         .collect();
-    let body = match (batch.batch, &answers[..]) {
-        (false, [one]) => one.clone(),
-        _ => {
-            let parts: Vec<&[u8]> = answers.iter().map(|b| &b[..]).collect();
-            let mut out = b"[".to_vec();
-            out.extend_from_slice(&parts.join(&b","[..]));
-            out.push(b']');
-            Bytes::from(out)
-        }
-    };
-    Some(body)
+    Some(join(batch, &answers))
 }
 
 impl State {

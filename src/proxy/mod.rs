@@ -541,10 +541,13 @@ impl Gateway {
         }
         if ctx.route().is_some_and(|r| r.mcp.is_some()) {
             let keep = self.services.track_tokens;
-            if let Some(refused) = Box::pin(mcp::admit(session, ctx, keep)).await? {
+            let limits = &self.services.limits;
+            if let Some(r) = Box::pin(mcp::admit(session, ctx, limits, keep)).await? {
                 let id = request_id::as_str(&ctx.request_id);
-                let r = refused;
-                crate::respond::write_json(session, r.status, r.body, id, &[]).await?;
+                let retry: Vec<_> = (r.retry_after.iter())
+                    .map(|s| ("retry-after", http::HeaderValue::from(*s)))
+                    .collect();
+                crate::respond::write_json(session, r.status, r.body, id, &retry).await?;
                 return Ok(true);
             }
         }

@@ -95,11 +95,6 @@ fn pending_features(file: &File) -> Vec<String> {
     if file.routes.iter().any(federated) {
         pending.push("MCP federation (several mcp.servers on a route)".into());
     }
-    let tool_limits =
-        |a: &schema::Agent| a.tool_rate_limits.as_ref().is_some_and(|l| !l.is_empty());
-    if file.agents.values().any(tool_limits) {
-        pending.push("MCP tool_rate_limits".into());
-    }
     pending
 }
 
