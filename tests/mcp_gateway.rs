@@ -300,3 +300,85 @@ async fn tool_limits_are_shared_through_redis() {
     assert_eq!(call(&b).await, Some(-32029));
     assert_eq!(server.count("search_web"), 2);
 }
+
+/// Two instances, one server behind two addresses: the gateway's session id names the address
+/// that holds the session, so any instance continues it there.
+const AFFINITY: &str = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+agents:
+  "data-agent": {api_key: "key-data"}
+  "ops-agent": {api_key: "key-ops"}
+backends:
+  github: {urls: ["URL_ONE", "URL_TWO"]}
+routes:
+  - path: "/mcp"
+    protocol: mcp
+    auth_required: true
+    mcp:
+      session_key: "0001020304050607080900010203040506070809000102030405060708090001"
+      servers:
+        github: {backend: github}
+"#;
+
+#[tokio::test]
+async fn a_session_continues_through_another_instance_on_its_address() {
+    let one = McpServer::start("one", &["--json"]);
+    let two = McpServer::start("two", &["--json"]);
+    let yaml = AFFINITY
+        .replace("URL_ONE", &format!("{}/mcp", one.base()))
+        .replace("URL_TWO", &format!("{}/mcp", two.base()));
+    let (a, b) = (
+        Gateway::start(&yaml, &one.base()),
+        Gateway::start(&yaml, &one.base()),
+    );
+    let post = |g: &Gateway, key: &'static str, session: Option<String>, body: String| {
+        let mut rb = http()
+            .post(g.url("/mcp"))
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(body);
+        if let Some(s) = session {
+            rb = rb.header("mcp-session-id", s);
+        }
+        async move {
+            let r = rb.send().await.expect("request");
+            let status = r.status().as_u16();
+            let id = (r.headers().get("mcp-session-id"))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (status, id, r.text().await.unwrap_or_default())
+        }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}});
+    let (status, token, body) = post(&a, "key-data", None, init.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let token = token.expect("a session id");
+    // The client holds the gateway's sealed token, not a server's id.
+    assert!(token.len() > 60, "{token}");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (status, _, _) = post(&b, "key-data", Some(token.clone()), initialized.to_string()).await;
+    assert_eq!(status, 202);
+    for i in 0..6 {
+        let call = json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+            "params": {"name": "search_web", "arguments": {"query": "q"}}});
+        let g = if i % 2 == 0 { &a } else { &b };
+        let (status, _, body) = post(g, "key-data", Some(token.clone()), call.to_string()).await;
+        assert_eq!(status, 200, "call {i}: {body}");
+        assert!(body.contains("results for q"), "{body}");
+    }
+    let (n1, n2) = (one.count("search_web"), two.count("search_web"));
+    assert!((n1, n2) == (6, 0) || (n1, n2) == (0, 6), "{n1} {n2}");
+
+    // Another agent cannot use the token; a forged one is an unknown session.
+    let call = json!({"jsonrpc": "2.0", "id": 99, "method": "tools/list"}).to_string();
+    let (status, _, _) = post(&b, "key-ops", Some(token.clone()), call.clone()).await;
+    assert_eq!(status, 404);
+    let last = if token.ends_with('A') { 'B' } else { 'A' };
+    let forged = format!("{}{last}", &token[..token.len() - 1]);
+    let (status, _, _) = post(&a, "key-data", Some(forged), call).await;
+    assert_eq!(status, 404);
+}

@@ -379,6 +379,19 @@ impl Pool {
         })
     }
 
+    /// The address `label` (`ip:port`) of this pool, for a request that must go there (an MCP
+    /// session lives on one address); `None` when the pool no longer has it. Health is not
+    /// asked: no other address could continue the session anyway.
+    pub fn pick(self: &Arc<Self>, label: &str) -> Option<Picked> {
+        let addr: SocketAddr = label.parse().ok()?;
+        let chosen = self.table.load().find(&addr)?.clone();
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Picked {
+            pool: self.clone(),
+            addr: chosen,
+        })
+    }
+
     /// The connection options for a request to `addr`.
     pub fn peer(&self, addr: &Addr, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
         let mut peer = HttpPeer::new(addr.addr, self.tls, self.sni.clone());

@@ -5,17 +5,22 @@
 use crate::at;
 use crate::config::schema::{self, RouteProtocol};
 use crate::config::Problem;
+use crate::mcp::session::Sealer;
+use std::sync::{Arc, OnceLock};
 
 /// The default `tool_prefix`: `github__create_issue`.
 pub const DEFAULT_PREFIX: &str = "{server}__";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// In name order (the file's map is sorted).
     pub servers: Vec<Server>,
     pub tool_prefix: String,
     pub session_affinity: bool,
-    pub session_key: Option<[u8; 32]>,
+    /// Seals the gateway's session ids: with `mcp.session_key`, else a key derived from
+    /// `auth.jwt`'s first secret (instances with one configuration share both), else this
+    /// process's own random key (sessions then stay with one instance).
+    pub sealer: Arc<Sealer>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +39,7 @@ impl Settings {
         r: &schema::Route,
         i: usize,
         backends: &[&str],
+        jwt_secret: Option<&str>,
     ) -> Result<Option<Settings>, Problem> {
         if r.protocol != Some(RouteProtocol::Mcp) {
             return match r.mcp {
@@ -76,13 +82,33 @@ impl Settings {
             ),
             None => None,
         };
+        let sealer = match (session_key, jwt_secret) {
+            (Some(k), _) => Arc::new(Sealer::new(k)),
+            (None, Some(secret)) => Arc::new(Sealer::from_jwt_secret(secret.as_bytes())),
+            (None, None) => process_sealer()
+                .map_err(|m| Problem::new(at!("routes", i, "mcp", "session_key"), m))?,
+        };
         Ok(Some(Settings {
             servers,
             tool_prefix: tool_prefix.to_string(),
             session_affinity: mcp.session_affinity.is_none_or(|f| f.0),
-            session_key,
+            sealer,
         }))
     }
+}
+
+/// One random key for the life of the process, so that a reload keeps its sessions.
+fn process_sealer() -> Result<Arc<Sealer>, String> {
+    static SEALER: OnceLock<Arc<Sealer>> = OnceLock::new();
+    if let Some(s) = SEALER.get() {
+        return Ok(s.clone());
+    }
+    let made = Sealer::random().map_err(|e| format!("no key to seal MCP sessions: {e}"))?;
+    log::info!(
+        "MCP session ids are sealed with this process's own key: set mcp.session_key (or \
+         auth.jwt) so that other instances can continue them"
+    );
+    Ok(SEALER.get_or_init(|| Arc::new(made)).clone())
 }
 
 fn server(
@@ -148,7 +174,9 @@ mod tests {
         let ok = route(
             "{path: /mcp, protocol: mcp, mcp: {servers: {github: {backend: gh}, search: {backend_url: 'http://127.0.0.1:7001/mcp'}}}}",
         );
-        let s = Settings::of_route(&ok, 0, &["gh"]).unwrap().unwrap();
+        let s = Settings::of_route(&ok, 0, &["gh"], Some("secret"))
+            .unwrap()
+            .unwrap();
         assert_eq!(s.servers.len(), 2);
         assert_eq!(s.servers[0].name, "github");
         assert_eq!(s.tool_prefix, "{server}__");
@@ -164,7 +192,7 @@ mod tests {
             ("{path: /x, protocol: mcp, mcp: {tool_prefix: 'x_', servers: {a: {backend_url: 'http://a'}, b: {backend_url: 'http://b'}}}}", "{server}"),
             ("{path: /x, protocol: mcp, mcp: {session_key: 'abc', servers: {a: {backend_url: 'http://a'}}}}", "32 bytes"),
         ] {
-            let e = Settings::of_route(&route(yaml), 0, &[]).unwrap_err();
+            let e = Settings::of_route(&route(yaml), 0, &[], None).unwrap_err();
             assert!(e.message.contains(message), "{yaml}: {}", e.message);
         }
     }

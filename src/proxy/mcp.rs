@@ -32,6 +32,8 @@ pub struct State {
     pub session: Option<String>,
     /// Why the gateway answered itself, for `outcome`.
     pub refused: Option<&'static str>,
+    /// The gateway's session id for the server's new session, sent in its place.
+    sealed: Option<String>,
     /// The ids of the `tools/list` requests whose answers are filtered, and the agent's grants.
     list_ids: Vec<Value>,
     grants: Option<Arc<Grants>>,
@@ -82,11 +84,16 @@ pub async fn admit(
         grants: (ctx.caller.identity.as_ref()).and_then(|i| i.agent.tools.clone()),
         ..State::default()
     });
+    let (mcp_method, mcp_name) = (header("mcp-method"), header("mcp-name"));
+    if let Err(r) = continue_session(session, ctx) {
+        state.refused = Some(r.outcome);
+        ctx.mcp = Some(state);
+        return Ok(Some(r));
+    }
     if session.req_header().method != http::Method::POST {
         ctx.mcp = Some(state);
         return Ok(None);
     }
-    let (mcp_method, mcp_name) = (header("mcp-method"), header("mcp-name"));
     ctx.read_ahead(session, keep).await?;
     let checked = match ctx.body.pre_read.as_ref() {
         // Without the whole body in hand nothing can be checked, so nothing is sent.
@@ -122,6 +129,50 @@ pub async fn admit(
     state.refused = refused.as_ref().map(|r| r.outcome);
     ctx.mcp = Some(state);
     Ok(refused)
+}
+
+/// What a session token is sealed to: the route and the agent, so that it opens nowhere else.
+fn bind(ctx: &Ctx) -> String {
+    let route = ctx.route().map_or("", |r| r.label.as_str());
+    let agent = ctx.caller.identity.as_ref().map_or("", |i| &*i.agent.id);
+    format!("{route}\0{agent}")
+}
+
+/// Session affinity: a request naming the gateway's session id goes to the address that holds
+/// the server's session, with the server's own id. A token that does not open here, or whose
+/// address is gone, is an unknown session: 404, as the transport says, and the client starts a
+/// new one.
+fn continue_session(session: &mut Session, ctx: &mut Ctx) -> Result<(), Refused> {
+    let Some(settings) = ctx.route().and_then(|r| r.mcp.clone()) else {
+        return Ok(());
+    };
+    let token = session.req_header().headers.get("mcp-session-id");
+    let Some(token) = token.filter(|_| settings.session_affinity) else {
+        return Ok(());
+    };
+    let unknown = || {
+        let body = jsonrpc::error(&Value::Null, -32001, "session not found", None);
+        Refused::new("unknown_session", 404, body)
+    };
+    let opened = token
+        .to_str()
+        .ok()
+        .and_then(|t| settings.sealer.open(t, &bind(ctx)));
+    let leg = opened
+        .and_then(|s| s.servers.into_iter().next())
+        .ok_or_else(unknown)?;
+    let pool = ctx.upstream.pool.clone().ok_or_else(unknown)?;
+    ctx.upstream.next = Some(pool.pick(&leg.addr).ok_or_else(unknown)?);
+    let headers = session.req_header_mut();
+    match leg.session.map(http::HeaderValue::try_from) {
+        Some(Ok(id)) => {
+            let _ = headers.insert_header("mcp-session-id", id);
+        }
+        _ => {
+            headers.remove_header("mcp-session-id");
+        }
+    }
+    Ok(())
 }
 
 /// `tool_rate_limits`: a token of the agent's limit for each tool called (shared through the
@@ -208,6 +259,43 @@ fn refuse_denied(batch: &Batch, grants: Option<&Grants>) -> Option<Bytes> {
     Some(join(batch, &answers))
 }
 
+/// A server's answer that opens a session (its `Mcp-Session-Id`): the client is given instead
+/// a sealed token naming the server, the address that answered and the server's id.
+pub fn seal_session(ctx: &mut Ctx, resp: &ResponseHeader) {
+    let Some(settings) = ctx.route().and_then(|r| r.mcp.clone()) else {
+        return;
+    };
+    let id = resp
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok());
+    let (Some(id), Some(picked)) = (id, ctx.upstream.picked.as_ref()) else {
+        return;
+    };
+    if !settings.session_affinity {
+        return;
+    }
+    let s = crate::mcp::session::Session {
+        servers: vec![crate::mcp::session::Leg {
+            server: settings
+                .servers
+                .first()
+                .map_or_else(String::new, |s| s.name.clone()),
+            addr: picked.addr.label.clone(),
+            session: Some(id.to_string()),
+        }],
+    };
+    match settings.sealer.seal(&s, &bind(ctx)) {
+        Ok(token) => {
+            if let Some(state) = ctx.mcp.as_mut() {
+                state.sealed = Some(token);
+            }
+        }
+        // The server's own id then goes out as it is: the session works, on this address.
+        Err(e) => log::warn!("an MCP session id could not be sealed: {e}"),
+    }
+}
+
 impl State {
     /// What the log and the metrics say of the body: its method (`batch` for several
     /// messages) and the tool a single `tools/call` names; and the `tools/list` ids to filter.
@@ -226,6 +314,9 @@ impl State {
     /// The server's response head: an answer that may hold a `tools/list` result is filtered
     /// (its length then changes, so it goes chunked).
     pub fn response(&mut self, resp: &mut ResponseHeader, version: http::Version) -> Result<()> {
+        if let Some(token) = self.sealed.take() {
+            resp.insert_header("mcp-session-id", token)?;
+        }
         if self.session.is_none() {
             let id = resp
                 .headers

@@ -343,6 +343,9 @@ impl ProxyHttp for Gateway {
                 &ctx.config.routes[route].label,
             );
         }
+        if ctx.mcp.is_some() {
+            mcp::seal_session(ctx, resp);
+        }
         if let Some(m) = ctx.mcp.as_mut() {
             m.response(resp, session.req_header().version)?;
         }

@@ -121,6 +121,11 @@ fn compile_routes(
         caching: file.caching.as_ref(),
         named: &named,
         config_dir,
+        jwt_secret: (file.auth.as_ref().and_then(|a| a.jwt.as_ref())).and_then(|j| {
+            (j.secret.as_ref())
+                .or_else(|| j.keys.first().and_then(|k| k.secret.as_ref()))
+                .map(|t| t.0.as_str())
+        }),
     };
     let mut routes: Vec<Route> = Vec::new();
     for (i, r) in file.routes.iter().enumerate() {

@@ -64,6 +64,9 @@ pub struct Context<'a> {
     pub named: &'a Named,
     /// The configuration file's folder: relative paths in it resolve there.
     pub config_dir: &'a std::path::Path,
+    /// `auth.jwt`'s first secret: MCP session tokens are sealed with a key derived from it
+    /// when `mcp.session_key` is not set.
+    pub jwt_secret: Option<&'a str>,
 }
 
 impl Route {
@@ -104,7 +107,7 @@ impl Route {
             None => None,
         };
         let names: Vec<&str> = on.named.keys().map(String::as_str).collect();
-        let mcp = crate::mcp::route::Settings::of_route(r, i, &names)?;
+        let mcp = crate::mcp::route::Settings::of_route(r, i, &names, on.jwt_secret)?;
         let passthrough = mcp.as_ref().and_then(|m| mcp_backend(r, m));
         let r = passthrough.as_ref().unwrap_or(r);
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
