@@ -13,5 +13,6 @@
 pub mod filter;
 pub mod grants;
 pub mod jsonrpc;
+pub mod resource;
 pub mod route;
 pub mod session;

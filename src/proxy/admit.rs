@@ -203,8 +203,34 @@ fn authenticate(
             caller.fetched_keys = true;
             Ok(Break(Admit::FetchKey(kid)))
         }
-        Err(f) => Err(Refusal::unauthorized(auth, access.strategy, &f)),
+        Err(f) => {
+            let mut refusal = Refusal::unauthorized(auth, access.strategy, &f);
+            if let Refusal::Unauthorized { challenge, .. } = &mut refusal {
+                if let Some(param) = resource_metadata(input, caller) {
+                    challenge.push_str(", ");
+                    challenge.push_str(&param);
+                }
+            }
+            Err(refusal)
+        }
     }
+}
+
+/// On an MCP route, when `auth.jwt` names an issuer: where the route's RFC 9728 metadata is,
+/// for the 401's challenge (MCP clients read it to find the authorization server).
+fn resource_metadata(input: &Input, caller: &Caller) -> Option<String> {
+    use crate::mcp::resource;
+    let cfg = input.cfg;
+    cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?;
+    let route = cfg.routes.get(caller.route?)?;
+    route.mcp.as_ref()?;
+    let host = (input.head.headers.get(http::header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| input.head.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let origin = resource::origin(cfg.process.tls.is_some(), host);
+    let path = resource::route_path(route.pattern.literal_prefix());
+    Some(resource::challenge_parameter(&origin, path))
 }
 
 /// The agent may call this path (its scopes, or the route's allowed agents).

@@ -13,6 +13,8 @@ pub enum BuiltIn {
     Token,
     /// `DELETE {base_path}/cache`: purges, by an admin.
     CacheAdmin,
+    /// `GET /.well-known/oauth-protected-resource/<route>`: an MCP route's RFC 9728 metadata.
+    ProtectedResource(usize),
 }
 
 impl BuiltIn {
@@ -28,7 +30,7 @@ impl BuiltIn {
         } else if cfg.cache.is_some() && path == cfg.cache_path {
             Some(BuiltIn::CacheAdmin)
         } else {
-            None
+            protected_resource(path, cfg).map(BuiltIn::ProtectedResource)
         }
     }
 
@@ -45,13 +47,14 @@ impl BuiltIn {
             BuiltIn::Metrics => "metrics",
             BuiltIn::Token => "token",
             BuiltIn::CacheAdmin => "cache",
+            BuiltIn::ProtectedResource(_) => "oauth-protected-resource",
         }
     }
 
     /// The `Allow` header of a 405.
     pub fn allow(self) -> &'static str {
         match self {
-            BuiltIn::Health | BuiltIn::Metrics => "GET, HEAD",
+            BuiltIn::Health | BuiltIn::Metrics | BuiltIn::ProtectedResource(_) => "GET, HEAD",
             BuiltIn::Token => "POST",
             BuiltIn::CacheAdmin => "DELETE",
         }
@@ -59,7 +62,9 @@ impl BuiltIn {
 
     pub fn allows(self, method: &Method) -> bool {
         match self {
-            BuiltIn::Health | BuiltIn::Metrics => method == Method::GET || method == Method::HEAD,
+            BuiltIn::Health | BuiltIn::Metrics | BuiltIn::ProtectedResource(_) => {
+                method == Method::GET || method == Method::HEAD
+            }
             BuiltIn::Token => method == Method::POST,
             BuiltIn::CacheAdmin => method == Method::DELETE,
         }
@@ -72,6 +77,18 @@ impl BuiltIn {
             BuiltIn::Metrics => "the metrics endpoint answers GET",
             BuiltIn::Token => "the token endpoint answers POST",
             BuiltIn::CacheAdmin => "the cache endpoint answers DELETE",
+            BuiltIn::ProtectedResource(_) => "the resource metadata answers GET",
         }
     }
+}
+
+/// The MCP route whose RFC 9728 metadata `path` names (when `auth.jwt` names an issuer).
+fn protected_resource(path: &str, cfg: &Config) -> Option<usize> {
+    use crate::mcp::resource;
+    let rest = path.strip_prefix(resource::WELL_KNOWN)?;
+    cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?;
+    let rest = if rest.is_empty() { "/" } else { rest };
+    (cfg.routes.iter()).position(|r| {
+        r.mcp.is_some() && resource::route_path(r.pattern.literal_prefix()) == rest
+    })
 }

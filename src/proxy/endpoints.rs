@@ -41,7 +41,31 @@ pub async fn serve(b: BuiltIn, session: &mut Session, s: &Served<'_>) -> Result<
             Err(r) => r.write(session, s.request_id).await,
         },
         BuiltIn::CacheAdmin => cache_admin(session, s).await,
+        BuiltIn::ProtectedResource(i) => protected_resource(session, s, i).await,
     }
+}
+
+/// An MCP route's RFC 9728 metadata: the resource is the route on the host the client asked.
+async fn protected_resource(session: &mut Session, s: &Served<'_>, i: usize) -> Result<()> {
+    use crate::mcp::resource;
+    let issuer = s.config.auth.jwt.as_ref().and_then(|j| j.rules.issuer.as_deref());
+    let (Some(route), Some(issuer)) = (s.config.routes.get(i), issuer) else {
+        return Refusal::NoRoute.write(session, s.request_id).await;
+    };
+    let origin = resource::origin(s.config.process.tls.is_some(), &host(session));
+    let path = resource::route_path(route.pattern.literal_prefix());
+    let body = Bytes::from(resource::document(&origin, path, issuer));
+    respond::write_json(session, 200, body, s.request_id, &[]).await
+}
+
+/// The `Host` the client asked (HTTP/2's `:authority`), else `localhost`.
+pub fn host(session: &Session) -> String {
+    let req = session.req_header();
+    (req.headers.get(http::header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_string()
 }
 
 async fn health(session: &mut Session, s: &Served<'_>) -> Result<()> {
