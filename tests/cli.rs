@@ -32,6 +32,7 @@ fn check_passes_on_the_article_configs_and_the_quickstart() {
         "multi-agent-gateway.yaml",
         "quickstart.yaml",
         "traffic.yaml",
+        "mcp.yaml",
     ] {
         let out = check(&conf_dir().join(name), &env);
         assert!(
