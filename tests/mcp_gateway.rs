@@ -21,6 +21,12 @@ routes:
     mcp:
       servers:
         github: {backend_url: "{backend}/mcp"}
+  - path: "/tools/*"
+    protocol: mcp
+    auth_required: true
+    mcp:
+      servers:
+        github: {backend_url: "{backend}/mcp"}
 monitoring:
   metrics: {enabled: true}
   logging: {output: "{dir}/access.log"}
@@ -381,4 +387,18 @@ async fn a_session_continues_through_another_instance_on_its_address() {
     let forged = format!("{}{last}", &token[..token.len() - 1]);
     let (status, _, _) = post(&a, "key-data", Some(forged), call).await;
     assert_eq!(status, 404);
+}
+
+#[test]
+fn every_path_of_a_prefix_route_is_the_servers_endpoint() {
+    let server = McpServer::start("github", &[]);
+    let g = Gateway::start(GATEWAY, &server.base());
+    for path in ["/tools/", "/tools/anything"] {
+        let out = run(
+            &g.url(path),
+            "key-admin",
+            &[("search_web", r#"{"query":"p"}"#)],
+        );
+        assert_eq!(out[1]["text"], "github: results for p", "{path}: {out:?}");
+    }
 }

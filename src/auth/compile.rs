@@ -148,7 +148,13 @@ fn key_store(api: Option<&schema::ApiKey>, agents: &Agents) -> Result<Option<Arc
         }
         match registry.get(id) {
             Some(a) if scopes.is_empty() => Ok(a.clone()),
-            _ => AgentInfo::new(id, scopes.to_vec()).map(Arc::new),
+            // Scopes of its own, but the file's agent: its MCP tool grants and limits stay.
+            Some(a) => AgentInfo::new(id, scopes.to_vec()).map(|mut info| {
+                info.tools = a.tools.clone();
+                info.tool_limits = a.tool_limits.clone();
+                Arc::new(info)
+            }),
+            None => AgentInfo::new(id, scopes.to_vec()).map(Arc::new),
         }
     });
     let (store, _missing) = Store::open(path.into(), agent_of)

@@ -54,6 +54,15 @@ impl Settings {
             .mcp
             .as_ref()
             .ok_or_else(|| Problem::new(at!("routes", i), "protocol: mcp needs mcp.servers"))?;
+        if r.caching
+            .as_ref()
+            .is_some_and(|c| c.enabled.is_some_and(|e| e.0))
+        {
+            return Err(Problem::new(
+                at!("routes", i, "caching"),
+                "an MCP route's answers belong to one session: caching does not apply",
+            ));
+        }
         if r.backend.is_some() || r.backend_url.is_some() || r.backend_weights.is_some() {
             return Err(Problem::new(
                 at!("routes", i),
@@ -191,6 +200,7 @@ mod tests {
             ("{path: /x, protocol: mcp, mcp: {servers: {'a b': {backend_url: 'http://a'}}}}", "letters, digits"),
             ("{path: /x, protocol: mcp, mcp: {tool_prefix: 'x_', servers: {a: {backend_url: 'http://a'}, b: {backend_url: 'http://b'}}}}", "{server}"),
             ("{path: /x, protocol: mcp, mcp: {session_key: 'abc', servers: {a: {backend_url: 'http://a'}}}}", "32 bytes"),
+            ("{path: /x, protocol: mcp, caching: {enabled: true}, mcp: {servers: {a: {backend_url: 'http://a'}}}}", "caching does not apply"),
         ] {
             let e = Settings::of_route(&route(yaml), 0, &[], None).unwrap_err();
             assert!(e.message.contains(message), "{yaml}: {}", e.message);

@@ -88,7 +88,6 @@ fn protected_resource(path: &str, cfg: &Config) -> Option<usize> {
     let rest = path.strip_prefix(resource::WELL_KNOWN)?;
     cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?;
     let rest = if rest.is_empty() { "/" } else { rest };
-    (cfg.routes.iter()).position(|r| {
-        r.mcp.is_some() && resource::route_path(r.pattern.literal_prefix()) == rest
-    })
+    (cfg.routes.iter())
+        .position(|r| r.mcp.is_some() && resource::route_path(r.pattern.literal_prefix()) == rest)
 }

@@ -48,7 +48,12 @@ pub async fn serve(b: BuiltIn, session: &mut Session, s: &Served<'_>) -> Result<
 /// An MCP route's RFC 9728 metadata: the resource is the route on the host the client asked.
 async fn protected_resource(session: &mut Session, s: &Served<'_>, i: usize) -> Result<()> {
     use crate::mcp::resource;
-    let issuer = s.config.auth.jwt.as_ref().and_then(|j| j.rules.issuer.as_deref());
+    let issuer = s
+        .config
+        .auth
+        .jwt
+        .as_ref()
+        .and_then(|j| j.rules.issuer.as_deref());
     let (Some(route), Some(issuer)) = (s.config.routes.get(i), issuer) else {
         return Refusal::NoRoute.write(session, s.request_id).await;
     };

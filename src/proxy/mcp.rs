@@ -85,6 +85,7 @@ pub async fn admit(
         ..State::default()
     });
     let (mcp_method, mcp_name) = (header("mcp-method"), header("mcp-name"));
+    to_the_server_path(session, ctx);
     if let Err(r) = continue_session(session, ctx) {
         state.refused = Some(r.outcome);
         ctx.mcp = Some(state);
@@ -129,6 +130,22 @@ pub async fn admit(
     state.refused = refused.as_ref().map(|r| r.outcome);
     ctx.mcp = Some(state);
     Ok(refused)
+}
+
+/// Every request of an MCP route goes to the server's MCP path as written in its URL (the
+/// transport has one endpoint): a path below the route's prefix is not another endpoint, and a
+/// server's redirect to its own address must not reach the client.
+fn to_the_server_path(session: &Session, ctx: &mut Ctx) {
+    let Some(route) = ctx.route() else { return };
+    let path = route.backends.path_prefix();
+    let path = if path.is_empty() { "/" } else { path };
+    let target = match session.req_header().uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    if let Ok(uri) = http::Uri::try_from(target) {
+        ctx.upstream.forward = Some(Box::new(uri));
+    }
 }
 
 /// What a session token is sealed to: the route and the agent, so that it opens nowhere else.
@@ -329,22 +346,22 @@ impl State {
         }
         let content_type = (resp.headers.get(http::header::CONTENT_TYPE))
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        self.answer = if content_type.starts_with("application/json") {
-            Some(Answer::Json(BytesMut::new()))
-        } else if content_type.starts_with("text/event-stream") {
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        // Anything but a stream is read whole: an answer of another type is still checked
+        // rather than passed on with the names it may hold.
+        let answer = if content_type.starts_with("text/event-stream") {
             let grants = self.grants.clone();
             let allows = move |tool: &str| grants.as_ref().is_none_or(|g| g.allows(tool));
             let filter = SseFilter::new(self.list_ids.clone(), allows, MAX_EVENT);
-            Some(Answer::Sse(Box::new(filter)))
+            Answer::Sse(Box::new(filter))
         } else {
-            None
+            Answer::Json(BytesMut::new())
         };
-        if self.answer.is_some() {
-            resp.remove_header(&http::header::CONTENT_LENGTH);
-            if version == http::Version::HTTP_11 {
-                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-            }
+        self.answer = Some(answer);
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        if version == http::Version::HTTP_11 {
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
         Ok(())
     }
@@ -379,7 +396,19 @@ impl State {
                     let grants = self.grants.clone();
                     let allows = |tool: &str| grants.as_ref().is_none_or(|g| g.allows(tool));
                     let filtered = crate::mcp::filter::tools_list(&whole, &self.list_ids, allows);
-                    *body = Some(filtered.unwrap_or(whole));
+                    let readable =
+                        || serde_json::from_slice::<serde::de::IgnoredAny>(&whole).is_ok();
+                    *body = Some(match filtered {
+                        Some(f) => f,
+                        None if readable() => whole,
+                        // Not JSON: it cannot be filtered, so it does not go out.
+                        None => jsonrpc::error(
+                            &Value::Null,
+                            -32603,
+                            "the server's answer to tools/list could not be read",
+                            None,
+                        ),
+                    });
                 }
                 Ok(())
             }
