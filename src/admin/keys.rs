@@ -77,6 +77,7 @@ pub fn add(cfg: &Config, new: NewKey) -> Result<String, String> {
         agent_id: new.agent.to_string(),
         sha256: keys::hex(&keys::sha256(key.as_bytes())),
         scopes: new.scopes,
+        tools: None,
         rate_limit: new.rate_limit.map(str::to_string),
         expires_at,
         disabled: false,

@@ -98,6 +98,8 @@ struct Claims {
     iat: Option<f64>,
     scopes: Option<Vec<String>>,
     scope: Option<String>,
+    /// MCP tool grants (globs), for agents the configuration gives none.
+    tools: Option<Vec<String>>,
 }
 
 pub fn now_secs() -> u64 {
@@ -265,6 +267,8 @@ impl Jwt {
         let agent = agent_of(&id, scopes).ok_or(Refused::Invalid(
             "the token's agent id or scopes are not valid",
         ))?;
+        let agent = AgentInfo::with_tools(agent, claims.tools.as_deref())
+            .map_err(|_| Refused::Invalid("the token's tools are not valid globs"))?;
         Ok(Verified {
             token: token.into(),
             agent,
@@ -482,6 +486,32 @@ mod tests {
             let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
             assert!(j.verify(&t, &agent).is_err(), "{aud:?}");
         }
+    }
+
+    #[test]
+    fn a_tools_claim_grants_agents_the_file_gives_none() {
+        let j = jwt(3600);
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let now = now_secs();
+        let token = |tools: serde_json::Value| {
+            let claims = serde_json::json!({"sub": "a", "iss": "gw", "iat": now, "exp": now + 60, "tools": tools});
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        let v = j
+            .verify(&token(serde_json::json!(["search_*"])), &agent)
+            .unwrap();
+        let grants = v.agent.tools.as_ref().expect("grants");
+        assert!(grants.allows("search_web") && !grants.allows("delete_repo"));
+        assert!(j.verify(&token(serde_json::json!(["!"])), &agent).is_err());
+        // An agent with grants in the file keeps them: a token does not widen them.
+        let narrow = |id: &str, scopes: Vec<String>| {
+            let mut a = AgentInfo::new(id, scopes).ok()?;
+            let g = crate::mcp::grants::Grants::compile(&["list_*".to_string()]).ok()?;
+            a.tools = Some(Arc::new(g));
+            Some(Arc::new(a))
+        };
+        let v = j.verify(&token(serde_json::json!(["*"])), &narrow).unwrap();
+        assert!(!v.agent.tools.as_ref().unwrap().allows("delete_repo"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct StoreEntry {
     pub sha256: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// MCP tool grants (globs), for agents the configuration gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<String>,
     /// RFC 3339; after it the key is refused.
@@ -182,6 +185,7 @@ pub fn table_of(file: &StoreFile, agent_of: &AgentOfKey) -> Result<KeyTable, Str
             .transpose()
             .map_err(|m| at(format!("expires_at: {m}")))?;
         let agent = agent_of(&e.agent_id, &e.scopes).map_err(at)?;
+        let agent = AgentInfo::with_tools(agent, e.tools.as_deref()).map_err(at)?;
         table.insert(digest, agent, rate_limit, expires_at, e.disabled);
     }
     Ok(table)
@@ -374,5 +378,25 @@ mod tests {
         assert!(serde_json::from_str::<StoreFile>(r#"{"keys":[{"agent":"a"}]}"#).is_err());
         assert!(parse_time("2027-01-31T00:00:00+02:00").is_ok());
         assert!(parse_time("tomorrow").is_err());
+    }
+
+    #[test]
+    fn an_entrys_tools_grant_agents_the_file_gives_none() {
+        let digest = hex(&sha256(b"k"));
+        let file = |tools: &str| -> StoreFile {
+            let json =
+                format!(r#"{{"keys":[{{"agent_id":"a","sha256":"{digest}","tools":{tools}}}]}}"#);
+            serde_json::from_str(&json).unwrap()
+        };
+        let table = table_of(&file(r#"["search_*"]"#), &|id, _| Ok(agent(id))).unwrap();
+        let KeyCheck::Valid(e) = table.check(&sha256(b"k")) else {
+            panic!("the key")
+        };
+        let grants = e.agent.tools.as_ref().expect("grants");
+        assert!(grants.allows("search_web") && !grants.allows("delete_repo"));
+        let err = table_of(&file(r#"["!"]"#), &|id, _| Ok(agent(id)))
+            .err()
+            .unwrap();
+        assert!(err.contains("tools"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use crate::config::schema::AuthStrategy as Strategy;
 
 /// An authenticated agent as the gateway knows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AgentInfo {
     pub id: Arc<str>,
     /// The id, ready to send as `X-Agent-ID`.
@@ -54,6 +54,23 @@ impl AgentInfo {
             tools: None,
             tool_limits: None,
         })
+    }
+
+    /// The agent with tool grants from its credential (a key-store entry's or a token's
+    /// `tools`), when the file gives it none: the configuration's grants are never widened
+    /// by a credential.
+    pub fn with_tools(
+        agent: Arc<AgentInfo>,
+        tools: Option<&[String]>,
+    ) -> Result<Arc<AgentInfo>, String> {
+        let Some(globs) = tools.filter(|_| agent.tools.is_none()) else {
+            return Ok(agent);
+        };
+        let grants =
+            crate::mcp::grants::Grants::compile(globs).map_err(|m| format!("tools: {m}"))?;
+        let mut info = (*agent).clone();
+        info.tools = Some(Arc::new(grants));
+        Ok(Arc::new(info))
     }
 
     pub fn may_call(&self, full_path: &str) -> bool {
