@@ -1,0 +1,200 @@
+//! Federation of two MCP servers behind one `protocol: mcp` route (DESIGN §5.2), through the
+//! real binary with the official Python SDK's servers and client: prefixed and filtered tool
+//! lists, calls routed by prefix, a server that stops and comes back.
+
+mod common;
+
+use common::mcp::{client, McpServer};
+use common::{client as http, Gateway};
+use serde_json::{json, Value};
+
+const GATEWAY: &str = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+agents:
+  "data-agent": {api_key: "key-data", tools: ["github__*", "!github__delete_*", "search__search_web"]}
+  "admin-agent": {api_key: "key-admin"}
+routes:
+  - path: "/mcp"
+    protocol: mcp
+    auth_required: true
+    connect_timeout: 1s
+    mcp:
+      servers:
+        github: {backend_url: "{github}/mcp"}
+        search: {backend_url: "{search}/mcp"}
+"#;
+
+/// Two servers (`github` answering in SSE, `search` in JSON) behind one gateway.
+fn federation() -> (McpServer, McpServer, Gateway) {
+    let github = McpServer::start("github", &[]);
+    let search = McpServer::start("search", &["--json"]);
+    let yaml = GATEWAY
+        .replace("{github}", &github.base())
+        .replace("{search}", &search.base());
+    let g = Gateway::start(&yaml, "unused");
+    (github, search, g)
+}
+
+fn tools(v: &Value) -> Vec<String> {
+    let mut t: Vec<String> = (v["tools"].as_array().into_iter().flatten())
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn tools_of_both_servers_are_listed_prefixed_and_filtered() {
+    let (_github, _search, g) = federation();
+    let url = g.url("/mcp");
+    let out = client(&url, &[("x-api-key", "key-admin")], &["list", "info"]);
+    let all = [
+        "github__create_issue",
+        "github__delete_repo",
+        "github__list_repos",
+        "github__search_web",
+        "search__create_issue",
+        "search__delete_repo",
+        "search__list_repos",
+        "search__search_web",
+    ];
+    assert_eq!(tools(&out[0]), all, "{out:?}");
+    assert_eq!(out[1]["server"], "clawgate", "{out:?}");
+    assert!(out[1]["session_id"].is_string(), "{out:?}");
+
+    let out = client(&url, &[("x-api-key", "key-data")], &["list"]);
+    assert_eq!(
+        tools(&out[0]),
+        [
+            "github__create_issue",
+            "github__list_repos",
+            "github__search_web",
+            "search__search_web"
+        ],
+        "{out:?}"
+    );
+}
+
+#[test]
+fn calls_go_to_the_server_their_prefix_names() {
+    let (github, search, g) = federation();
+    let url = g.url("/mcp");
+    let out = client(
+        &url,
+        &[("x-api-key", "key-data")],
+        &[
+            "call",
+            "github__search_web",
+            r#"{"query":"pingora"}"#,
+            "call",
+            "search__search_web",
+            r#"{"query":"rust"}"#,
+            "call",
+            "github__delete_repo",
+            r#"{"repo":"clawgate"}"#,
+            "call",
+            "search__list_repos",
+            r#"{"owner":"me"}"#,
+        ],
+    );
+    assert_eq!(out[0]["text"], "github: results for pingora", "{out:?}");
+    assert_eq!(out[1]["text"], "search: results for rust", "{out:?}");
+    assert_eq!(out[2]["error"]["code"], -32003, "{out:?}");
+    assert_eq!(out[3]["error"]["code"], -32003, "{out:?}");
+    assert_eq!(github.count("search_web"), 1);
+    assert_eq!(search.count("search_web"), 1);
+    assert_eq!(
+        github.count("delete_repo"),
+        0,
+        "a denied call never reaches the server"
+    );
+    assert_eq!(search.count("list_repos"), 0);
+
+    let out = client(
+        &url,
+        &[("x-api-key", "key-admin")],
+        &["call", "gitlab__search_web", r#"{"query":"x"}"#],
+    );
+    assert_eq!(out[0]["error"]["code"], -32602, "{out:?}");
+    assert_eq!(github.count("search_web") + search.count("search_web"), 2);
+}
+
+#[test]
+fn a_stopped_server_drops_out_and_comes_back() {
+    let (mut github, search, g) = federation();
+    let url = g.url("/mcp");
+    let key = [("x-api-key", "key-admin")];
+    github.stop();
+    let out = client(
+        &url,
+        &key,
+        &[
+            "list",
+            "call",
+            "github__search_web",
+            r#"{"query":"a"}"#,
+            "call",
+            "search__search_web",
+            r#"{"query":"b"}"#,
+        ],
+    );
+    assert!(
+        tools(&out[0]).iter().all(|t| t.starts_with("search__")),
+        "{out:?}"
+    );
+    assert_eq!(tools(&out[0]).len(), 4, "{out:?}");
+    assert_eq!(out[1]["error"]["code"], -32000, "{out:?}");
+    assert_eq!(out[1]["error"]["data"]["server"], "github", "{out:?}");
+    assert_eq!(out[2]["text"], "search: results for b", "{out:?}");
+    assert_eq!(search.count("search_web"), 1);
+
+    github.restart();
+    let out = client(
+        &url,
+        &key,
+        &["list", "call", "github__search_web", r#"{"query":"c"}"#],
+    );
+    assert_eq!(tools(&out[0]).len(), 8, "{out:?}");
+    assert_eq!(out[1]["text"], "github: results for c", "{out:?}");
+    assert_eq!(github.count("search_web"), 1);
+}
+
+#[tokio::test]
+async fn the_gateway_answers_what_it_does_not_federate() {
+    let (_github, _search, g) = federation();
+    let post = |body: &'static str| {
+        let rb = http()
+            .post(g.url("/mcp"))
+            .header("x-api-key", "key-admin")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        async move {
+            let r = rb.send().await.expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, v) = post(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+    assert_eq!((status, &v["result"]), (200, &json!({})), "{v}");
+    let (status, v) = post(r#"{"jsonrpc":"2.0","id":2,"method":"resources/list"}"#).await;
+    assert_eq!((status, &v["error"]["code"]), (200, &json!(-32601)), "{v}");
+    let (status, _) = post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+    assert_eq!(status, 202);
+    let get = http()
+        .get(g.url("/mcp"))
+        .header("x-api-key", "key-admin")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(get.status().as_u16(), 405);
+    let foreign = http()
+        .delete(g.url("/mcp"))
+        .header("x-api-key", "key-admin")
+        .header("mcp-session-id", "not-a-token")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(foreign.status().as_u16(), 404);
+}
