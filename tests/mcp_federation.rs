@@ -13,6 +13,7 @@ gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.so
 agents:
   "data-agent": {api_key: "key-data", tools: ["github__*", "!github__delete_*", "search__search_web"]}
   "admin-agent": {api_key: "key-admin"}
+  "busy-agent": {api_key: "key-busy", tool_rate_limits: {"search__search_web": "1/minute"}}
 routes:
   - path: "/mcp"
     protocol: mcp
@@ -157,6 +158,78 @@ fn a_stopped_server_drops_out_and_comes_back() {
     assert_eq!(tools(&out[0]).len(), 8, "{out:?}");
     assert_eq!(out[1]["text"], "github: results for c", "{out:?}");
     assert_eq!(github.count("search_web"), 1);
+}
+
+#[test]
+fn tool_limits_count_the_prefixed_name() {
+    let (github, search, g) = federation();
+    let call = |tool| ["call", tool, r#"{"query":"q"}"#];
+    let steps = [
+        call("search__search_web"),
+        call("search__search_web"),
+        call("github__search_web"),
+    ]
+    .concat();
+    let out = client(&g.url("/mcp"), &[("x-api-key", "key-busy")], &steps);
+    assert_eq!(out[0]["text"], "search: results for q", "{out:?}");
+    assert_eq!(out[1]["error"]["code"], -32029, "{out:?}");
+    assert_eq!(out[2]["text"], "github: results for q", "{out:?}");
+    assert_eq!(
+        (search.count("search_web"), github.count("search_web")),
+        (1, 1)
+    );
+}
+
+/// POSTs one JSON-RPC message in the session `token` (if any): status, session header, body.
+async fn rpc(g: &Gateway, token: Option<&str>, body: Value) -> (u16, Option<String>, Value) {
+    let mut rb = http()
+        .post(g.url("/mcp"))
+        .header("x-api-key", "key-admin")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_string());
+    if let Some(t) = token {
+        rb = rb.header("mcp-session-id", t);
+    }
+    let r = rb.send().await.expect("request");
+    let status = r.status().as_u16();
+    let session =
+        (r.headers().get("mcp-session-id")).and_then(|v| v.to_str().ok().map(String::from));
+    (status, session, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_session_outlives_a_server_restart() {
+    let (mut github, _search, g) = federation();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let (status, token, v) = rpc(&g, None, init).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["protocolVersion"], "2025-06-18", "{v}");
+    let token = token.expect("a session id");
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let count = |v: &Value| v["result"]["tools"].as_array().map_or(0, Vec::len);
+    let (_, _, v) = rpc(&g, Some(&token), list.clone()).await;
+    assert_eq!(count(&v), 8, "{v}");
+    // The restarted server knows none of the sessions: the gateway opens another.
+    github.restart();
+    let (_, _, v) = rpc(&g, Some(&token), list).await;
+    assert_eq!(count(&v), 8, "{v}");
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "github__search_web", "arguments": {"query": "again"}}});
+    let (status, _, _) = rpc(&g, Some(&token), call).await;
+    assert_eq!(status, 200);
+    assert_eq!(github.count("search_web"), 1);
+    let bye = http()
+        .delete(g.url("/mcp"))
+        .header("x-api-key", "key-admin")
+        .header("mcp-session-id", &token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(bye.status().as_u16(), 200);
 }
 
 #[tokio::test]
