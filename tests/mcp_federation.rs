@@ -254,6 +254,26 @@ async fn the_gateway_answers_what_it_does_not_federate() {
     assert_eq!((status, &v["error"]["code"]), (200, &json!(-32601)), "{v}");
     let (status, _) = post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
     assert_eq!(status, 202);
+    // Older clients' batches: each request answered, as JSON (the SSE server's too).
+    let (status, v) = post(
+        r#"[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"github__search_web","arguments":{"query":"x"}}},
+            {"jsonrpc":"2.0","method":"notifications/progress","params":{}},
+            {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"search__search_web","arguments":{"query":"y"}}},
+            {"jsonrpc":"2.0","id":"c","method":"prompts/list"}]"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v[0]["id"], "a", "{v}");
+    assert_eq!(
+        v[0]["result"]["content"][0]["text"], "github: results for x",
+        "{v}"
+    );
+    assert_eq!(
+        v[1]["result"]["content"][0]["text"], "search: results for y",
+        "{v}"
+    );
+    assert_eq!(v[2]["error"]["code"], -32601, "{v}");
     let get = http()
         .get(g.url("/mcp"))
         .header("x-api-key", "key-admin")

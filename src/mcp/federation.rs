@@ -135,6 +135,17 @@ pub fn result_of(content_type: &str, body: &[u8], id: &Value) -> Result<Value, N
     answer_to(v, id).unwrap_or(Err(NoResult::Unreadable))
 }
 
+/// A server's answer to request `id` as one JSON-RPC message (an SSE answer's result, for a
+/// batch, whose answers are JSON); `None` when it holds no answer to it.
+pub fn relayed(content_type: &str, body: &[u8], id: &Value) -> Option<Bytes> {
+    let v = match result_of(content_type, body, id) {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(NoResult::Error(e)) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
+        Err(NoResult::Unreadable) => return None,
+    };
+    Some(Bytes::from(v.to_string()))
+}
+
 /// The result or error for `id` in one message or a batch; `None`: not an answer to it.
 fn answer_to(v: Value, id: &Value) -> Option<Result<Value, NoResult>> {
     match v {
@@ -282,5 +293,16 @@ mod tests {
             result_of("text/event-stream", b": ping\n\n", &id),
             Err(NoResult::Unreadable)
         );
+        let again: Value =
+            serde_json::from_slice(&relayed("text/event-stream", sse.as_bytes(), &id).unwrap())
+                .unwrap();
+        assert_eq!(
+            again,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {"a": 1}})
+        );
+        let again: Value =
+            serde_json::from_slice(&relayed("application/json", err, &id).unwrap()).unwrap();
+        assert_eq!(again["error"]["code"], -32601);
+        assert_eq!(relayed("application/json", other, &id), None);
     }
 }

@@ -291,38 +291,93 @@ pub async fn post(
     grants: Option<Arc<Grants>>,
 ) -> Refused {
     let Some(s) = Servers::of(session, ctx).map(Arc::new) else {
-        return json_answer(
-            "error",
-            jsonrpc::error(&Value::Null, -32603, "no route", None),
-        );
-    };
-    let [m] = &batch.messages[..] else {
-        let e = "a federated endpoint takes one message per POST";
-        return Refused::new(
-            "malformed",
-            400,
-            jsonrpc::error(&Value::Null, -32600, e, None),
-        );
+        let e = jsonrpc::error(&Value::Null, -32603, "no route", None);
+        return json_answer("error", e);
     };
     let body = ctx.body.pre_read.clone().unwrap_or_default();
-    let (Some(method), Some(id)) = (m.method.as_deref(), m.id.as_ref()) else {
+    let requests = batch.messages.iter().filter(|m| m.is_request()).count();
+    if requests == 0 {
         // Notifications and the client's answers: the servers' sessions need none of them.
         return Refused::new("ok", 202, Bytes::new());
-    };
-    if method == "initialize" {
-        return initialize(&s, ctx, id, &body).await;
+    }
+    if let ([m], false) = (&batch.messages[..], batch.batch) {
+        if let (Some("initialize"), Some(id)) = (m.method.as_deref(), m.id.as_ref()) {
+            return initialize(&s, ctx, id, &body).await;
+        }
     }
     let legs = match token(session, ctx, &s) {
         Ok(t) => s.legs(t),
         Err(r) => return r,
     };
-    match method {
-        "ping" => json_answer("ok", fed::answer(id, json!({}))),
-        "tools/list" => list(&s, &legs, id, grants.as_deref()).await,
-        "tools/call" => call(&s, &legs, id, m.name.as_deref(), &body).await,
+    let grants = grants.as_deref();
+    if !batch.batch {
+        return match batch.messages.first() {
+            Some(m) => single(reply(&s, &legs, m, &body, grants).await),
+            None => Refused::new("ok", 202, Bytes::new()),
+        };
+    }
+    // Older clients' batches: each request answered in turn, as JSON.
+    let raw: Vec<Value> = serde_json::from_slice(&body).unwrap_or_default();
+    let mut answers = Vec::with_capacity(requests);
+    for (m, raw) in batch.messages.iter().zip(raw) {
+        let Some(id) = m.id.as_ref().filter(|_| m.is_request()) else {
+            continue;
+        };
+        let raw = serde_json::to_vec(&raw).unwrap_or_default();
+        answers.push(match reply(&s, &legs, m, &raw, grants).await {
+            Reply::Own(_, b) => b,
+            Reply::Server(server, a) => fed::relayed(content_type(&a), &a.body, id)
+                .unwrap_or_else(|| jsonrpc::server_unavailable(id, &server)),
+        });
+    }
+    let parts: Vec<&[u8]> = answers.iter().map(|b| &b[..]).collect();
+    let joined = [&b"["[..], &parts.join(&b","[..]), b"]"].concat();
+    json_answer("ok", Bytes::from(joined))
+}
+
+/// How a request is answered: by the gateway (its outcome and message), or by a server.
+enum Reply {
+    Own(&'static str, Bytes),
+    Server(String, Answer),
+}
+
+/// The answer to one request; `body` is the request's own JSON.
+async fn reply(
+    s: &Arc<Servers>,
+    legs: &[Leg],
+    m: &jsonrpc::Message,
+    body: &[u8],
+    grants: Option<&Grants>,
+) -> Reply {
+    let id = m.id.as_ref().unwrap_or(&Value::Null);
+    match m.method.as_deref().unwrap_or_default() {
+        "ping" => Reply::Own("ok", fed::answer(id, json!({}))),
+        "tools/list" => Reply::Own("ok", list(s, legs, id, grants).await),
+        "tools/call" => call(s, legs, id, m.name.as_deref(), body).await,
+        "initialize" => {
+            let why = "initialize comes alone, in a POST of its own";
+            Reply::Own(
+                "malformed",
+                jsonrpc::error(id, jsonrpc::INVALID_REQUEST, why, None),
+            )
+        }
         _ => {
             let why = "method not found: a federated endpoint serves tools only";
-            json_answer("error", jsonrpc::error(id, -32601, why, None))
+            Reply::Own("error", jsonrpc::error(id, -32601, why, None))
+        }
+    }
+}
+
+/// A single request's answer: a server's as it wrote it (status, content type, JSON or SSE).
+fn single(r: Reply) -> Refused {
+    match r {
+        Reply::Own(outcome, b) => json_answer(outcome, b),
+        Reply::Server(_, a) => {
+            let mut r = Refused::new("ok", a.status, Bytes::from(a.body));
+            if let Some(ct) = a.headers.get(http::header::CONTENT_TYPE) {
+                r.headers.push(("content-type", ct.clone()));
+            }
+            r
         }
     }
 }
@@ -366,7 +421,7 @@ impl Servers {
 
 /// Every server's tools, prefixed, less those the agent may not use; a server that fails is
 /// left out.
-async fn list(s: &Arc<Servers>, legs: &[Leg], id: &Value, grants: Option<&Grants>) -> Refused {
+async fn list(s: &Arc<Servers>, legs: &[Leg], id: &Value, grants: Option<&Grants>) -> Bytes {
     let listing = legs.iter().enumerate().map(|(i, leg)| {
         let (s, leg) = (s.clone(), leg.clone());
         async move { list_one(&s, i, &leg).await }
@@ -378,7 +433,7 @@ async fn list(s: &Arc<Servers>, legs: &[Leg], id: &Value, grants: Option<&Grants
     let results = (prefixes.iter().zip(lists))
         .filter_map(|(p, tools)| Some((p.as_str(), json!({ "tools": tools.flatten()? }))));
     let merged = fed::merge_tools(results, |t| grants.is_none_or(|g| g.allows(t)));
-    json_answer("ok", fed::answer(id, merged))
+    fed::answer(id, merged)
 }
 
 /// One server's tools, every page; `None` when it fails.
@@ -421,37 +476,32 @@ async fn list_one(s: &Arc<Servers>, i: usize, leg: &Leg) -> Option<Vec<Value>> {
     Some(tools)
 }
 
-/// A tool call, to the server its prefix names; the server's answer as it wrote it.
+/// A tool call, to the server its prefix names, with the server's name for it.
 async fn call(
     s: &Arc<Servers>,
     legs: &[Leg],
     id: &Value,
     name: Option<&str>,
     body: &[u8],
-) -> Refused {
+) -> Reply {
     let names = s.pools.iter().map(|(n, _)| n.as_str());
     let routed = name.and_then(|n| fed::unprefix(&s.settings.tool_prefix, names, n));
     let Some((server, tool)) = routed else {
         let data = json!({ "tool": name });
-        let e = jsonrpc::error(id, -32602, "unknown tool", Some(data));
-        return json_answer("error", e);
+        return Reply::Own(
+            "error",
+            jsonrpc::error(id, -32602, "unknown tool", Some(data)),
+        );
     };
     let i = (s.pools.iter().position(|(n, _)| n == server)).unwrap_or_default();
     let (Some(leg), Some(renamed)) = (legs.get(i), fed::renamed_call(body, tool)) else {
-        let e = jsonrpc::error(id, -32602, "invalid params", None);
-        return json_answer("error", e);
+        return Reply::Own("error", jsonrpc::error(id, -32602, "invalid params", None));
     };
     let (answer, opened) = s.exchange(i, leg, renamed, s.call_timeout).await;
     s.close_later(i, opened);
     match answer {
-        Ok(a) if a.status != 404 => {
-            let mut r = Refused::new("ok", a.status, Bytes::from(a.body));
-            if let Some(ct) = a.headers.get(http::header::CONTENT_TYPE) {
-                r.headers.push(("content-type", ct.clone()));
-            }
-            r
-        }
-        Ok(_) | Err(_) => json_answer("unavailable", jsonrpc::server_unavailable(id, server)),
+        Ok(a) if a.status != 404 => Reply::Server(server.to_string(), a),
+        Ok(_) | Err(_) => Reply::Own("unavailable", jsonrpc::server_unavailable(id, server)),
     }
 }
 

@@ -112,10 +112,7 @@ impl Route {
         let names: Vec<&str> = on.named.keys().map(String::as_str).collect();
         let mcp = crate::mcp::route::Settings::of_route(r, i, &names, on.jwt_secret)?;
         let passthrough = mcp.as_ref().and_then(|m| mcp_backend(r, m));
-        let mcp_pools = match &mcp {
-            Some(m) if m.servers.len() > 1 => mcp_pools(m, i, &label, on.named, pools)?,
-            _ => Vec::new(),
-        };
+        let mcp_pools = mcp_pools(mcp.as_ref(), i, &label, on.named, pools)?;
         let r = passthrough.as_ref().unwrap_or(r);
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
@@ -224,14 +221,17 @@ fn mcp_backend(r: &schema::Route, m: &crate::mcp::route::Settings) -> Option<sch
 }
 
 /// Each federated server's pool: its named backend, or a pool of its `backend_url` (added to
-/// `pools`, so that its name is resolved like any backend's).
+/// `pools`, so that its name is resolved like any backend's). None for a single server.
 fn mcp_pools(
-    m: &crate::mcp::route::Settings,
+    m: Option<&crate::mcp::route::Settings>,
     i: usize,
     label: &str,
     named: &Named,
     pools: &mut Vec<Arc<Pool>>,
 ) -> Result<Vec<(String, Arc<Pool>)>, Problem> {
+    let Some(m) = m.filter(|m| m.servers.len() > 1) else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::with_capacity(m.servers.len());
     for s in &m.servers {
         let pool = match (&s.backend, &s.backend_url) {
