@@ -90,14 +90,7 @@ impl Servers {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, String> {
-        let pool = &picked.pool;
-        let peer = pool.peer(&picked.addr, self.open_timeout, timeout);
-        let host = pool.host_for(&picked.addr).unwrap_or(&pool.host_header);
-        let path = match pool.path_prefix.as_str() {
-            "" => "/".to_string(),
-            p => p.to_string(),
-        };
-        let target = Target::at(peer, host.to_str().unwrap_or_default().to_string(), path);
+        let target = self.target(picked, timeout);
         let mut headers = vec![
             ("content-type", "application/json"),
             ("accept", "application/json, text/event-stream"),
@@ -113,8 +106,22 @@ impl Servers {
             max_answer: MAX_ANSWER,
         };
         let answer = exchange_answer(connector(), &target, call, timeout).await;
-        pool.report(&picked.addr, answer.as_ref().is_ok_and(|a| a.status < 500));
+        let ok = answer.as_ref().is_ok_and(|a| a.status < 500);
+        picked.pool.report(&picked.addr, ok);
         answer
+    }
+
+    /// The server's MCP endpoint at the address picked, with its pool's connection options.
+    fn target(&self, picked: &Picked, timeout: Duration) -> Target {
+        let pool = &picked.pool;
+        let peer = pool.peer(&picked.addr, self.open_timeout, timeout);
+        let host = pool.host_for(&picked.addr).unwrap_or(&pool.host_header);
+        let path = match pool.path_prefix.as_str() {
+            "" => "/",
+            p => p,
+        };
+        let host = host.to_str().unwrap_or_default().to_string();
+        Target::at(peer, host, path.to_string())
     }
 
     /// Opens a session with server `i` on one of its addresses: `initialize`, then
@@ -212,13 +219,7 @@ impl Servers {
         let Some(picked) = pool.pick(&leg.addr) else {
             return;
         };
-        let peer = pool.peer(&picked.addr, self.open_timeout, self.open_timeout);
-        let host = pool.host_for(&picked.addr).unwrap_or(&pool.host_header);
-        let path = match pool.path_prefix.as_str() {
-            "" => "/".to_string(),
-            p => p.to_string(),
-        };
-        let target = Target::at(peer, host.to_str().unwrap_or_default().to_string(), path);
+        let target = self.target(&picked, self.open_timeout);
         let headers = [
             ("mcp-session-id", id),
             ("mcp-protocol-version", self.version),
