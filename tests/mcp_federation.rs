@@ -5,7 +5,7 @@
 mod common;
 
 use common::mcp::{client, McpServer};
-use common::{client as http, Gateway};
+use common::{client as http, metrics_text, Gateway};
 use serde_json::{json, Value};
 
 const GATEWAY: &str = r#"
@@ -23,6 +23,8 @@ routes:
       servers:
         github: {backend_url: "{github}/mcp"}
         search: {backend_url: "{search}/mcp"}
+monitoring:
+  metrics: {enabled: true}
 "#;
 
 /// Two servers (`github` answering in SSE, `search` in JSON) behind one gateway.
@@ -274,6 +276,28 @@ async fn the_gateway_answers_what_it_does_not_federate() {
         "{v}"
     );
     assert_eq!(v[2]["error"]["code"], -32601, "{v}");
+    // Metrics name the tool as the client sees it, and the server it went to.
+    let (status, v) = post(
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"search__search_web","arguments":{"query":"z"}}}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &v["result"]["isError"]),
+        (200, &json!(false)),
+        "{v}"
+    );
+    let m = metrics_text(&g).await;
+    let call = [
+        "openclaw_gateway_mcp_requests_total{",
+        "method=\"tools/call\"",
+        "tool=\"search__search_web\"",
+        "server=\"search\"",
+        "outcome=\"ok\"",
+    ];
+    let seen = m
+        .lines()
+        .any(|l| !l.starts_with('#') && call.iter().all(|p| l.contains(p)));
+    assert!(seen, "{m}");
     let get = http()
         .get(g.url("/mcp"))
         .header("x-api-key", "key-admin")

@@ -32,6 +32,8 @@ pub struct State {
     pub session: Option<String>,
     /// Why the gateway answered itself, for `outcome`.
     pub refused: Option<&'static str>,
+    /// Federated: the server a `tools/call` went to, else none ("" in metrics).
+    pub server: Option<String>,
     /// The gateway's session id for the server's new session, sent in its place.
     sealed: Option<String>,
     /// The ids of the `tools/list` requests whose answers are filtered, and the agent's grants.
@@ -134,6 +136,7 @@ pub async fn admit(
             // Checked like any: the federated request path answers it.
             None if federated => {
                 let grants = state.grants.clone();
+                state.server = Some(super::mcp_federation::server_of(ctx, state.tool.as_deref()));
                 Some(super::mcp_federation::post(session, ctx, &batch, grants).await)
             }
             refused => refused,

@@ -284,6 +284,16 @@ fn json_answer(outcome: &'static str, body: Bytes) -> Refused {
     Refused::new(outcome, 200, body)
 }
 
+/// The server a federated tool name belongs to, for metrics and the log ("" for none).
+pub fn server_of(ctx: &Ctx, tool: Option<&str>) -> String {
+    let Some(settings) = ctx.route().and_then(|r| r.mcp.as_ref()) else {
+        return String::new();
+    };
+    let names = settings.servers.iter().map(|s| s.name.as_str());
+    let routed = tool.and_then(|t| fed::unprefix(&settings.tool_prefix, names, t));
+    routed.map_or_else(String::new, |(server, _)| server.to_string())
+}
+
 /// A POST whose messages `admit` has checked (grants and tool limits included).
 pub async fn post(
     session: &Session,
