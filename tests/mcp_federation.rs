@@ -18,7 +18,6 @@ routes:
   - path: "/mcp"
     protocol: mcp
     auth_required: true
-    connect_timeout: 1s
     mcp:
       servers:
         github: {backend_url: "{github}/mcp"}
@@ -286,7 +285,6 @@ async fn the_gateway_answers_what_it_does_not_federate() {
         (200, &json!(false)),
         "{v}"
     );
-    let m = metrics_text(&g).await;
     let call = [
         "openclaw_gateway_mcp_requests_total{",
         "method=\"tools/call\"",
@@ -294,10 +292,18 @@ async fn the_gateway_answers_what_it_does_not_federate() {
         "server=\"search\"",
         "outcome=\"ok\"",
     ];
-    let seen = m
-        .lines()
-        .any(|l| !l.starts_with('#') && call.iter().all(|p| l.contains(p)));
-    assert!(seen, "{m}");
+    // The exchange is counted when its log line is written, just after the answer: polled.
+    let counted =
+        |m: &str| (m.lines()).any(|l| !l.starts_with('#') && call.iter().all(|p| l.contains(p)));
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = metrics_text(&g).await;
+        if counted(&m) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(counted(&m), "{m}");
     let get = http()
         .get(g.url("/mcp"))
         .header("x-api-key", "key-admin")
