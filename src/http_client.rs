@@ -16,6 +16,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// An address already resolved, e.g. one of a backend pool's (its connection options, its
+    /// `Host`, and the path asked for).
+    pub fn at(peer: HttpPeer, authority: String, path: String) -> Target {
+        Target {
+            peer,
+            authority,
+            path,
+        }
+    }
+
     pub async fn resolve(url: &str, timeout: Duration) -> Result<Target, String> {
         let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
         let tls = match uri.scheme_str() {
@@ -56,6 +66,13 @@ pub struct Call<'a> {
     pub max_answer: usize,
 }
 
+/// What an exchange got back.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
 /// One exchange; the status and the body of the answer.
 pub async fn exchange(
     connector: &Connector,
@@ -63,6 +80,17 @@ pub async fn exchange(
     call: Call<'_>,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), String> {
+    let a = exchange_answer(connector, to, call, timeout).await?;
+    Ok((a.status, a.body))
+}
+
+/// One exchange; the whole answer, headers included.
+pub async fn exchange_answer(
+    connector: &Connector,
+    to: &Target,
+    call: Call<'_>,
+    timeout: Duration,
+) -> Result<Answer, String> {
     let work = async {
         let (mut session, _) = connector
             .get_http_session(&to.peer)
@@ -89,7 +117,11 @@ pub async fn exchange(
         }
         session.finish_request_body().await.map_err(e)?;
         session.read_response_header().await.map_err(e)?;
-        let status = session.response_header().map_or(0, |h| h.status.as_u16());
+        let (status, headers) = session
+            .response_header()
+            .map_or((0, http::HeaderMap::new()), |h| {
+                (h.status.as_u16(), h.headers.clone())
+            });
         let mut answer = Vec::new();
         while let Some(chunk) = session.read_response_body().await.map_err(e)? {
             answer.extend_from_slice(&chunk);
@@ -103,7 +135,11 @@ pub async fn exchange(
         connector
             .release_http_session(session, &to.peer, Some(Duration::from_secs(60)))
             .await;
-        Ok((status, answer))
+        Ok(Answer {
+            status,
+            headers,
+            body: answer,
+        })
     };
     tokio::time::timeout(timeout * 2, work)
         .await

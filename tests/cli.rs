@@ -193,16 +193,6 @@ fn start_refuses_features_this_build_lacks() {
         err.contains("text access log") && err.contains("refusing to start"),
         "{err}"
     );
-    std::fs::write(
-        &config,
-        "routes:\n  - path: /mcp\n    protocol: mcp\n    mcp: {servers: {a: {backend_url: \"http://127.0.0.1:1/mcp\"}, b: {backend_url: \"http://127.0.0.1:2/mcp\"}}}\n",
-    )
-    .unwrap();
-    let err = start();
-    assert!(
-        err.contains("MCP federation") && err.contains("refusing to start"),
-        "{err}"
-    );
     // A semantic cache whose model is not there stops the start, naming the directory.
     std::fs::write(
         &config,

@@ -5,11 +5,14 @@
 //!   own JSON-RPC errors;
 //! - [`grants`] decides which tools an agent may use from its globs;
 //! - [`filter`] hides the other tools from `tools/list` answers, in JSON and in SSE streams;
+//! - [`federation`] names tools of several servers apart and merges what they answer;
 //! - [`session`] seals the gateway's session id: which backend holds each server's session,
 //!   for any instance to open.
 //!
-//! These do no I/O; the request path that uses them is `proxy/mcp.rs`.
+//! These do no I/O; the request path that uses them is `proxy/mcp.rs` (and
+//! `proxy/mcp_federation.rs` for several servers).
 
+pub mod federation;
 pub mod filter;
 pub mod grants;
 pub mod jsonrpc;

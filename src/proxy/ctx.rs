@@ -193,9 +193,11 @@ impl Ctx {
                 method: m.method.as_deref(),
                 tool: m.tool.as_deref(),
                 session: m.session.as_deref(),
-                server: (self.route().and_then(|r| r.mcp.as_ref()))
-                    .and_then(|s| s.servers.first())
-                    .map_or("", |s| s.name.as_str()),
+                server: m.server.as_deref().unwrap_or_else(|| {
+                    (self.route().and_then(|r| r.mcp.as_ref()))
+                        .and_then(|s| s.servers.first())
+                        .map_or("", |s| s.name.as_str())
+                }),
                 refused: m.refused,
             }),
         }

@@ -32,6 +32,8 @@ pub struct State {
     pub session: Option<String>,
     /// Why the gateway answered itself, for `outcome`.
     pub refused: Option<&'static str>,
+    /// Federated: the server a `tools/call` went to, else none ("" in metrics).
+    pub server: Option<String>,
     /// The gateway's session id for the server's new session, sent in its place.
     sealed: Option<String>,
     /// The ids of the `tools/list` requests whose answers are filtered, and the agent's grants.
@@ -53,15 +55,18 @@ pub struct Refused {
     pub status: u16,
     pub body: Bytes,
     pub retry_after: Option<u64>,
+    /// More headers of the answer (a federated answer's content type and session id).
+    pub headers: Vec<(&'static str, http::HeaderValue)>,
 }
 
 impl Refused {
-    fn new(outcome: &'static str, status: u16, body: Bytes) -> Refused {
+    pub(super) fn new(outcome: &'static str, status: u16, body: Bytes) -> Refused {
         Refused {
             outcome,
             status,
             body,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -91,9 +96,13 @@ pub async fn admit(
         ctx.mcp = Some(state);
         return Ok(Some(r));
     }
+    let federated = (ctx.route().and_then(|r| r.mcp.as_ref())).is_some_and(|m| m.servers.len() > 1);
     if session.req_header().method != http::Method::POST {
         ctx.mcp = Some(state);
-        return Ok(None);
+        return Ok(match federated {
+            true => Some(super::mcp_federation::other(session, ctx).await),
+            false => None,
+        });
     }
     ctx.read_ahead(session, keep).await?;
     let checked = match ctx.body.pre_read.as_ref() {
@@ -124,7 +133,15 @@ pub async fn admit(
         }
     });
     let refused = match checked {
-        Ok(batch) => limit_tools(&batch, ctx, limits).await,
+        Ok(batch) => match limit_tools(&batch, ctx, limits).await {
+            // Checked like any: the federated request path answers it.
+            None if federated => {
+                let grants = state.grants.clone();
+                state.server = Some(super::mcp_federation::server_of(ctx, state.tool.as_deref()));
+                Some(super::mcp_federation::post(session, ctx, &batch, grants).await)
+            }
+            refused => refused,
+        },
         Err(r) => Some(r),
     };
     state.refused = refused.as_ref().map(|r| r.outcome);
@@ -149,7 +166,7 @@ fn to_the_server_path(session: &Session, ctx: &mut Ctx) {
 }
 
 /// What a session token is sealed to: the route and the agent, so that it opens nowhere else.
-fn bind(ctx: &Ctx) -> String {
+pub(super) fn bind(ctx: &Ctx) -> String {
     let route = ctx.route().map_or("", |r| r.label.as_str());
     let agent = ctx.caller.identity.as_ref().map_or("", |i| &*i.agent.id);
     format!("{route}\0{agent}")
@@ -164,7 +181,9 @@ fn continue_session(session: &mut Session, ctx: &mut Ctx) -> Result<(), Refused>
         return Ok(());
     };
     let token = session.req_header().headers.get("mcp-session-id");
-    let Some(token) = token.filter(|_| settings.session_affinity) else {
+    // A federated session's token is read by the federated request path.
+    let federated = settings.servers.len() > 1;
+    let Some(token) = token.filter(|_| settings.session_affinity && !federated) else {
         return Ok(());
     };
     let unknown = || {

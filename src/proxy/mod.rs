@@ -6,6 +6,7 @@ mod builtin;
 mod ctx;
 mod endpoints;
 mod mcp;
+mod mcp_federation;
 mod refusal;
 mod select;
 mod semantic;
@@ -547,9 +548,10 @@ impl Gateway {
             let limits = &self.services.limits;
             if let Some(r) = Box::pin(mcp::admit(session, ctx, limits, keep)).await? {
                 let id = request_id::as_str(&ctx.request_id);
-                let retry: Vec<_> = (r.retry_after.iter())
+                let mut retry: Vec<_> = (r.retry_after.iter())
                     .map(|s| ("retry-after", http::HeaderValue::from(*s)))
                     .collect();
+                retry.extend(r.headers);
                 crate::respond::write_json(session, r.status, r.body, id, &retry).await?;
                 return Ok(true);
             }

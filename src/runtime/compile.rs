@@ -88,13 +88,6 @@ fn pending_features(file: &File) -> Vec<String> {
         pending
             .push("a text access log (monitoring.logging.format: text; json is provided)".into());
     }
-    let federated = |r: &schema::Route| {
-        let servers = r.mcp.as_ref().and_then(|m| m.servers.as_ref());
-        r.protocol == Some(schema::RouteProtocol::Mcp) && servers.is_some_and(|s| s.len() > 1)
-    };
-    if file.routes.iter().any(federated) {
-        pending.push("MCP federation (several mcp.servers on a route)".into());
-    }
     pending
 }
 

@@ -42,6 +42,9 @@ pub struct Route {
     pub semantic: Option<Arc<crate::semantic::cache::RouteCache>>,
     /// `protocol: mcp`: the route's MCP servers and how they are fronted (DESIGN §5.2).
     pub mcp: Option<Arc<crate::mcp::route::Settings>>,
+    /// Several `mcp.servers`: each server's pool, by name in the settings' order (the gateway
+    /// calls them itself; one server is the route's backend instead).
+    pub mcp_pools: Vec<(String, Arc<Pool>)>,
     /// The route's metric series, made on first use (a reload starts them afresh: they are
     /// found by the route, not by label).
     pub series: crate::observe::metrics::RouteSeries,
@@ -109,6 +112,7 @@ impl Route {
         let names: Vec<&str> = on.named.keys().map(String::as_str).collect();
         let mcp = crate::mcp::route::Settings::of_route(r, i, &names, on.jwt_secret)?;
         let passthrough = mcp.as_ref().and_then(|m| mcp_backend(r, m));
+        let mcp_pools = mcp_pools(mcp.as_ref(), i, &label, on.named, pools)?;
         let r = passthrough.as_ref().unwrap_or(r);
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
@@ -144,6 +148,7 @@ impl Route {
             cache,
             semantic,
             mcp: mcp.map(Arc::new),
+            mcp_pools,
             series: Default::default(),
         })
     }
@@ -200,8 +205,8 @@ fn strip_rule(
 }
 
 /// A single MCP server is passed through: it is the route's backend, and every request of the
-/// route goes to the server's own MCP path. (Several are federated, which `start` refuses for
-/// now: the first one stands for the route's backend so that `check` passes.)
+/// route goes to the server's own MCP path. (Several are federated: the gateway calls them
+/// itself, and the first one stands for the route's backend, which nothing is sent to.)
 fn mcp_backend(r: &schema::Route, m: &crate::mcp::route::Settings) -> Option<schema::Route> {
     let one = m.servers.first()?;
     Some(schema::Route {
@@ -213,4 +218,48 @@ fn mcp_backend(r: &schema::Route, m: &crate::mcp::route::Settings) -> Option<sch
             .or(Some(schema::StripPrefix::Flag(true))),
         ..r.clone()
     })
+}
+
+/// Each federated server's pool: its named backend, or a pool of its `backend_url` (added to
+/// `pools`, so that its name is resolved like any backend's). None for a single server.
+fn mcp_pools(
+    m: Option<&crate::mcp::route::Settings>,
+    i: usize,
+    label: &str,
+    named: &Named,
+    pools: &mut Vec<Arc<Pool>>,
+) -> Result<Vec<(String, Arc<Pool>)>, Problem> {
+    let Some(m) = m.filter(|m| m.servers.len() > 1) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(m.servers.len());
+    for s in &m.servers {
+        let pool = match (&s.backend, &s.backend_url) {
+            (Some(b), _) => named.get(b).cloned(),
+            (None, Some(url)) => {
+                let pool = crate::backends::compile::from_url(&format!("{label}/{}", s.name), url)
+                    .map_err(|msg| {
+                        let at = at!(
+                            "routes",
+                            i,
+                            "mcp",
+                            "servers",
+                            s.name.as_str(),
+                            "backend_url"
+                        );
+                        Problem::new(at, msg)
+                    })?;
+                let pool = Arc::new(pool);
+                pools.push(pool.clone());
+                Some(pool)
+            }
+            (None, None) => None,
+        };
+        let pool = pool.ok_or_else(|| {
+            let at = at!("routes", i, "mcp", "servers", s.name.as_str());
+            Problem::new(at, "names no backend")
+        })?;
+        out.push((s.name.clone(), pool));
+    }
+    Ok(out)
 }
