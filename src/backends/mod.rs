@@ -379,9 +379,7 @@ impl Pool {
         })
     }
 
-    /// The address `label` (`ip:port`) of this pool, for a request that must go there (an MCP
-    /// session lives on one address); `None` when the pool no longer has it. Health is not
-    /// asked: no other address could continue the session anyway.
+    /// The address `label` (`ip:port`), whatever its health: an MCP session lives there alone.
     pub fn pick(self: &Arc<Self>, label: &str) -> Option<Picked> {
         let addr: SocketAddr = label.parse().ok()?;
         let chosen = self.table.load().find(&addr)?.clone();
