@@ -518,7 +518,14 @@ async fn seed_mode_4_shares_entries_between_instances_through_redis() {
     );
     assert_eq!(calls(), 2, "the first question and the other agent's");
 
-    // A purge of the route empties this instance's index and the shared streams.
+    // A purge of the route empties this instance's index and the shared streams (once the
+    // other agent's entry, stored just after its answer, is there too).
+    for _ in 0..100 {
+        if redis.command(&["DBSIZE"]).as_deref() == Some(":2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let purged = client()
         .delete(b.url("/cache"))
         .json(&json!({"route": "/cache/*"}))
