@@ -127,6 +127,12 @@ pub fn read(body: &[u8]) -> Result<Batch, Malformed> {
     }
 }
 
+/// The array a batch is answered with, from each answer's JSON.
+pub fn array(answers: &[Bytes]) -> Bytes {
+    let parts: Vec<&[u8]> = answers.iter().map(|b| &b[..]).collect();
+    Bytes::from([&b"["[..], &parts.join(&b","[..]), b"]"].concat())
+}
+
 /// A JSON-RPC error object for `id`.
 pub fn error(id: &Value, code: i64, message: &str, data: Option<Value>) -> Bytes {
     let mut err = json!({"code": code, "message": message});

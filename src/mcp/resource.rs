@@ -16,6 +16,14 @@ pub fn route_path(literal_prefix: &str) -> &str {
     }
 }
 
+/// The host the client asked for: `Host`, else HTTP/2's `:authority`, else `localhost`.
+pub fn host<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> &'a str {
+    (headers.get(http::header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+}
+
 /// `https://host` or `http://host` for the request's `Host`.
 pub fn origin(tls: bool, host: &str) -> String {
     format!("{}://{host}", if tls { "https" } else { "http" })

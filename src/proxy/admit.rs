@@ -224,10 +224,7 @@ fn resource_metadata(input: &Input, caller: &Caller) -> Option<String> {
     cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?;
     let route = cfg.routes.get(caller.route?)?;
     route.mcp.as_ref()?;
-    let host = (input.head.headers.get(http::header::HOST))
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| input.head.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
+    let host = resource::host(&input.head.headers, &input.head.uri);
     let origin = resource::origin(cfg.process.tls.is_some(), host);
     let path = resource::route_path(route.pattern.literal_prefix());
     Some(resource::challenge_parameter(&origin, path))

@@ -57,20 +57,12 @@ async fn protected_resource(session: &mut Session, s: &Served<'_>, i: usize) -> 
     let (Some(route), Some(issuer)) = (s.config.routes.get(i), issuer) else {
         return Refusal::NoRoute.write(session, s.request_id).await;
     };
-    let origin = resource::origin(s.config.process.tls.is_some(), &host(session));
+    let req = session.req_header();
+    let host = resource::host(&req.headers, &req.uri);
+    let origin = resource::origin(s.config.process.tls.is_some(), host);
     let path = resource::route_path(route.pattern.literal_prefix());
     let body = Bytes::from(resource::document(&origin, path, issuer));
     respond::write_json(session, 200, body, s.request_id, &[]).await
-}
-
-/// The `Host` the client asked (HTTP/2's `:authority`), else `localhost`.
-pub fn host(session: &Session) -> String {
-    let req = session.req_header();
-    (req.headers.get(http::header::HOST))
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost")
-        .to_string()
 }
 
 async fn health(session: &mut Session, s: &Served<'_>) -> Result<()> {

@@ -262,13 +262,7 @@ fn not_sent(id: &Value, why: &str) -> Bytes {
 fn join(batch: &Batch, answers: &[Bytes]) -> Bytes {
     match (batch.batch, answers) {
         (false, [one]) => one.clone(),
-        _ => {
-            let parts: Vec<&[u8]> = answers.iter().map(|b| &b[..]).collect();
-            let mut out = b"[".to_vec();
-            out.extend_from_slice(&parts.join(&b","[..]));
-            out.push(b']');
-            Bytes::from(out)
-        }
+        _ => jsonrpc::array(answers),
     }
 }
 

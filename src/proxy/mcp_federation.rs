@@ -341,9 +341,7 @@ pub async fn post(
                 .unwrap_or_else(|| jsonrpc::server_unavailable(id, &server)),
         });
     }
-    let parts: Vec<&[u8]> = answers.iter().map(|b| &b[..]).collect();
-    let joined = [&b"["[..], &parts.join(&b","[..]), b"]"].concat();
-    json_answer("ok", Bytes::from(joined))
+    json_answer("ok", jsonrpc::array(&answers))
 }
 
 /// How a request is answered: by the gateway (its outcome and message), or by a server.
