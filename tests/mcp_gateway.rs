@@ -402,3 +402,68 @@ fn every_path_of_a_prefix_route_is_the_servers_endpoint() {
         assert_eq!(out[1]["text"], "github: results for p", "{path}: {out:?}");
     }
 }
+
+/// Messages past what Pingora reads ahead (64 KB with a `Content-Length`) are checked all the
+/// same: held back until whole, then sent on in one piece, or refused with no byte of them
+/// sent. 100 KB keeps the SDK client's argument under Linux's 128 KB argv string limit.
+#[test]
+fn large_messages_are_checked_whole() {
+    let server = McpServer::start("github", &[]);
+    let g = Gateway::start(GATEWAY, &server.base());
+    let url = g.url("/mcp");
+    let query = "p".repeat(100 * 1024);
+    let args = json!({"query": query}).to_string();
+    let admin = run(&url, "key-admin", &[("search_web", &args)]);
+    let text = admin[1]["text"].as_str().unwrap_or_default();
+    assert_eq!(
+        text,
+        format!("github: results for {query}"),
+        "the whole argument arrived"
+    );
+
+    let args = json!({"repo": query}).to_string();
+    let data = run(&url, "key-data", &[("delete_repo", &args)]);
+    assert_eq!(data[1]["error"]["code"], -32003, "{:?}", data[1]);
+    assert_eq!(server.count("delete_repo"), 0);
+    assert_eq!(server.count("search_web"), 1);
+}
+
+/// A chunked body has no length to read ahead by: it is checked as it arrives, like a large one.
+#[test]
+fn chunked_messages_are_checked_whole() {
+    let server = McpServer::start("github", &["--json", "--stateless"]);
+    let g = Gateway::start(GATEWAY, &server.base());
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"delete_repo","arguments":{"repo":"x"}}}"#;
+    let chunked = |key: &str, body: &str| {
+        let (a, b) = body.split_at(body.len() / 2);
+        let request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nconnection: close\r\n\
+             content-type: application/json\r\naccept: application/json, text/event-stream\r\n\
+             transfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        );
+        common::raw(
+            g.addr,
+            request.as_bytes(),
+            std::time::Duration::from_secs(10),
+        )
+    };
+    let answer = chunked("key-data", call);
+    assert_eq!(common::status_of(&answer), 200, "{answer}");
+    assert!(answer.contains("-32003"), "{answer}");
+    let answer = chunked("key-data", "{not json");
+    assert_eq!(common::status_of(&answer), 400, "{answer}");
+    assert!(answer.contains("-32700"), "{answer}");
+    assert_eq!(
+        server.count("delete_repo"),
+        0,
+        "refused bodies never reach the server"
+    );
+    // The server was not blamed for the gateway's refusals: a good request still goes there.
+    let search = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"search_web","arguments":{"query":"q"}}}"#;
+    let answer = chunked("key-admin", search);
+    assert_eq!(common::status_of(&answer), 200, "{answer}");
+    assert!(answer.contains("github: results for q"), "{answer}");
+    assert_eq!(server.count("search_web"), 1);
+}

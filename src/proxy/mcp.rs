@@ -1,6 +1,7 @@
 //! MCP routes on the request path (DESIGN §5.2), one server passed through: the gateway reads
-//! each JSON-RPC message of a POST, refuses a body that is not JSON-RPC and a `tools/call` of a
-//! tool the agent may not use (the server never sees either), and hides from `tools/list`
+//! each JSON-RPC message of a POST (read ahead, or held back until whole when larger than
+//! Pingora reads ahead), refuses a body that is not JSON-RPC and a `tools/call` of a tool the
+//! agent may not use (the server never sees either), and hides from `tools/list`
 //! answers, JSON or SSE, the tools the agent may not use. `GET` streams and `DELETE` pass
 //! through.
 
@@ -11,7 +12,7 @@ use crate::mcp::jsonrpc::{self, Batch};
 use crate::mcp::session::digest;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::proxy::{FailToProxy, Session};
 use pingora::Result;
 use serde_json::Value;
 use std::sync::Arc;
@@ -41,6 +42,16 @@ pub struct State {
     grants: Option<Arc<Grants>>,
     /// The answer being filtered.
     answer: Option<Answer>,
+    /// A body too large to read ahead, held back until whole (see [`hold`]).
+    held: Option<Held>,
+    /// The answer to a held body that was refused, written by `fail_to_proxy`.
+    refusal: Option<Refused>,
+}
+
+struct Held {
+    body: BytesMut,
+    /// `Mcp-Method` and `Mcp-Name`, which must say what the body says.
+    headers: (Option<String>, Option<String>),
 }
 
 enum Answer {
@@ -105,48 +116,167 @@ pub async fn admit(
         });
     }
     ctx.read_ahead(session, keep).await?;
-    let checked = match ctx.body.pre_read.as_ref() {
-        // Without the whole body in hand nothing can be checked, so nothing is sent.
-        None => Err(Refused::new(
-            "too_large",
-            413,
-            jsonrpc::error(
-                &Value::Null,
-                jsonrpc::INVALID_REQUEST,
-                "the gateway reads MCP messages of at most 64 KB with a Content-Length",
-                None,
-            ),
-        )),
-        Some(body) => jsonrpc::read(body).map_err(|m| Refused::new("malformed", 400, m.answer())),
-    };
-    let checked = checked.and_then(|batch| {
-        jsonrpc::check_headers(mcp_method.as_deref(), mcp_name.as_deref(), &batch).map_err(
-            |why| {
-                let e = jsonrpc::error(&Value::Null, jsonrpc::INVALID_REQUEST, why, None);
-                Refused::new("malformed", 400, e)
-            },
-        )?;
-        state.note(&batch);
-        match refuse_denied(&batch, state.grants.as_deref()) {
-            Some(body) => Err(Refused::new("denied", 200, body)),
-            None => Ok(batch),
-        }
-    });
-    let refused = match checked {
-        Ok(batch) => match limit_tools(&batch, ctx, limits).await {
-            // Checked like any: the federated request path answers it.
-            None if federated => {
-                let grants = state.grants.clone();
-                state.server = Some(super::mcp_federation::server_of(ctx, state.tool.as_deref()));
-                Some(super::mcp_federation::post(session, ctx, &batch, grants).await)
+    let headers = (mcp_method, mcp_name);
+    let body = match ctx.body.pre_read.clone() {
+        Some(body) => body,
+        // Federation sends nothing on through Pingora: the whole body is read here.
+        None if federated => match read_whole(session, ctx).await? {
+            Some(body) => body,
+            None => {
+                state.refused = Some("too_large");
+                ctx.mcp = Some(state);
+                return Err(super::refusal::body_too_large());
             }
-            refused => refused,
         },
+        // Past Pingora's 64 KB retry buffer (or chunked): checked in request_body_filter,
+        // held back there until whole.
+        None => {
+            state.held = Some(Held {
+                body: BytesMut::new(),
+                headers,
+            });
+            ctx.mcp = Some(state);
+            return Ok(None);
+        }
+    };
+    let refused = match check(&body, &headers, &mut state, ctx, limits).await {
+        Ok(batch) if federated => {
+            let grants = state.grants.clone();
+            state.server = Some(super::mcp_federation::server_of(ctx, state.tool.as_deref()));
+            Some(super::mcp_federation::post(session, ctx, &batch, grants).await)
+        }
+        Ok(_) => None,
         Err(r) => Some(r),
     };
     state.refused = refused.as_ref().map(|r| r.outcome);
     ctx.mcp = Some(state);
     Ok(refused)
+}
+
+/// The checks of a POST's messages, in the order a client learns of them: JSON-RPC, the
+/// `Mcp-*` headers, the agent's grants, its tool limits.
+async fn check(
+    body: &[u8],
+    headers: &(Option<String>, Option<String>),
+    state: &mut State,
+    ctx: &Ctx,
+    limits: &crate::limits::Shared,
+) -> Result<Batch, Refused> {
+    let batch = jsonrpc::read(body).map_err(|m| Refused::new("malformed", 400, m.answer()))?;
+    jsonrpc::check_headers(headers.0.as_deref(), headers.1.as_deref(), &batch).map_err(|why| {
+        let e = jsonrpc::error(&Value::Null, jsonrpc::INVALID_REQUEST, why, None);
+        Refused::new("malformed", 400, e)
+    })?;
+    state.note(&batch);
+    if let Some(body) = refuse_denied(&batch, state.grants.as_deref()) {
+        return Err(Refused::new("denied", 200, body));
+    }
+    match limit_tools(&batch, ctx, limits).await {
+        Some(r) => Err(r),
+        None => Ok(batch),
+    }
+}
+
+/// The whole body of a federated POST, up to `max_body_size` (nothing of it goes through
+/// Pingora's forwarding, so its retry buffer's limit does not apply); `None`: larger.
+async fn read_whole(session: &mut Session, ctx: &mut Ctx) -> Result<Option<Bytes>> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        ctx.body.bytes_in += chunk.len() as u64;
+        if ctx.body.bytes_in > ctx.config.max_body_size {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+/// A body over `max_body_size`, for the metrics' `outcome`.
+pub fn too_large(ctx: &mut Ctx) {
+    if let Some(m) = ctx.mcp.as_mut() {
+        m.refused = Some("too_large");
+    }
+}
+
+/// A passed-through POST whose body could not be read ahead: its chunks are held back (the
+/// server has the request's head, and no byte of its body) until the body is whole, then it
+/// is checked like any other. Allowed, it goes on in one piece; refused, the request fails
+/// here, so the server's connection closes before any of the body, and `fail_to_proxy` writes
+/// the refusal.
+pub async fn hold(
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    ctx: &mut Ctx,
+    limits: &crate::limits::Shared,
+) -> Result<()> {
+    let Some(mut state) = ctx.mcp.take_if(|m| m.held.is_some()) else {
+        return Ok(());
+    };
+    let outcome = hold_state(&mut state, body, end_of_stream, ctx, limits).await;
+    ctx.mcp = Some(state);
+    outcome
+}
+
+async fn hold_state(
+    state: &mut State,
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    ctx: &Ctx,
+    limits: &crate::limits::Shared,
+) -> Result<()> {
+    let Some(held) = state.held.as_mut() else {
+        return Ok(());
+    };
+    if let Some(chunk) = body.take() {
+        held.body.extend_from_slice(&chunk);
+    }
+    if !end_of_stream {
+        // Empty, not `None`: `None` would end the server's body.
+        *body = Some(Bytes::new());
+        return Ok(());
+    }
+    let Some(held) = state.held.take() else {
+        return Ok(());
+    };
+    let whole = held.body.freeze();
+    match check(&whole, &held.headers, state, ctx, limits).await {
+        Ok(_) => {
+            *body = Some(whole);
+            Ok(())
+        }
+        Err(r) => {
+            let status = r.status;
+            state.refused = Some(r.outcome);
+            state.refusal = Some(r);
+            Err(pingora::Error::explain(
+                pingora::ErrorType::HTTPStatus(status),
+                "an MCP message the gateway refused",
+            ))
+        }
+    }
+}
+
+/// `fail_to_proxy` of a held body that was refused (see [`hold`]): its answer.
+pub async fn answer_refused(session: &mut Session, ctx: &mut Ctx) -> Option<FailToProxy> {
+    let r = ctx.mcp.as_mut()?.refusal.take()?;
+    let error_code = r.status;
+    if session.response_written().is_none() {
+        let id = crate::request_id::as_str(&ctx.request_id);
+        let _ = write(session, r, id).await;
+    }
+    Some(FailToProxy {
+        error_code,
+        can_reuse_downstream: false,
+    })
+}
+
+/// Writes what the gateway answers in the server's place.
+pub async fn write(session: &mut Session, r: Refused, request_id: &str) -> Result<()> {
+    let mut headers: Vec<_> = (r.retry_after.iter())
+        .map(|s| ("retry-after", http::HeaderValue::from(*s)))
+        .collect();
+    headers.extend(r.headers);
+    crate::respond::write_json(session, r.status, r.body, request_id, &headers).await
 }
 
 /// Every request of an MCP route goes to the server's MCP path as written in its URL (the

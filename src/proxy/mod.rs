@@ -141,7 +141,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        if let Some(p) = &ctx.upstream.picked {
+        // A refusal of the gateway's own (a body it read and refused) says nothing of the peer.
+        let ours = matches!(e.etype(), ErrorType::HTTPStatus(_));
+        if let Some(p) = ctx.upstream.picked.as_ref().filter(|_| !ours) {
             p.pool.report(&p.addr, false);
         }
         // Pingora's policy: only idempotent requests with their whole body kept are tried again
@@ -305,7 +307,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(chunk) = body {
@@ -316,8 +318,12 @@ impl ProxyHttp for Gateway {
             }
             ctx.body.bytes_in += chunk.len() as u64;
             if ctx.body.bytes_in > ctx.config.max_body_size {
+                mcp::too_large(ctx);
                 return Err(refusal::body_too_large());
             }
+        }
+        if ctx.mcp.is_some() {
+            mcp::hold(body, end_of_stream, ctx, &self.services.limits).await?;
         }
         Ok(())
     }
@@ -426,6 +432,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(failed) = mcp::answer_refused(session, ctx).await {
+            return failed;
+        }
         let refusal = Refusal::of_error(e);
         if let Some(r) = refusal
             .as_ref()
@@ -547,12 +556,7 @@ impl Gateway {
             let keep = self.services.track_tokens;
             let limits = &self.services.limits;
             if let Some(r) = Box::pin(mcp::admit(session, ctx, limits, keep)).await? {
-                let id = request_id::as_str(&ctx.request_id);
-                let mut retry: Vec<_> = (r.retry_after.iter())
-                    .map(|s| ("retry-after", http::HeaderValue::from(*s)))
-                    .collect();
-                retry.extend(r.headers);
-                crate::respond::write_json(session, r.status, r.body, id, &retry).await?;
+                mcp::write(session, r, request_id::as_str(&ctx.request_id)).await?;
                 return Ok(true);
             }
         }
