@@ -467,3 +467,53 @@ fn chunked_messages_are_checked_whole() {
     assert!(answer.contains("github: results for q"), "{answer}");
     assert_eq!(server.count("search_web"), 1);
 }
+
+/// RFC 9728 as the SDK's OAuth client finds it: the 401 names the route's metadata document,
+/// which the SDK accepts and which names the issuer; an issuer that is not a URL names none.
+#[test]
+fn clients_discover_where_to_get_a_token() {
+    const OAUTH: &str = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+auth:
+  jwt: {secret: "test-secret-0123456789abcdef-0123456789", expiry: "1h", issuer: "{issuer}"}
+routes:
+  - path: "/mcp/*"
+    protocol: mcp
+    auth_required: true
+    mcp:
+      servers:
+        github: {backend_url: "{backend}/mcp"}
+"#;
+    let server = McpServer::start("github", &[]);
+    let yaml = OAUTH.replace("{issuer}", "https://id.example.com");
+    let g = Gateway::start(&yaml, &server.base());
+    let found = common::mcp::discover(&g.url("/mcp"));
+    assert_eq!(found["status"], 401, "{found}");
+    let origin = g.url("");
+    let challenge = found["www_authenticate"].as_str().unwrap_or_default();
+    let bearer = challenge.split("ApiKey").next().unwrap_or_default();
+    assert!(
+        bearer.contains("resource_metadata="),
+        "a parameter of the Bearer challenge: {challenge}"
+    );
+    let document = format!("{origin}/.well-known/oauth-protected-resource/mcp");
+    assert_eq!(found["resource_metadata"], document.as_str(), "{found}");
+    assert_eq!(found["tried"][0], document.as_str(), "{found}");
+    assert_eq!(
+        found["metadata"]["resource"],
+        format!("{origin}/mcp"),
+        "{found}"
+    );
+    assert_eq!(
+        found["metadata"]["authorization_servers"],
+        json!(["https://id.example.com"]),
+        "{found}"
+    );
+
+    let yaml = OAUTH.replace("{issuer}", "clawgate");
+    let g = Gateway::start(&yaml, &server.base());
+    let found = common::mcp::discover(&g.url("/mcp"));
+    assert_eq!(found["status"], 401, "{found}");
+    assert_eq!(found["resource_metadata"], Value::Null, "{found}");
+    assert_eq!(found["metadata"], Value::Null, "{found}");
+}

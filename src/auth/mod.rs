@@ -231,12 +231,17 @@ impl Auth {
         })
     }
 
-    /// The `WWW-Authenticate` challenge of a 401 on a route with this strategy.
-    pub fn challenge(&self, strategy: Strategy, failure: &Failure) -> String {
-        let bearer = match failure {
+    /// The `WWW-Authenticate` challenge of a 401 on a route with this strategy; `extra`: a
+    /// parameter of the Bearer challenge (RFC 9728's `resource_metadata`).
+    pub fn challenge(&self, strategy: Strategy, failure: &Failure, extra: Option<&str>) -> String {
+        let mut bearer = match failure {
             Failure::Missing => "Bearer realm=\"clawgate\"".to_string(),
             _ => "Bearer realm=\"clawgate\", error=\"invalid_token\"".to_string(),
         };
+        if let Some(extra) = extra {
+            bearer.push_str(", ");
+            bearer.push_str(extra);
+        }
         let api_key = format!(
             "ApiKey realm=\"clawgate\", header=\"{}\"",
             self.api_key_header

@@ -3,6 +3,14 @@
 //! `/.well-known/oauth-protected-resource` + the route's path (RFC 9728 §3.1) when `auth.jwt`
 //! names an issuer, and named in the route's 401 challenges.
 
+/// The issuer, when it can be named as an authorization server: RFC 9728 lists them as URLs
+/// (MCP clients refuse a document naming anything else), so an issuer like `clawgate` has none.
+pub fn authorization_server(issuer: &str) -> Option<&str> {
+    let uri = http::Uri::try_from(issuer).ok()?;
+    let web = matches!(uri.scheme_str(), Some("https" | "http"));
+    (web && uri.authority().is_some()).then_some(issuer)
+}
+
 /// The well-known prefix of the metadata path.
 pub const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
@@ -54,6 +62,12 @@ mod tests {
         assert_eq!(route_path("/mcp"), "/mcp");
         assert_eq!(route_path("/mcp/"), "/mcp");
         assert_eq!(route_path("/"), "/");
+        assert_eq!(
+            authorization_server("https://id.example"),
+            Some("https://id.example")
+        );
+        assert_eq!(authorization_server("clawgate"), None);
+        assert_eq!(authorization_server("urn:x:y"), None);
         let o = origin(false, "gw.local:8080");
         let doc: serde_json::Value =
             serde_json::from_str(&document(&o, "/mcp", "https://id.example")).unwrap();

@@ -204,24 +204,24 @@ fn authenticate(
             Ok(Break(Admit::FetchKey(kid)))
         }
         Err(f) => {
-            let mut refusal = Refusal::unauthorized(auth, access.strategy, &f);
-            if let Refusal::Unauthorized { challenge, .. } = &mut refusal {
-                if let Some(param) = resource_metadata(input, caller) {
-                    challenge.push_str(", ");
-                    challenge.push_str(&param);
-                }
-            }
-            Err(refusal)
+            let metadata = resource_metadata(input, caller);
+            let strategy = access.strategy;
+            Err(Refusal::unauthorized(
+                auth,
+                strategy,
+                &f,
+                metadata.as_deref(),
+            ))
         }
     }
 }
 
-/// On an MCP route, when `auth.jwt` names an issuer: where the route's RFC 9728 metadata is,
+/// On an MCP route, when `auth.jwt` names an issuer that is a URL: where the route's RFC 9728 metadata is,
 /// for the 401's challenge (MCP clients read it to find the authorization server).
 fn resource_metadata(input: &Input, caller: &Caller) -> Option<String> {
     use crate::mcp::resource;
     let cfg = input.cfg;
-    cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?;
+    resource::authorization_server(cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?)?;
     let route = cfg.routes.get(caller.route?)?;
     route.mcp.as_ref()?;
     let host = resource::host(&input.head.headers, &input.head.uri);

@@ -82,11 +82,11 @@ impl BuiltIn {
     }
 }
 
-/// The MCP route whose RFC 9728 metadata `path` names (when `auth.jwt` names an issuer).
+/// The MCP route whose RFC 9728 metadata `path` names (when `auth.jwt` names an issuer URL).
 fn protected_resource(path: &str, cfg: &Config) -> Option<usize> {
     use crate::mcp::resource;
     let rest = path.strip_prefix(resource::WELL_KNOWN)?;
-    cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?;
+    resource::authorization_server(cfg.auth.jwt.as_ref()?.rules.issuer.as_ref()?)?;
     let rest = if rest.is_empty() { "/" } else { rest };
     (cfg.routes.iter())
         .position(|r| r.mcp.is_some() && resource::route_path(r.pattern.literal_prefix()) == rest)

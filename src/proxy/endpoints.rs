@@ -99,7 +99,7 @@ fn token(session: &Session, s: &Served<'_>) -> Result<Bytes, Refusal> {
     let auth = &s.config.auth;
     let identity = auth
         .authenticate(&session.req_header().headers, Strategy::ApiKey)
-        .map_err(|f| Refusal::unauthorized(auth, Strategy::ApiKey, &f))?;
+        .map_err(|f| Refusal::unauthorized(auth, Strategy::ApiKey, &f, None))?;
     let jwt = auth.jwt.as_ref().ok_or(Refusal::NoRoute)?;
     let ttl = jwt.rules.expiry;
     let token = jwt.mint(&identity.agent.id, ttl).map_err(|e| {
@@ -174,6 +174,6 @@ pub fn authorise_admin(
         Err(Failure::Missing) => Err(Refusal::Forbidden(
             "purging needs the admin scope or an admin network",
         )),
-        Err(f) => Err(Refusal::unauthorized(&cfg.auth, Strategy::Any, &f)),
+        Err(f) => Err(Refusal::unauthorized(&cfg.auth, Strategy::Any, &f, None)),
     }
 }

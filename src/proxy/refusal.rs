@@ -70,10 +70,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn unauthorized(auth: &Auth, strategy: Strategy, failure: &Failure) -> Refusal {
+    pub fn unauthorized(
+        auth: &Auth,
+        strategy: Strategy,
+        failure: &Failure,
+        extra: Option<&str>,
+    ) -> Refusal {
         Refusal::Unauthorized {
             message: failure.message(),
-            challenge: auth.challenge(strategy, failure),
+            challenge: auth.challenge(strategy, failure, extra),
         }
     }
 

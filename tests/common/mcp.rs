@@ -210,3 +210,20 @@ pub fn client(url: &str, headers: &[(&str, &str)], steps: &[&str]) -> Vec<serde_
     assert_eq!(out.len(), expected, "one line per step: {out:?}");
     out
 }
+
+/// RFC 9728 discovery by the SDK's own functions (`tests/mcp/discover.py`) against `url`.
+pub fn discover(url: &str) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(script("discover.py"))
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the tools venv's python (run scripts/setup.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "discover.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("discover.py prints JSON")
+}
