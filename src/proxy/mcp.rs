@@ -57,6 +57,8 @@ pub struct Refused {
     pub retry_after: Option<u64>,
     /// More headers of the answer (a federated answer's content type and session id).
     pub headers: Vec<(&'static str, http::HeaderValue)>,
+    /// Already written to the client (a federated server's stream, relayed as it came).
+    pub written: bool,
 }
 
 impl Refused {
@@ -67,6 +69,7 @@ impl Refused {
             body,
             retry_after: None,
             headers: Vec::new(),
+            written: false,
         }
     }
 }

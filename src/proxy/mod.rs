@@ -547,6 +547,9 @@ impl Gateway {
             let keep = self.services.track_tokens;
             let limits = &self.services.limits;
             if let Some(r) = Box::pin(mcp::admit(session, ctx, limits, keep)).await? {
+                if r.written {
+                    return Ok(true);
+                }
                 let id = request_id::as_str(&ctx.request_id);
                 let mut retry: Vec<_> = (r.retry_after.iter())
                     .map(|s| ("retry-after", http::HeaderValue::from(*s)))
