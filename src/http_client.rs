@@ -1,10 +1,11 @@
-//! The gateway's own outgoing calls (JWKS documents, span exports) with Pingora's HTTP client:
-//! one exchange bounded in time and in the size of the answer, and the connection kept for the
-//! next call to the same place.
+//! The gateway's own outgoing calls (JWKS documents, span exports, federated MCP servers) with
+//! Pingora's HTTP client: one exchange bounded in time and in the size of the answer, or an
+//! answer read as it comes; the connection kept for the next call to the same place.
 
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use std::time::Duration;
 
@@ -91,57 +92,109 @@ pub async fn exchange_answer(
     call: Call<'_>,
     timeout: Duration,
 ) -> Result<Answer, String> {
+    let max = call.max_answer;
     let work = async {
-        let (mut session, _) = connector
-            .get_http_session(&to.peer)
+        open(connector, to, call, &[], timeout)
+            .await?
+            .whole(max)
             .await
-            .map_err(|e| e.to_string())?;
-        let mut req = RequestHeader::build(call.method, to.path.as_bytes(), None)
-            .map_err(|e| e.to_string())?;
-        let e = |e: Box<pingora::Error>| e.to_string();
-        req.insert_header(http::header::HOST, &to.authority)
-            .map_err(e)?;
-        for (name, value) in call.headers {
-            req.insert_header(*name, *value).map_err(e)?;
-        }
-        if let Some(body) = &call.body {
-            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-                .map_err(e)?;
-        }
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(e)?;
-        if let Some(body) = call.body {
-            session.write_request_body(body, true).await.map_err(e)?;
-        }
-        session.finish_request_body().await.map_err(e)?;
-        session.read_response_header().await.map_err(e)?;
-        let (status, headers) = session
-            .response_header()
-            .map_or((0, http::HeaderMap::new()), |h| {
-                (h.status.as_u16(), h.headers.clone())
-            });
-        let mut answer = Vec::new();
-        while let Some(chunk) = session.read_response_body().await.map_err(e)? {
-            answer.extend_from_slice(&chunk);
-            if answer.len() > call.max_answer {
-                return Err(format!(
-                    "the answer is larger than {} bytes",
-                    call.max_answer
-                ));
-            }
-        }
-        connector
-            .release_http_session(session, &to.peer, Some(Duration::from_secs(60)))
-            .await;
-        Ok(Answer {
-            status,
-            headers,
-            body: answer,
-        })
     };
     tokio::time::timeout(timeout * 2, work)
         .await
         .map_err(|_| "timed out".to_string())?
+}
+
+/// An answer whose head is read and whose body is read as it comes (an SSE stream relayed
+/// event by event); each read is bounded by the peer's read timeout.
+pub struct Streaming<'c> {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    session: HttpSession,
+    connector: &'c Connector,
+    peer: HttpPeer,
+}
+
+impl Streaming<'_> {
+    /// The next piece of the body; `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, String> {
+        (self.session.read_response_body().await).map_err(|e| e.to_string())
+    }
+
+    /// Keeps the connection for the next call to the same place, once the body is read.
+    pub async fn release(self) {
+        (self.connector)
+            .release_http_session(self.session, &self.peer, Some(Duration::from_secs(60)))
+            .await;
+    }
+
+    /// The rest of the body, refused past `max` bytes.
+    pub async fn whole(mut self, max: usize) -> Result<Answer, String> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.next().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > max {
+                return Err(format!("the answer is larger than {max} bytes"));
+            }
+        }
+        let (status, headers) = (self.status, std::mem::take(&mut self.headers));
+        self.release().await;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Sends a request and reads the head of its answer. `forwarded`: headers whose names are
+/// known only at run time (those a client's request passes on), set before `call.headers`.
+/// Not bounded as a whole: the caller bounds it (each read has the peer's timeout).
+pub async fn open<'c>(
+    connector: &'c Connector,
+    to: &Target,
+    call: Call<'_>,
+    forwarded: &[(http::HeaderName, http::HeaderValue)],
+    timeout: Duration,
+) -> Result<Streaming<'c>, String> {
+    let e = |e: Box<pingora::Error>| e.to_string();
+    let connecting = connector.get_http_session(&to.peer);
+    let (mut session, _) = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| "timed out connecting".to_string())?
+        .map_err(e)?;
+    let mut req =
+        RequestHeader::build(call.method, to.path.as_bytes(), None).map_err(|e| e.to_string())?;
+    for (name, value) in forwarded {
+        req.insert_header(name.clone(), value).map_err(e)?;
+    }
+    req.insert_header(http::header::HOST, &to.authority)
+        .map_err(e)?;
+    for (name, value) in call.headers {
+        req.insert_header(*name, *value).map_err(e)?;
+    }
+    if let Some(body) = &call.body {
+        req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+            .map_err(e)?;
+    }
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(e)?;
+    if let Some(body) = call.body {
+        session.write_request_body(body, true).await.map_err(e)?;
+    }
+    session.finish_request_body().await.map_err(e)?;
+    session.read_response_header().await.map_err(e)?;
+    let (status, headers) = session
+        .response_header()
+        .map_or((0, http::HeaderMap::new()), |h| {
+            (h.status.as_u16(), h.headers.clone())
+        });
+    Ok(Streaming {
+        status,
+        headers,
+        session,
+        connector,
+        peer: to.peer.clone(),
+    })
 }

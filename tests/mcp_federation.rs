@@ -1,6 +1,7 @@
 //! Federation of two MCP servers behind one `protocol: mcp` route (DESIGN §5.2), through the
 //! real binary with the official Python SDK's servers and client: prefixed and filtered tool
-//! lists, calls routed by prefix, a server that stops and comes back.
+//! lists, calls routed by prefix, a server that stops and comes back; capabilities, prompts and
+//! resources merged, the client's identity headers passed on, tool streams relayed as they run.
 
 mod common;
 
@@ -22,14 +23,22 @@ routes:
       servers:
         github: {backend_url: "{github}/mcp"}
         search: {backend_url: "{search}/mcp"}
+    transforms:
+      request:
+        - {type: add_header, header: X-Route-Tag, value: "tag-${agent_id}"}
 monitoring:
   metrics: {enabled: true}
 "#;
 
 /// Two servers (`github` answering in SSE, `search` in JSON) behind one gateway.
 fn federation() -> (McpServer, McpServer, Gateway) {
-    let github = McpServer::start("github", &[]);
-    let search = McpServer::start("search", &["--json"]);
+    federation_of(&[], &["--json"])
+}
+
+/// `federation` with more flags for each server (`--extras`, `--no-prompts`).
+fn federation_of(github: &[&str], search: &[&str]) -> (McpServer, McpServer, Gateway) {
+    let github = McpServer::start("github", github);
+    let search = McpServer::start("search", search);
     let yaml = GATEWAY
         .replace("{github}", &github.base())
         .replace("{search}", &search.base());
@@ -252,6 +261,14 @@ async fn the_gateway_answers_what_it_does_not_federate() {
     let (status, v) = post(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
     assert_eq!((status, &v["result"]), (200, &json!({})), "{v}");
     let (status, v) = post(r#"{"jsonrpc":"2.0","id":2,"method":"resources/list"}"#).await;
+    assert_eq!(
+        (status, &v["result"]),
+        (200, &json!({"resources": []})),
+        "{v}"
+    );
+    let (status, v) =
+        post(r#"{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"info"}}"#)
+            .await;
     assert_eq!((status, &v["error"]["code"]), (200, &json!(-32601)), "{v}");
     let (status, _) = post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
     assert_eq!(status, 202);
@@ -260,7 +277,7 @@ async fn the_gateway_answers_what_it_does_not_federate() {
         r#"[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"github__search_web","arguments":{"query":"x"}}},
             {"jsonrpc":"2.0","method":"notifications/progress","params":{}},
             {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"search__search_web","arguments":{"query":"y"}}},
-            {"jsonrpc":"2.0","id":"c","method":"prompts/list"}]"#,
+            {"jsonrpc":"2.0","id":"c","method":"completion/complete","params":{}}]"#,
     )
     .await;
     assert_eq!(status, 200, "{v}");
@@ -320,4 +337,211 @@ async fn the_gateway_answers_what_it_does_not_federate() {
         .await
         .expect("DELETE");
     assert_eq!(foreign.status().as_u16(), 404);
+}
+
+#[test]
+fn capabilities_are_the_union_and_prompts_are_routed_by_prefix() {
+    // `search` has no prompts: the union still offers them, from `github`.
+    let (_github, _search, g) =
+        federation_of(&["--extras"], &["--json", "--extras", "--no-prompts"]);
+    let steps = [
+        "info",
+        "prompts",
+        "prompt",
+        "github__summarize",
+        r#"{"topic":"rust"}"#,
+        "prompt",
+        "gitlab__summarize",
+        r#"{"topic":"x"}"#,
+    ];
+    let out = client(&g.url("/mcp"), &[("x-api-key", "key-admin")], &steps);
+    // Only what the gateway federates, with none of the flags it cannot honour (the servers
+    // offer `subscribe` and `listChanged` keys).
+    assert_eq!(
+        out[0]["capabilities"],
+        json!({"tools": {}, "resources": {}, "prompts": {}}),
+        "{out:?}"
+    );
+    assert_eq!(out[1]["prompts"], json!(["github__summarize"]), "{out:?}");
+    assert_eq!(out[2]["text"], "github: summarize rust", "{out:?}");
+    assert_eq!(out[3]["error"]["code"], -32602, "{out:?}");
+}
+
+#[test]
+fn resources_are_merged_and_read_from_the_server_that_serves_them() {
+    let (mut github, _search, g) = federation_of(&["--extras"], &["--json", "--extras"]);
+    let url = g.url("/mcp");
+    let key = [("x-api-key", "key-admin")];
+    let read = |uri| ["read", uri];
+    let steps = [
+        &["resources"][..],
+        &read("github://readme"),
+        &read("search://readme"),
+        &read("search://issues/7"),
+        &read("memo://shared"),
+        &read("gitlab://readme"),
+    ]
+    .concat();
+    let out = client(&url, &key, &steps);
+    let mut listed: Vec<(String, String)> = (out[0]["resources"].as_array().into_iter().flatten())
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().into(),
+                r["uri"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let pair = |n: &str, u: &str| (n.to_string(), u.to_string());
+    assert_eq!(
+        listed,
+        [
+            pair("github__memo", "memo://shared"),
+            pair("github__readme", "github://readme"),
+            pair("search__memo", "memo://shared"),
+            pair("search__readme", "search://readme"),
+        ],
+        "names prefixed, URIs as the servers wrote them: {out:?}"
+    );
+    let templates = &out[0]["templates"];
+    assert_eq!(
+        templates,
+        &json!([
+            {"name": "github__issue", "uri_template": "github://issues/{number}"},
+            {"name": "search__issue", "uri_template": "search://issues/{number}"},
+        ]),
+        "{out:?}"
+    );
+    assert_eq!(out[1]["text"], "github: the readme", "{out:?}");
+    assert_eq!(out[2]["text"], "search: the readme", "{out:?}");
+    assert_eq!(out[3]["text"], "search: issue 7", "{out:?}");
+    // Listed by both: the first server in the route's order answers.
+    assert_eq!(out[4]["text"], "github: the shared memo", "{out:?}");
+    assert_eq!(out[5]["error"]["code"], -32002, "{out:?}");
+
+    github.stop();
+    let steps = [
+        &["resources"][..],
+        &read("github://readme"),
+        &read("memo://shared"),
+    ]
+    .concat();
+    let out = client(&url, &key, &steps);
+    let uris: Vec<&str> = (out[0]["resources"].as_array().into_iter().flatten())
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert_eq!(uris, ["search://readme", "memo://shared"], "{out:?}");
+    assert_eq!(out[1]["error"]["code"], -32000, "{out:?}");
+    assert_eq!(out[1]["error"]["data"]["server"], "github", "{out:?}");
+    assert_eq!(out[2]["text"], "search: the shared memo", "{out:?}");
+}
+
+#[test]
+fn the_clients_identity_and_trace_headers_reach_every_server() {
+    let (_github, _search, g) = federation_of(&["--extras"], &["--json", "--extras"]);
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = [
+        ("x-api-key", "key-admin"),
+        ("x-request-id", "fed-trace-1"),
+        ("traceparent", trace),
+        ("cookie", "session=client-secret"),
+    ];
+    let steps = [
+        "call",
+        "github__whoami",
+        "{}",
+        "call",
+        "search__whoami",
+        "{}",
+    ];
+    let out = client(&g.url("/mcp"), &headers, &steps);
+    for (server, seen) in ["github", "search"].iter().zip(&out) {
+        let seen: Value = serde_json::from_str(seen["text"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{server}: {e}: {out:?}"));
+        assert_eq!(seen["x-agent-id"], "admin-agent", "{server}: {seen}");
+        assert_eq!(seen["x-request-id"], "fed-trace-1", "{server}: {seen}");
+        assert_eq!(seen["traceparent"], trace, "{server}: {seen}");
+        assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{server}: {seen}");
+        assert_eq!(seen["x-route-tag"], "tag-admin-agent", "{server}: {seen}");
+        for secret in ["x-api-key", "authorization", "cookie"] {
+            assert_eq!(seen[secret], Value::Null, "{server} saw {secret}: {seen}");
+        }
+    }
+}
+
+#[test]
+fn a_tools_stream_reaches_the_client_while_the_tool_runs() {
+    let (_github, _search, g) = federation_of(&["--extras"], &["--json", "--extras"]);
+    let steps = ["stream", "github__count_slowly", r#"{"n":4,"pause":0.5}"#];
+    let out = client(&g.url("/mcp"), &[("x-api-key", "key-admin")], &steps);
+    let out = &out[0];
+    assert_eq!(out["text"], "github: counted to 4", "{out}");
+    let progress = out["progress"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        progress.len(),
+        4,
+        "every progress notification arrives: {out}"
+    );
+    let took = out["took"].as_f64().unwrap_or_default();
+    let first = progress[0]["at"].as_f64().unwrap_or(f64::MAX);
+    assert!(took >= 2.0, "{out}");
+    // Read whole, the stream would reach the client at the end, all at once.
+    assert!(
+        first < took - 1.0,
+        "the first progress arrived at {first:.2}s of {took:.2}s: {out}"
+    );
+    eprintln!(
+        "progress at {:?} of {took:.2}s",
+        progress.iter().map(|p| &p["at"]).collect::<Vec<_>>()
+    );
+    let last = progress[3]["at"].as_f64().unwrap_or_default();
+    assert!(
+        last - first >= 1.0,
+        "progress arrived as it was reported: {out}"
+    );
+}
+
+#[test]
+fn a_stateless_client_discovers_the_gateway() {
+    let (_github, _search, g) = federation_of(&["--extras"], &["--json", "--extras"]);
+    let out = common::mcp::try_client_with(
+        &g.url("/mcp"),
+        &[("x-api-key", "key-admin")],
+        &["--modern"],
+        &[
+            "info",
+            "prompts",
+            "call",
+            "search__search_web",
+            r#"{"query":"now"}"#,
+            "stream",
+            "github__count_slowly",
+            r#"{"n":2,"pause":0.1}"#,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("modern client: {e}"));
+    assert_eq!(out[0]["server"], "clawgate", "{out:?}");
+    assert_eq!(out[0]["protocol_version"], "2026-07-28", "{out:?}");
+    assert_eq!(
+        out[0]["capabilities"],
+        json!({"tools": {}, "resources": {}, "prompts": {}}),
+        "{out:?}"
+    );
+    let mut prompts: Vec<&str> = (out[1]["prompts"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    prompts.sort();
+    assert_eq!(
+        prompts,
+        ["github__summarize", "search__summarize"],
+        "{out:?}"
+    );
+    assert_eq!(out[2]["text"], "search: results for now", "{out:?}");
+    // An SSE answer, its result completed for the revision on the way.
+    assert_eq!(out[3]["text"], "github: counted to 2", "{out:?}");
+    assert_eq!(
+        out[3]["progress"].as_array().map(Vec::len),
+        Some(2),
+        "{out:?}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Federation of several MCP servers behind one endpoint (DESIGN §5.2), the parts without I/O:
-//! tool names with and without their server's prefix, the merged `tools/list` result, the
-//! gateway's own `initialize` answer, and the JSON-RPC result read out of a server's answer,
-//! which is JSON or an SSE stream. The calls to the servers are `proxy/mcp_federation.rs`.
+//! names with and without their server's prefix, merged lists (tools, prompts, resources and
+//! templates), the union of the servers' capabilities in the gateway's own `initialize` and
+//! `server/discover` answers, the server a resource URI belongs to, and the JSON-RPC result
+//! read out of a server's answer, which is JSON or an SSE stream. The calls to the servers are
+//! `proxy/mcp_federation.rs`.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -44,15 +46,68 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
         .unwrap_or(LATEST)
 }
 
-/// The gateway's own `initialize` answer: it offers tools only (resources and prompts are not
-/// federated), under its own name.
-pub fn initialize_answer(id: &Value, requested: Option<&str>) -> Bytes {
+/// The gateway's own `initialize` answer, under its own name, with the capabilities of
+/// [`capabilities`].
+pub fn initialize_answer(id: &Value, requested: Option<&str>, capabilities: Value) -> Bytes {
     let result = json!({
         "protocolVersion": negotiate(requested),
-        "capabilities": {"tools": {}},
-        "serverInfo": {"name": "clawgate", "version": env!("CARGO_PKG_VERSION")},
+        "capabilities": capabilities,
+        "serverInfo": server_info(),
     });
     answer(id, result)
+}
+
+/// The stateless revision the gateway answers `server/discover` for.
+pub const MODERN: &str = "2026-07-28";
+
+/// The gateway's own `server/discover` answer (revision 2026-07-28): its capabilities, and
+/// its name where that revision carries it (`_meta`). Private to the caller: lists are
+/// filtered by the agent's grants.
+pub fn discover_answer(id: &Value, capabilities: Value) -> Bytes {
+    let result = json!({
+        "supportedVersions": [MODERN],
+        "capabilities": capabilities,
+        "cacheScope": "private",
+        "resultType": "complete",
+        "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
+    });
+    answer(id, result)
+}
+
+fn server_info() -> Value {
+    json!({"name": "clawgate", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// What the gateway federates, each with the sub-flags that work through it, ORed over the
+/// servers. `listChanged` and `subscribe` are not among them: those notifications come on a
+/// server's standalone stream, which a federated endpoint does not offer (`GET` → 405).
+/// `logging` and `completions` are left out: their requests are not routed to the servers.
+const FEDERATED: [(&str, &[&str]); 3] = [("tools", &[]), ("resources", &[]), ("prompts", &[])];
+
+/// The union of the servers' capabilities (each one's `initialize` result `capabilities`),
+/// less what the gateway does not federate. `tools` is always offered: `tools/list` is
+/// answered even while no server is up, and a server down now may have tools later.
+pub fn capabilities<'a>(servers: impl IntoIterator<Item = &'a Value> + Clone) -> Value {
+    let mut out = Map::new();
+    for (key, flags) in FEDERATED {
+        let offered: Vec<&Map<String, Value>> = (servers.clone().into_iter())
+            .filter_map(|c| c.get(key)?.as_object())
+            .collect();
+        if offered.is_empty() && key != "tools" {
+            continue;
+        }
+        let mut merged = Map::new();
+        for flag in flags.iter().copied() {
+            if offered
+                .iter()
+                .any(|c| c.get(flag) == Some(&Value::Bool(true)))
+            {
+                merged.insert(flag.into(), Value::Bool(true));
+            }
+        }
+        out.insert(key.into(), Value::Object(merged));
+    }
+    Value::Object(out)
 }
 
 /// A JSON-RPC result answer.
@@ -68,42 +123,67 @@ pub fn requested_version(body: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A `tools/call` body with the server's own name for the tool (everything else as sent:
+/// A `tools/call` or `prompts/get` body with the server's own name (everything else as sent:
 /// the id, the arguments, `_meta`).
-pub fn renamed_call(body: &[u8], tool: &str) -> Option<Bytes> {
+pub fn renamed(body: &[u8], tool: &str) -> Option<Bytes> {
     let mut v: Value = serde_json::from_slice(body).ok()?;
     *v.pointer_mut("/params/name")? = Value::String(tool.to_string());
     serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
-/// The `tools/list` results of each server (its prefix, its result), merged into one with the
-/// names prefixed, less the tools `allows` refuses (it sees the prefixed name, as grants do).
-pub fn merge_tools<'a>(
+/// One list of each server's results (its prefix, its result; `key`: `tools`, `prompts`,
+/// `resources`, `resourceTemplates`), merged into one with the names prefixed, less the
+/// entries `allows` refuses (it sees the prefixed name, as grants do). Everything else of an
+/// entry is as the server wrote it: a resource's `uri` is the server's own.
+pub fn merge<'a>(
+    key: &str,
     results: impl IntoIterator<Item = (&'a str, Value)>,
     allows: impl Fn(&str) -> bool,
 ) -> Value {
-    let mut tools = Vec::new();
+    let mut entries = Vec::new();
     for (prefix, result) in results {
-        let Some(Value::Array(listed)) = result.get("tools").cloned() else {
+        let Some(Value::Array(listed)) = result.get(key).cloned() else {
             continue;
         };
-        for mut tool in listed {
-            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+        for mut entry in listed {
+            let Some(name) = entry.get("name").and_then(Value::as_str) else {
                 continue;
             };
             let name = format!("{prefix}{name}");
             if !allows(&name) {
                 continue;
             }
-            if let Some(m) = tool.as_object_mut() {
+            if let Some(m) = entry.as_object_mut() {
                 m.insert("name".into(), Value::String(name));
-                tools.push(tool);
+                entries.push(entry);
             }
         }
     }
     let mut out = Map::new();
-    out.insert("tools".into(), Value::Array(tools));
+    out.insert(key.into(), Value::Array(entries));
     Value::Object(out)
+}
+
+/// The resources and templates a server lists, for finding who serves a URI.
+#[derive(Debug, Default, Clone)]
+pub struct Offered {
+    pub uris: Vec<String>,
+    pub templates: Vec<String>,
+}
+
+/// The server a `resources/read` of `uri` goes to: the first, in the route's order, that
+/// lists the URI itself, else the first with a template it matches. URIs are the servers' own
+/// (the gateway does not rewrite them), so a link in a tool's result reads as listed.
+pub fn owner<'a>(
+    uri: &str,
+    servers: impl IntoIterator<Item = (&'a str, &'a Offered)> + Clone,
+) -> Option<&'a str> {
+    let listed = (servers.clone().into_iter()).find(|(_, o)| o.uris.iter().any(|u| u == uri));
+    let templated = || {
+        (servers.into_iter())
+            .find(|(_, o)| (o.templates.iter()).any(|t| super::uri_template::matches(t, uri)))
+    };
+    listed.or_else(templated).map(|(s, _)| s)
 }
 
 /// Why a server's answer holds no result for the request.
@@ -164,7 +244,7 @@ fn answer_to(v: Value, id: &Value) -> Option<Result<Value, NoResult>> {
 }
 
 /// The data of each event of an SSE stream (its `data:` lines joined by newlines).
-fn sse_data(text: &str) -> Vec<String> {
+pub(crate) fn sse_data(text: &str) -> Vec<String> {
     let mut events = Vec::new();
     let mut data: Option<String> = None;
     for line in text.lines().chain(std::iter::once("")) {
@@ -210,8 +290,10 @@ mod tests {
 
     #[test]
     fn initialize_is_answered_by_the_gateway() {
+        let caps = json!({"tools": {}});
         let v: Value =
-            serde_json::from_slice(&initialize_answer(&json!(1), Some("2025-06-18"))).unwrap();
+            serde_json::from_slice(&initialize_answer(&json!(1), Some("2025-06-18"), caps))
+                .unwrap();
         assert_eq!(v["id"], 1);
         assert_eq!(v["result"]["protocolVersion"], "2025-06-18");
         assert_eq!(v["result"]["capabilities"], json!({"tools": {}}));
@@ -227,12 +309,12 @@ mod tests {
     #[test]
     fn calls_are_renamed_and_keep_the_rest() {
         let body = br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"github__search_web","arguments":{"q":1}}}"#;
-        let v: Value = serde_json::from_slice(&renamed_call(body, "search_web").unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&renamed(body, "search_web").unwrap()).unwrap();
         assert_eq!(v["params"]["name"], "search_web");
         assert_eq!(v["params"]["arguments"], json!({"q": 1}));
         assert_eq!(v["id"], "x");
-        assert_eq!(renamed_call(br#"{"id":1}"#, "t"), None);
-        assert_eq!(renamed_call(b"nope", "t"), None);
+        assert_eq!(renamed(br#"{"id":1}"#, "t"), None);
+        assert_eq!(renamed(b"nope", "t"), None);
     }
 
     #[test]
@@ -241,9 +323,8 @@ mod tests {
             json!({"tools": [{"name": "search_web", "inputSchema": {}}, {"name": "delete_repo"}]});
         let b =
             json!({"tools": [{"name": "search_web"}, {"title": "nameless"}], "nextCursor": "c"});
-        let merged = merge_tools([("github__", a), ("search__", b), ("x__", json!(3))], |n| {
-            n != "github__delete_repo"
-        });
+        let results = [("github__", a), ("search__", b), ("x__", json!(3))];
+        let merged = merge("tools", results, |n| n != "github__delete_repo");
         let names: Vec<&str> = merged["tools"]
             .as_array()
             .unwrap()
@@ -252,6 +333,54 @@ mod tests {
             .collect();
         assert_eq!(names, ["github__search_web", "search__search_web"]);
         assert_eq!(merged["tools"][0]["inputSchema"], json!({}));
+    }
+
+    #[test]
+    fn capabilities_are_the_union_of_what_is_federated() {
+        let a = json!({"tools": {"listChanged": true}, "logging": {}, "completions": {}});
+        let b = json!({"tools": {}, "prompts": {"listChanged": false},
+            "resources": {"subscribe": true, "listChanged": true}});
+        assert_eq!(
+            capabilities([&a, &b]),
+            json!({"tools": {}, "resources": {}, "prompts": {}})
+        );
+        assert_eq!(capabilities([&a]), json!({"tools": {}}));
+        assert_eq!(capabilities([]), json!({"tools": {}}));
+        let v: Value =
+            serde_json::from_slice(&discover_answer(&json!(2), capabilities([&b]))).unwrap();
+        assert_eq!(v["result"]["supportedVersions"], json!([MODERN]));
+        assert_eq!(v["result"]["capabilities"]["prompts"], json!({}));
+        assert_eq!(
+            v["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+            "clawgate"
+        );
+    }
+
+    #[test]
+    fn resources_keep_their_uris_and_reads_find_their_server() {
+        let a = json!({"resources": [{"name": "readme", "uri": "github://readme"}]});
+        let merged = merge("resources", [("github__", a)], |_| true);
+        assert_eq!(
+            merged,
+            json!({"resources": [{"name": "github__readme", "uri": "github://readme"}]})
+        );
+        let github = Offered {
+            uris: vec!["github://readme".into(), "memo://shared".into()],
+            templates: vec!["github://issues/{number}".into()],
+        };
+        let search = Offered {
+            uris: vec!["memo://shared".into(), "search://readme".into()],
+            templates: vec!["memo://{+rest}".into()],
+        };
+        let servers = [("github", &github), ("search", &search)];
+        assert_eq!(owner("github://readme", servers), Some("github"));
+        assert_eq!(owner("search://readme", servers), Some("search"));
+        assert_eq!(owner("github://issues/7", servers), Some("github"));
+        // Listed by both: the first in the route's order.
+        assert_eq!(owner("memo://shared", servers), Some("github"));
+        // A URI listed outright wins over an earlier server's template.
+        assert_eq!(owner("memo://other/x", servers), Some("search"));
+        assert_eq!(owner("gitlab://readme", servers), None);
     }
 
     #[test]

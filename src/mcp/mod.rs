@@ -6,6 +6,9 @@
 //! - [`grants`] decides which tools an agent may use from its globs;
 //! - [`filter`] hides the other tools from `tools/list` answers, in JSON and in SSE streams;
 //! - [`federation`] names tools of several servers apart and merges what they answer;
+//! - [`uri_template`] tells whether a URI is one a resource template offers (whose server a
+//!   federated `resources/read` goes to);
+//! - [`stateless`] completes federated answers for clients of the stateless revision;
 //! - [`session`] seals the gateway's session id: which backend holds each server's session,
 //!   for any instance to open.
 //!
@@ -19,3 +22,5 @@ pub mod jsonrpc;
 pub mod resource;
 pub mod route;
 pub mod session;
+pub mod stateless;
+pub mod uri_template;

@@ -68,6 +68,8 @@ pub struct Refused {
     pub retry_after: Option<u64>,
     /// More headers of the answer (a federated answer's content type and session id).
     pub headers: Vec<(&'static str, http::HeaderValue)>,
+    /// Already written to the client (a federated server's stream, relayed as it came).
+    pub written: bool,
 }
 
 impl Refused {
@@ -78,6 +80,7 @@ impl Refused {
             body,
             retry_after: None,
             headers: Vec::new(),
+            written: false,
         }
     }
 }
@@ -272,6 +275,9 @@ pub async fn answer_refused(session: &mut Session, ctx: &mut Ctx) -> Option<Fail
 
 /// Writes what the gateway answers in the server's place.
 pub async fn write(session: &mut Session, r: Refused, request_id: &str) -> Result<()> {
+    if r.written {
+        return Ok(());
+    }
     let mut headers: Vec<_> = (r.retry_after.iter())
         .map(|s| ("retry-after", http::HeaderValue::from(*s)))
         .collect();

@@ -162,8 +162,9 @@ impl Drop for McpServer {
 }
 
 /// Runs `tests/mcp/client.py` against `url` with extra request `headers`: one session, the
-/// `steps` in order (`list`, `call NAME JSON_ARGS`, `info`), one JSON value per step. `Err` holds
-/// the exit status and stderr when the client failed (unreachable, refused, session error).
+/// `steps` in order (`list`, `call NAME JSON_ARGS`, `info`, and the others of `client.py`), one
+/// JSON value per step. `Err` holds the exit status and stderr when the client failed
+/// (unreachable, refused, session error).
 pub fn try_client(
     url: &str,
     headers: &[(&str, &str)],
@@ -205,7 +206,12 @@ pub fn client(url: &str, headers: &[(&str, &str)], steps: &[&str]) -> Vec<serde_
     let out = try_client(url, headers, steps).unwrap_or_else(|e| panic!("MCP client: {e}"));
     let expected = steps
         .iter()
-        .filter(|s| matches!(**s, "list" | "call" | "info"))
+        .filter(|s| {
+            matches!(
+                **s,
+                "list" | "call" | "info" | "stream" | "resources" | "read" | "prompts" | "prompt"
+            )
+        })
         .count();
     assert_eq!(out.len(), expected, "one line per step: {out:?}");
     out

@@ -1,6 +1,6 @@
 """A real MCP server for clawgate's tests, built with the official Python SDK (`mcp`, PyPI).
 
-    python server.py --port P [--name NAME] [--stateless] [--json] [--host H]
+    python server.py --port P [--name NAME] [--stateless] [--json] [--extras] [--no-prompts] [--host H]
 
 Streamable HTTP transport at `/mcp`. `--json` answers POSTs with JSON instead of an SSE stream
 (the SDK's `json_response`); `--stateless` runs without protocol sessions (`stateless_http`).
@@ -8,7 +8,20 @@ Streamable HTTP transport at `/mcp`. `--json` answers POSTs with JSON instead of
 `ready <port>`, and then serves.
 
 Tools: search_web(query), list_repos(owner), create_issue(repo, title), delete_repo(repo); each
-answers a short text naming the server. `GET /counts` answers JSON with how many times each
+answers a short text naming the server. `--extras` adds what the federation tests read (the
+plain tools above stay as they are):
+
+- tool whoami(): the request headers the server received that show who is calling and how
+  (JSON: x-agent-id, x-request-id, traceparent, x-forwarded-for, authorization, x-api-key,
+  cookie, x-route-tag; null for each one absent);
+- tool count_slowly(n, pause): reports progress n times, `pause` seconds apart, then answers;
+- resources NAME://readme and memo://shared (the same URI on every server), the template
+  NAME://issues/{number}, and the prompt summarize(topic); each answer names the server.
+
+`--no-prompts` takes the prompt methods away (the server then offers no `prompts` capability
+and answers their methods -32601), for a federation whose servers offer different things.
+
+`GET /counts` answers JSON with how many times each
 tool really ran on this server (a call the gateway refuses must leave its count unchanged).
 """
 
@@ -16,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import sys
 
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,7 +42,52 @@ from starlette.responses import JSONResponse, Response
 TOOLS = ("search_web", "list_repos", "create_issue", "delete_repo")
 
 
-def build(name: str) -> MCPServer:
+SEEN_HEADERS = (
+    "x-agent-id",
+    "x-request-id",
+    "traceparent",
+    "x-forwarded-for",
+    "authorization",
+    "x-api-key",
+    "cookie",
+    "x-route-tag",
+)
+
+
+def add_extras(server: MCPServer, name: str) -> None:
+    @server.tool()
+    def whoami(ctx: Context) -> str:
+        """The identity and trace headers this request came with."""
+        headers = ctx.headers or {}
+        return json.dumps({h: headers.get(h) for h in SEEN_HEADERS})
+
+    @server.tool()
+    async def count_slowly(n: int, pause: float, ctx: Context) -> str:
+        """Counts to n, reporting progress at each step."""
+        for i in range(n):
+            await ctx.report_progress(i + 1, n, f"step {i + 1}")
+            await asyncio.sleep(pause)
+        return f"{name}: counted to {n}"
+
+    @server.resource(f"{name}://readme", name="readme", mime_type="text/plain")
+    def readme() -> str:
+        return f"{name}: the readme"
+
+    @server.resource("memo://shared", name="memo", mime_type="text/plain")
+    def memo() -> str:
+        return f"{name}: the shared memo"
+
+    @server.resource(f"{name}://issues/{{number}}", name="issue", mime_type="text/plain")
+    def issue(number: str) -> str:
+        return f"{name}: issue {number}"
+
+    @server.prompt()
+    def summarize(topic: str) -> str:
+        """Asks for a summary."""
+        return f"{name}: summarize {topic}"
+
+
+def build(name: str, extras: bool = False) -> MCPServer:
     server: MCPServer = MCPServer(name, log_level="WARNING")
     counts = {tool: 0 for tool in TOOLS}
 
@@ -56,6 +115,9 @@ def build(name: str) -> MCPServer:
         counts["delete_repo"] += 1
         return f"{name}: deleted {repo}"
 
+    if extras:
+        add_extras(server, name)
+
     @server.custom_route("/counts", methods=["GET"])
     async def get_counts(_request: Request) -> Response:
         return JSONResponse(counts)
@@ -70,9 +132,16 @@ async def main() -> None:
     parser.add_argument("--name", default="mcp-test")
     parser.add_argument("--stateless", action="store_true", help="stateless_http (no sessions)")
     parser.add_argument("--json", action="store_true", help="JSON answers instead of SSE")
+    parser.add_argument("--extras", action="store_true", help="whoami, count_slowly, resources, prompts")
+    parser.add_argument("--no-prompts", action="store_true", help="no prompt methods, no prompts capability")
     args = parser.parse_args()
 
-    app = build(args.name).streamable_http_app(
+    server = build(args.name, args.extras)
+    if args.no_prompts:
+        # The SDK registers every method and derives its capabilities from what is registered.
+        for method in ("prompts/list", "prompts/get"):
+            server._lowlevel_server._request_handlers.pop(method, None)  # noqa: SLF001
+    app = server.streamable_http_app(
         streamable_http_path="/mcp",
         json_response=args.json,
         stateless_http=args.stateless,
