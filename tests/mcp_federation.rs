@@ -111,9 +111,19 @@ fn calls_go_to_the_server_their_prefix_names() {
     assert_eq!(out[0]["text"], "github: results for pingora", "{out:?}");
     assert_eq!(out[1]["text"], "search: results for rust", "{out:?}");
     assert_eq!(out[2]["error"]["code"], -32003, "{out:?}");
+    // Past Pingora's 64 KB read-ahead: federation reads the whole message itself.
+    let long = "p".repeat(100 * 1024);
+    let args = serde_json::json!({"query": long}).to_string();
+    let big = client(
+        &url,
+        &[("x-api-key", "key-data")],
+        &["call", "search__search_web", &args],
+    );
+    let text = big[0]["text"].as_str().unwrap_or_default();
+    assert_eq!(text, format!("search: results for {long}"), "{:?}", big[0]["error"]);
     assert_eq!(out[3]["error"]["code"], -32003, "{out:?}");
     assert_eq!(github.count("search_web"), 1);
-    assert_eq!(search.count("search_web"), 1);
+    assert_eq!(search.count("search_web"), 2);
     assert_eq!(
         github.count("delete_repo"),
         0,
@@ -127,7 +137,7 @@ fn calls_go_to_the_server_their_prefix_names() {
         &["call", "gitlab__search_web", r#"{"query":"x"}"#],
     );
     assert_eq!(out[0]["error"]["code"], -32602, "{out:?}");
-    assert_eq!(github.count("search_web") + search.count("search_web"), 2);
+    assert_eq!(github.count("search_web") + search.count("search_web"), 3);
 }
 
 #[test]

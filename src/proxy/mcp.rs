@@ -124,7 +124,7 @@ pub async fn admit(
         Some(body) => body,
         // Federation sends nothing on through Pingora: the whole body is read here.
         None if federated => match read_whole(session, ctx).await? {
-            Some(body) => body,
+            Some(body) => ctx.body.pre_read.insert(body).clone(),
             None => {
                 state.refused = Some("too_large");
                 ctx.mcp = Some(state);
