@@ -120,7 +120,12 @@ fn calls_go_to_the_server_their_prefix_names() {
         &["call", "search__search_web", &args],
     );
     let text = big[0]["text"].as_str().unwrap_or_default();
-    assert_eq!(text, format!("search: results for {long}"), "{:?}", big[0]["error"]);
+    assert_eq!(
+        text,
+        format!("search: results for {long}"),
+        "{:?}",
+        big[0]["error"]
+    );
     assert_eq!(out[3]["error"]["code"], -32003, "{out:?}");
     assert_eq!(github.count("search_web"), 1);
     assert_eq!(search.count("search_web"), 2);

@@ -259,6 +259,12 @@ async fn hold_state(
     }
 }
 
+/// The failure [`hold`] made of a refusal: the gateway did its job; not an error to log.
+pub fn refused_held(ctx: &Ctx, e: &pingora::Error) -> bool {
+    let refused = ctx.mcp.as_ref().is_some_and(|m| m.refused.is_some());
+    refused && matches!(e.etype(), pingora::ErrorType::HTTPStatus(_))
+}
+
 /// `fail_to_proxy` of a held body that was refused (see [`hold`]): its answer.
 pub async fn answer_refused(session: &mut Session, ctx: &mut Ctx) -> Option<FailToProxy> {
     let r = ctx.mcp.as_mut()?.refusal.take()?;

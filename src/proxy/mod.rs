@@ -431,6 +431,10 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        mcp::refused_held(ctx, e)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if let Some(failed) = mcp::answer_refused(session, ctx).await {
             return failed;
