@@ -12,6 +12,7 @@ mod select;
 mod semantic;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use ctx::{Ctx, InFlight, HANDING_OVER, IN_FLIGHT};
 pub use refusal::{Refusal, TOTAL_TIMEOUT};
@@ -360,14 +361,15 @@ impl ProxyHttp for Gateway {
             ctx.cache.status = Some(status);
         }
         // A cached answer consumed no tokens.
-        if self.services.track_tokens && resp.status.is_success() && ctx.cache.status != Some("HIT")
-        {
+        let track = self.services.track_tokens || ctx.tokens.is_some();
+        if track && resp.status.is_success() && ctx.cache.status != Some("HIT") {
             ctx.usage.tracker = resp
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|ct| crate::observe::usage::Tracker::for_content_type(ct.as_bytes()))
                 .map(Box::new);
         }
+        tokens::headers(ctx, resp)?;
         match ctx.forward() {
             Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
             None => upstream::set_response_request_id(resp, &ctx.request_id),
@@ -395,23 +397,15 @@ impl ProxyHttp for Gateway {
             }
         }
         if end_of_stream {
-            if let Some(t) = ctx.usage.tracker.take() {
-                ctx.usage.tokens = t.finish().map(|mut u| {
-                    if u.model.is_none() {
-                        u.model = ctx
-                            .body
-                            .kept
-                            .as_ref()
-                            .and_then(|b| crate::observe::usage::request_model(b));
-                    }
-                    Box::new(u)
-                });
-            }
+            tokens::end_of_answer(ctx);
         }
         Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.tokens.is_some() {
+            Box::pin(tokens::settle(&self.services, session, ctx)).await;
+        }
         self.observe(session, e, ctx);
         // Stored after the log line is handed over: the answer is complete by now.
         let Some(s) = ctx.semantic.take() else {
@@ -560,6 +554,12 @@ impl Gateway {
             if Box::pin(semantic::lookup(&self.services, session, ctx, sc)).await? {
                 return Ok(true);
             }
+        }
+        if ctx.config.quotas.tokens.is_some()
+            && ctx.route().is_some_and(|r| r.mcp.is_none())
+            && Box::pin(tokens::reserve(&self.services, session, ctx)).await?
+        {
+            return Ok(true);
         }
         if ctx.semantic.is_none()
             && self.services.cache.is_some()

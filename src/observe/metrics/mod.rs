@@ -8,6 +8,7 @@
 mod custom;
 pub mod mcp;
 mod semantic;
+mod tokens;
 
 use crate::at;
 use crate::config::schema;
@@ -51,6 +52,7 @@ pub struct Metrics {
     pub breaker_opens: IntCounterVec,
     pub semantic: semantic::Semantic,
     pub mcp: mcp::Mcp,
+    pub tokens: tokens::Tokens,
     custom: Vec<Custom>,
     models: Mutex<HashSet<String>>,
     anonymous: [OnceLock<IntCounter>; STATUSES],
@@ -188,6 +190,7 @@ impl Metrics {
         let backends = Backends::new(&r)?;
         let semantic = semantic::Semantic::new(&r)?;
         let mcp = mcp::Mcp::new(&r)?;
+        let tokens = tokens::Tokens::new(&r)?;
         let active = r.register(IntGauge::new(
             r.name("active_connections"),
             "Requests in progress.",
@@ -218,6 +221,7 @@ impl Metrics {
             breaker_opens: backends.breaker_opens,
             semantic,
             mcp,
+            tokens,
             custom,
             models: Mutex::new(HashSet::new()),
             anonymous: Default::default(),
