@@ -103,6 +103,15 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// LLM token budgets are reserved here, after the cache: only by requests that go to the
+    /// backend (`false`: refused, the answer is written).
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if ctx.config.quotas.tokens.is_none() || ctx.route().is_none_or(|r| r.mcp.is_some()) {
+            return Ok(true);
+        }
+        Ok(!Box::pin(tokens::reserve(&self.services, session, ctx)).await?)
+    }
+
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let picked = match ctx.upstream.next.take() {
             Some(p) => p,
@@ -554,12 +563,6 @@ impl Gateway {
             if Box::pin(semantic::lookup(&self.services, session, ctx, sc)).await? {
                 return Ok(true);
             }
-        }
-        if ctx.config.quotas.tokens.is_some()
-            && ctx.route().is_some_and(|r| r.mcp.is_none())
-            && Box::pin(tokens::reserve(&self.services, session, ctx)).await?
-        {
-            return Ok(true);
         }
         if ctx.semantic.is_none()
             && self.services.cache.is_some()

@@ -92,6 +92,10 @@ pub async fn reserve(services: &Services, session: &mut Session, ctx: &mut Ctx) 
                 m.token_refused(agent, asked.model.as_deref());
             }
             let id = request_id::as_str(&ctx.request_id);
+            if asked.unread {
+                // The body was not read: the connection cannot be used again.
+                session.set_keepalive(None);
+            }
             refuse(session, id, refused, (tokens, prompt, max)).await?;
             Ok(true)
         }
