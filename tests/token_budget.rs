@@ -420,3 +420,39 @@ async fn two_instances_share_one_budget_through_redis() {
     let expected = 10_000 - 18 - 1_003;
     assert!((expected..=expected + 1).contains(&left), "{left}");
 }
+
+#[tokio::test]
+async fn a_redis_outage_follows_on_store_error() {
+    let mut redis = Redis::start();
+    let backend = mock_backend::spawn();
+    let store = format!("store: \"{}\"\n  store_timeout: \"100ms\"", redis.url());
+    let local = Gateway::start(&yaml(&store), &backend.url());
+    let deny = Gateway::start(
+        &yaml(&format!("{store}\n  on_store_error: deny")),
+        &backend.url(),
+    );
+    let c = client();
+    let body = chat("mock", Some(100), json!({}));
+    let r = post(&c, &local.url(CHAT), "key-fin", &body, None).await;
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), 10_000 - 103);
+    redis.stop();
+
+    // `deny`: 503, the backend not called.
+    let before = backend.stats.count(CHAT);
+    let r = post(&c, &deny.url(CHAT), "key-fin", &body, None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_json_error(
+        &serde_json::from_str(&r.body).unwrap(),
+        503,
+        "service_unavailable",
+    );
+    assert_eq!(r.header("retry-after"), 1);
+    assert_eq!(backend.stats.count(CHAT), before);
+
+    // `local` (the default): this instance's own budget, full, reserves and trues up.
+    for left in [10_000 - 103, 10_000 - 9 - 103] {
+        let r = post(&c, &local.url(CHAT), "key-fin", &body, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-ratelimit-remaining-tokens"), left);
+    }
+}
