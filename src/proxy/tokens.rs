@@ -263,7 +263,8 @@ pub async fn settle(services: &Services, session: &Session, ctx: &mut Ctx) {
 /// The tokens an exchange used: the answer's usage; else an estimate from its text (the
 /// prompt's estimate + the text's characters / `chars_per_token`), also for a stream cut
 /// short; nothing for a cached answer or one that failed; the whole reservation when the
-/// answer cannot be read (not JSON nor SSE, or a JSON answer cut short).
+/// answer cannot be read (not JSON nor SSE, or a JSON answer cut short). A body that was not
+/// read ahead and whose answer has neither usage nor text is charged nothing.
 fn used(tq: &TokenQuotas, ctx: &Ctx, held: &Held) -> u64 {
     let r = &held.reservation;
     let estimate = |chars: u64| r.prompt_estimate.saturating_add(tq.prompt_estimate(chars));
@@ -273,8 +274,14 @@ fn used(tq: &TokenQuotas, ctx: &Ctx, held: &Held) -> u64 {
     if let Some(u) = &ctx.usage.tokens {
         return u.total();
     }
+    // A body that was not read may not have been an LLM request at all: without usage, only
+    // an answer with text is charged.
     if let Some(chars) = held.chars {
-        return estimate(chars);
+        return if held.unread && chars == 0 {
+            0
+        } else {
+            estimate(chars)
+        };
     }
     match ctx.usage.tracker.as_deref() {
         Some(Tracker::Sse { .. }) => {

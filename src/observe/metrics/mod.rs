@@ -19,7 +19,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 
 /// From 1 ms (proxy overhead) to 60 s (long LLM calls).
 const BUCKETS: &[f64] = &[
@@ -54,7 +54,7 @@ pub struct Metrics {
     pub mcp: mcp::Mcp,
     pub tokens: tokens::Tokens,
     custom: Vec<Custom>,
-    models: Mutex<HashSet<String>>,
+    models: RwLock<HashSet<String>>,
     anonymous: [OnceLock<IntCounter>; STATUSES],
 }
 
@@ -223,7 +223,7 @@ impl Metrics {
             mcp,
             tokens,
             custom,
-            models: Mutex::new(HashSet::new()),
+            models: RwLock::new(HashSet::new()),
             anonymous: Default::default(),
         })
     }
@@ -334,7 +334,10 @@ impl Metrics {
         if m.is_empty() {
             m = "unknown".into();
         }
-        let mut seen = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if (self.models.read().unwrap_or_else(|p| p.into_inner())).contains(&m) {
+            return m;
+        }
+        let mut seen = self.models.write().unwrap_or_else(|p| p.into_inner());
         if seen.contains(&m) || seen.len() < MAX_MODELS && seen.insert(m.clone()) {
             m
         } else {
