@@ -19,10 +19,12 @@ agents:
   "fin": {{api_key: "key-fin"}}
   "ops": {{api_key: "key-ops"}}
   "crowd": {{api_key: "key-crowd"}}
+  "big": {{api_key: "key-big"}}
 rate_limiting:
   {extra_limits}
   tokens:
     default: "10000/day"
+    per_agent: {{"big": "1000000/day"}}
     per_model: {{"gpt-big": "3000/day"}}
     estimate: {{chars_per_token: 4, default_max_tokens: 1000}}
 routes:
@@ -455,4 +457,65 @@ async fn a_redis_outage_follows_on_store_error() {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-ratelimit-remaining-tokens"), left);
     }
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_reserves_its_length_and_is_trued_up_from_usage() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(&yaml(""), &backend.url());
+    let (url, c) = (g.url(CHAT), client());
+    // 40,000 words of "x " (80,000 bytes of content): too large to read ahead. It reserves its
+    // length / 4 + default_max_tokens from the agent's budget; the mock counts 40,000 prompt
+    // tokens and 7 of answer.
+    let body = chat("gpt-big", None, json!({})).to_string();
+    let body = body.replace("hello there", &"x ".repeat(40_000));
+    let length = body.len() as u64;
+    assert!(length > 64 << 10);
+    let send = || {
+        (c.post(&url).header("x-api-key", "key-big"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let reserved = length.div_ceil(4) + 1_000;
+    let left = |r: &reqwest::Response| -> u64 {
+        r.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(left(&r), 1_000_000 - reserved, "agent budget only");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("\"prompt_tokens\":40000"),
+        "the whole body reached the backend: {text}"
+    );
+    // Trued up to 40,007 on the agent's budget; the model budget (3,000) was charged the same
+    // after the fact, so it is in debt and refuses the model even for a small request.
+    let r = post(
+        &c,
+        &url,
+        "key-big",
+        &chat("mock", Some(100), json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.header("x-ratelimit-remaining-tokens"),
+        1_000_000 - 40_007 - 103
+    );
+    let r = post(
+        &c,
+        &url,
+        "key-big",
+        &chat("gpt-big", Some(100), json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), 0);
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), 3_000);
 }
