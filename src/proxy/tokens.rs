@@ -118,6 +118,10 @@ fn subject<'a>(session: &Session, ctx: &'a Ctx) -> Subject<'a> {
 /// An LLM request's body: its model, the characters of its prompt (the text of `messages`,
 /// `prompt`, `input`, `system` and `instructions`) and the longest answer it allows.
 fn asked(body: &[u8]) -> Option<Asked> {
+    // Most POST bodies are not LLM requests: a scan spares them the parse.
+    if !body.windows(7).any(|w| w == b"\"model\"") {
+        return None;
+    }
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let model = v.get("model")?.as_str()?;
     if !["messages", "prompt", "input"]
@@ -297,5 +301,28 @@ fn used(tq: &TokenQuotas, ctx: &Ctx, held: &Held) -> u64 {
             Some(s) if (200..300).contains(&s) => r.tokens,
             _ => 0,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asked;
+
+    #[test]
+    fn llm_requests_are_told_by_their_fields_and_their_prompt_counted() {
+        let a = asked(br#"{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi there"},{"type":"image_url","image_url":{"url":"http://x"}}]}],"max_completion_tokens":50}"#).unwrap();
+        assert_eq!(a.model.as_deref(), Some("gpt-4o"));
+        assert_eq!((a.prompt_chars, a.max_tokens), (9 + 8, Some(50)));
+        let a = asked(r#"{"model":"m","prompt":["ab","cdé"],"max_tokens":7}"#.as_bytes()).unwrap();
+        assert_eq!((a.prompt_chars, a.max_tokens), (5, Some(7)));
+        let a = asked(br#"{"model":"m","input":"four","instructions":"xy"}"#).unwrap();
+        assert_eq!((a.prompt_chars, a.max_tokens), (6, None));
+        let a = asked(br#"{"model":"claude","system":"s","messages":[{"role":"user","content":"q"}],"max_tokens":9}"#).unwrap();
+        assert_eq!((a.prompt_chars, a.max_tokens), (2, Some(9)));
+        // Not LLM requests: no model, or none of messages/prompt/input, or not JSON.
+        assert!(asked(br#"{"messages":[]}"#).is_none());
+        assert!(asked(br#"{"model":"m","query":"q"}"#).is_none());
+        assert!(asked(br#"{"model": 3, "prompt": "p"}"#).is_none());
+        assert!(asked(b"model=m&prompt=p").is_none());
     }
 }
