@@ -542,3 +542,60 @@ async fn a_cached_answer_reserves_nothing() {
     let a = post(&c, &g.url(CHAT), "key-ops", &body, None).await;
     assert_eq!(a.header("x-ratelimit-remaining-tokens"), 10_000 - 9 - 103);
 }
+
+#[tokio::test]
+async fn answers_longer_than_reserved_overshoot_within_the_bound_and_leave_a_debt() {
+    let backend = mock_backend::spawn();
+    // Reservations of 3 (prompt estimate) + 4 (default_max_tokens): 8 fit in 60 at once. Each
+    // answer uses 2 + 7 = 9: 3 more answer tokens than reserved, none more prompt.
+    let yaml = r#"
+gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
+agents:
+  "crowd": {api_key: "key-crowd"}
+rate_limiting:
+  tokens: {default: "60/day", estimate: {chars_per_token: 4, default_max_tokens: 4}}
+routes:
+  - {path: "/*", backend_url: "{backend}", auth_required: true}
+monitoring:
+  metrics: {enabled: true}
+"#;
+    let g = Gateway::start(yaml, &backend.url());
+    let url = g.url(CHAT);
+    let body = chat(
+        "mock",
+        None,
+        json!({"stream": true, "mock_interval_ms": 150}),
+    );
+    let runs = (0..20).map(|_| {
+        let (url, body) = (url.clone(), body.clone());
+        tokio::spawn(async move { post(&client(), &url, "key-crowd", &body, None).await.status })
+    });
+    let statuses: Vec<u16> = (futures_util::future::join_all(runs).await)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert_eq!(ok, 8, "{statuses:?}");
+    // Used 8 × 9 = 72 of 60: over by 12, within the bound of 8 in flight × 3 = 24.
+    let (used, bound) = (ok * 9, ok * 3);
+    eprintln!(
+        "{ok} streams used {used} of 60: over by {}, bound {bound}",
+        used - 60
+    );
+    assert!(used - 60 <= bound);
+    // The excess is a debt: the budget shows 0 and refuses until it has refilled.
+    wait_for_gauge(&g, "crowd", 0).await;
+    let r = post(
+        &client(),
+        &url,
+        "key-crowd",
+        &chat("mock", Some(1), json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), 0);
+    // 12 owed + 4 to reserve, at one token every 24 minutes: the 72 were all charged.
+    let retry = r.header("retry-after");
+    assert!((16 * 1440 - 10..=16 * 1440).contains(&retry), "{retry}");
+}
