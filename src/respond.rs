@@ -27,9 +27,14 @@ pub fn error_name(code: u16) -> &'static str {
 
 /// The JSON body of an error (`proxy::Refusal::body` for the proxy path's own refusals).
 pub fn error_body(code: u16, message: &str, request_id: &str) -> Bytes {
+    named_error_body(error_name(code), code, message, request_id)
+}
+
+/// An error body whose name is more precise than its status's (`token_quota_exceeded`).
+pub fn named_error_body(name: &str, code: u16, message: &str, request_id: &str) -> Bytes {
     Bytes::from(
         serde_json::json!({
-            "error": error_name(code),
+            "error": name,
             "code": code,
             "message": message,
             "request_id": request_id,

@@ -63,7 +63,11 @@ async fn the_dashboard_and_alerts_use_metrics_the_gateway_exports() {
     )
     .expect("the dashboard is JSON");
     let panels = dashboard["panels"].as_array().unwrap();
-    assert_eq!(panels.len(), 5, "the article's five panels");
+    assert_eq!(
+        panels.len(),
+        6,
+        "the article's five panels and token budget use"
+    );
     let exprs: String = panels
         .iter()
         .flat_map(|p| p["targets"].as_array().unwrap().iter())
@@ -81,6 +85,9 @@ async fn the_dashboard_and_alerts_use_metrics_the_gateway_exports() {
 gateway: {listen: "{listen}", pid_file: "{dir}/p.pid", upgrade_sock: "{dir}/u.sock"}
 agents:
   "bot": {api_key: "key-bot", rate_limit: "1/minute"}
+  "big": {api_key: "key-big"}
+rate_limiting:
+  tokens: {default: "100000/day"}
 backends:
   dead:
     url: "http://127.0.0.1:9"
@@ -111,6 +118,15 @@ monitoring:
             .await
             .unwrap();
     }
+    // A reservation larger than the budget: a token refusal.
+    let _ = c
+        .post(g.url("/v1/chat/completions"))
+        .header("x-api-key", "key-big")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":1000000}"#)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     // A vector metric shows once it has a series: make a backend fail (its breaker opens), and
     // an address be ejected.
     let _ = c.get(g.url("/dead/x")).send().await.unwrap();
@@ -138,6 +154,8 @@ monitoring:
             "upstream_errors_total{",
             "upstream_ejections_total{",
             "circuit_breaker_opens_total{",
+            "token_quota_refused_total{",
+            "token_budget_remaining{",
         ];
         if shown.iter().all(|s| text.contains(s)) {
             break names;

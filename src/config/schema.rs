@@ -154,6 +154,28 @@ pub struct RateLimiting {
     pub store: Option<Text>,
     pub on_store_error: Option<OnStoreError>,
     pub store_timeout: Option<Dur>,
+    /// LLM token budgets (DESIGN §5.3): reserved before sending, trued up from usage.
+    pub tokens: Option<TokenLimits>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLimits {
+    /// Per agent (per client address when anonymous), unless `per_agent` names the agent.
+    pub default: Option<Rate>,
+    #[serde(default)]
+    pub per_agent: BTreeMap<String, Rate>,
+    /// Per agent and model, by the request's `model`.
+    #[serde(default)]
+    pub per_model: BTreeMap<String, Rate>,
+    pub estimate: Option<TokenEstimate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEstimate {
+    pub chars_per_token: Option<Count>,
+    pub default_max_tokens: Option<Count>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

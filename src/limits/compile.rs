@@ -47,6 +47,9 @@ impl Quotas {
                 quotas.store = Some((url.0.clone(), timeout));
             }
             quotas.on_store_error = rl.on_store_error.unwrap_or(schema::OnStoreError::Local);
+            if let Some(t) = &rl.tokens {
+                quotas.tokens = Some(super::tokens::TokenQuotas::compile(t)?);
+            }
         }
         Ok(quotas)
     }

@@ -7,6 +7,7 @@
 
 mod compile;
 pub mod redis;
+pub mod tokens;
 
 use crate::config::schema::OnStoreError;
 use crate::config::values::Rate;
@@ -199,6 +200,8 @@ pub struct Quotas {
     /// `rate_limiting.store` and `store_timeout`: the shared store to connect at start.
     pub store: Option<(String, std::time::Duration)>,
     pub on_store_error: OnStoreError,
+    /// `rate_limiting.tokens`: LLM token budgets.
+    pub tokens: Option<tokens::TokenQuotas>,
 }
 
 /// The state of the limits, built once per process and kept across reloads: the buckets (in
@@ -234,6 +237,18 @@ pub enum Subject<'a> {
     Client(Option<std::net::IpAddr>),
 }
 
+impl Subject<'_> {
+    /// The prefix of the subject's Redis keys: one hash tag per subject, so that its buckets
+    /// share a Redis Cluster slot (one script call).
+    pub fn redis_tag(&self) -> String {
+        match self {
+            Subject::Agent(id) => format!("clawgate:{{a:{id}}}"),
+            Subject::Client(Some(ip)) => format!("clawgate:{{ip:{ip}}}"),
+            Subject::Client(None) => "clawgate:{ip:unknown}".to_string(),
+        }
+    }
+}
+
 impl Quotas {
     pub fn new(
         ceiling: Option<Limit>,
@@ -248,6 +263,7 @@ impl Quotas {
             default,
             store: None,
             on_store_error: OnStoreError::Local,
+            tokens: None,
         }
     }
 
@@ -267,12 +283,7 @@ impl Quotas {
         let Some(store) = &shared.store else {
             return (self.take(shared, subject, key_limit, route)).map_err(Refused::Limit);
         };
-        // One hash tag per subject: its buckets share a Redis Cluster slot (one script call).
-        let tag = match subject {
-            Subject::Agent(id) => format!("clawgate:{{a:{id}}}"),
-            Subject::Client(Some(ip)) => format!("clawgate:{{ip:{ip}}}"),
-            Subject::Client(None) => "clawgate:{ip:unknown}".to_string(),
-        };
+        let tag = subject.redis_tag();
         let mut buckets = Vec::with_capacity(2);
         if let Some(l) = self.agent_limit(subject, key_limit) {
             buckets.push((format!("{tag}:agent"), l));

@@ -66,6 +66,9 @@ pub enum Tracker {
         seen: bool,
         /// Inside an over-long line: skipped until its end.
         skipping: bool,
+        /// Characters of the answer's text streamed so far (to estimate its tokens when the
+        /// backend sends no usage, or the client goes away before it).
+        chars: u64,
     },
     /// Too large to look at: given up.
     Off,
@@ -85,6 +88,7 @@ impl Tracker {
                 usage: Usage::default(),
                 seen: false,
                 skipping: false,
+                chars: 0,
             })
         } else if starts(b"application/json") || plus_json() {
             Some(Tracker::Json {
@@ -111,12 +115,14 @@ impl Tracker {
                 usage,
                 seen,
                 skipping,
+                chars,
             } => {
                 let mut rest = &chunk[..];
                 while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
                     if !*skipping && line.len() + nl <= MAX_LINE {
                         line.extend_from_slice(&rest[..nl]);
                         *seen |= sse_line(line, usage);
+                        *chars += streamed_chars(line);
                     }
                     *skipping = false;
                     line.clear();
@@ -136,25 +142,47 @@ impl Tracker {
     }
 
     pub fn finish(self) -> Option<Usage> {
+        self.finish_counted().0
+    }
+
+    /// The usage, and the characters of the answer's text (an estimate's input when the
+    /// backend sent no usage).
+    pub fn finish_counted(self) -> (Option<Usage>, u64) {
         match self {
             Tracker::Json { chunks, .. } => {
                 let body: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-                let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                    return (None, 0);
+                };
                 let mut u = Usage::default();
-                u.absorb(&v).then_some(u)
+                let text = ["choices", "content", "output"].map(|k| text_chars(&v[k]));
+                (u.absorb(&v).then_some(u), text.iter().sum())
             }
             Tracker::Sse {
                 line,
                 mut usage,
                 mut seen,
                 skipping,
+                mut chars,
             } => {
                 if !skipping {
                     seen |= sse_line(&line, &mut usage);
+                    chars += streamed_chars(&line);
                 }
-                seen.then_some(usage)
+                (seen.then_some(usage), chars)
             }
-            Tracker::Off => None,
+            Tracker::Off => (None, 0),
+        }
+    }
+
+    /// What a stream cut short carried so far: its usage if an event had it, and the
+    /// characters of its text.
+    pub fn so_far(&self) -> (Option<Usage>, u64) {
+        match self {
+            Tracker::Sse {
+                usage, seen, chars, ..
+            } => (seen.then(|| usage.clone()), *chars),
+            _ => (None, 0),
         }
     }
 }
@@ -181,6 +209,64 @@ fn sse_line(line: &[u8], usage: &mut Usage) -> bool {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Characters of text in a JSON value: strings, and the `content` and `text` fields of
+/// objects, however nested (messages, content parts, choices).
+pub fn text_chars(v: &serde_json::Value) -> u64 {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.chars().count() as u64,
+        Value::Array(a) => a.iter().map(text_chars).sum(),
+        Value::Object(o) => ["content", "text", "message"]
+            .iter()
+            .filter_map(|k| o.get(*k))
+            .map(text_chars)
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Characters of answer text in one SSE line: the string values of `"content"`, `"text"` and
+/// `"delta"` fields (OpenAI chat and completions, Anthropic, the Responses API), found by a scan
+/// rather than a parse (this runs for every event).
+fn streamed_chars(line: &[u8]) -> u64 {
+    let Some(data) = line.strip_prefix(b"data:") else {
+        return 0;
+    };
+    let mut n = 0;
+    for key in [&b"\"content\":"[..], b"\"text\":", b"\"delta\":"] {
+        let mut rest = data;
+        while let Some(i) = rest.windows(key.len()).position(|w| w == key) {
+            rest = rest[i + key.len()..].trim_ascii_start();
+            if let Some(s) = rest.strip_prefix(b"\"") {
+                let (chars, used) = string_chars(s);
+                n += chars;
+                rest = &s[used..];
+            }
+        }
+    }
+    n
+}
+
+/// Characters of a JSON string's body up to its closing quote, and the bytes it spans.
+fn string_chars(s: &[u8]) -> (u64, usize) {
+    let (mut n, mut i) = (0, 0);
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'"' => return (n, i + 1),
+            b'\\' if s.get(i + 1) == Some(&b'u') => i += 6,
+            b'\\' => i += 2,
+            // A UTF-8 continuation byte is part of the character before it.
+            b if b & 0xC0 == 0x80 => {
+                i += 1;
+                continue;
+            }
+            _ => i += 1,
+        }
+        n += 1;
+    }
+    (n, s.len())
 }
 
 /// The `model` of a JSON request body (kept up to `MAX_REQUEST`).
@@ -251,6 +337,28 @@ mod tests {
             (u.prompt, u.completion, u.model.as_deref()),
             (3, 4, Some("m"))
         );
+    }
+
+    #[test]
+    fn streamed_text_is_counted_without_usage_and_so_far() {
+        let mut t = Tracker::for_content_type(b"text/event-stream").unwrap();
+        t.feed(&Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"H\\u00e9llo\"}}]}\n\n",
+        ));
+        assert_eq!(t.so_far(), (None, 5));
+        t.feed(&Bytes::from_static(
+            "data: {\"delta\":{\"type\":\"text_delta\",\"text\": \" wörld\\\"\"}}\n\ndata: [DONE]\n\n".as_bytes(),
+        ));
+        assert_eq!(t.finish_counted(), (None, 12));
+        let (u, chars) = Tracker::for_content_type(b"application/json")
+            .map(|mut t| {
+                t.feed(&Bytes::from_static(
+                    br#"{"choices":[{"message":{"role":"assistant","content":"four"}}]}"#,
+                ));
+                t.finish_counted()
+            })
+            .unwrap();
+        assert_eq!((u, chars), (None, 4));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Ctx {
     pub semantic: Option<Box<super::semantic::State>>,
     /// On MCP routes: the messages' method and tool, and the answer being filtered.
     pub mcp: Option<Box<super::mcp::State>>,
+    /// An LLM request's token reservation, until its answer trues it up.
+    pub tokens: Option<Box<super::tokens::Held>>,
     _in_flight: InFlight,
 }
 
@@ -153,6 +155,7 @@ impl Ctx {
             trace: TraceState::default(),
             semantic: None,
             mcp: None,
+            tokens: None,
             _in_flight: InFlight::new(),
         }
     }

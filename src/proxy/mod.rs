@@ -12,6 +12,7 @@ mod select;
 mod semantic;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use ctx::{Ctx, InFlight, HANDING_OVER, IN_FLIGHT};
 pub use refusal::{Refusal, TOTAL_TIMEOUT};
@@ -100,6 +101,15 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// LLM token budgets are reserved here, after the cache: only by requests that go to the
+    /// backend (`false`: refused, the answer is written).
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if ctx.config.quotas.tokens.is_none() || ctx.route().is_none_or(|r| r.mcp.is_some()) {
+            return Ok(true);
+        }
+        Ok(!Box::pin(tokens::reserve(&self.services, session, ctx)).await?)
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -366,14 +376,15 @@ impl ProxyHttp for Gateway {
             ctx.cache.status = Some(status);
         }
         // A cached answer consumed no tokens.
-        if self.services.track_tokens && resp.status.is_success() && ctx.cache.status != Some("HIT")
-        {
+        let track = self.services.track_tokens || ctx.tokens.is_some();
+        if track && resp.status.is_success() && ctx.cache.status != Some("HIT") {
             ctx.usage.tracker = resp
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|ct| crate::observe::usage::Tracker::for_content_type(ct.as_bytes()))
                 .map(Box::new);
         }
+        tokens::headers(ctx, resp)?;
         match ctx.forward() {
             Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
             None => upstream::set_response_request_id(resp, &ctx.request_id),
@@ -401,23 +412,15 @@ impl ProxyHttp for Gateway {
             }
         }
         if end_of_stream {
-            if let Some(t) = ctx.usage.tracker.take() {
-                ctx.usage.tokens = t.finish().map(|mut u| {
-                    if u.model.is_none() {
-                        u.model = ctx
-                            .body
-                            .kept
-                            .as_ref()
-                            .and_then(|b| crate::observe::usage::request_model(b));
-                    }
-                    Box::new(u)
-                });
-            }
+            tokens::end_of_answer(ctx);
         }
         Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.tokens.is_some() {
+            Box::pin(tokens::settle(&self.services, session, ctx)).await;
+        }
         self.observe(session, e, ctx);
         // Stored after the log line is handed over: the answer is complete by now.
         let Some(s) = ctx.semantic.take() else {

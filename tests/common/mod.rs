@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clawgate");
 
+/// The binary gateways start: `CLAWGATE_BIN` when set (worktrees sharing one target directory
+/// overwrite each other's `target/debug/clawgate`; point it at `target/debug/deps/clawgate-…`),
+/// else the one Cargo built.
+pub fn bin() -> String {
+    std::env::var("CLAWGATE_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// A port nothing listens on now, and not handed out before in this test binary. The OS may hand
 /// a just-released port out again: a second gateway given it fails to bind, but its test's
 /// readiness check connects to the first one and talks to another test's gateway (seen once in
@@ -31,7 +38,10 @@ pub fn free_port() -> u16 {
 }
 
 pub fn clawgate(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run clawgate")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run clawgate")
 }
 
 pub fn conf_dir() -> PathBuf {
@@ -56,7 +66,7 @@ impl Gateway {
 
     pub fn start_with(yaml: &str, backend: &str, env: &[(&str, &str)]) -> Gateway {
         let (dir, config, addr) = write_config(yaml, backend);
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["start", "--foreground", "--config"]).arg(&config);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {

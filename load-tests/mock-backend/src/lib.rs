@@ -240,7 +240,8 @@ async fn chunked(Query(q): Query<HashMap<String, String>>) -> Response {
 
 /// An OpenAI-style chat answer, streamed when the body says `stream: true`. Test knobs: the
 /// `x-mock-answer` header replaces the answer's text (one word per event when streamed);
-/// `mock_interval_ms` spaces the events; `mock_fail_after` (n) breaks the stream after n events.
+/// `mock_interval_ms` spaces the events; `mock_fail_after` (n) breaks the stream after n events;
+/// `mock_no_usage: true` leaves the usage out.
 async fn chat(headers: HeaderMap, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let custom = headers
@@ -283,15 +284,20 @@ async fn chat(headers: HeaderMap, body: Bytes) -> Response {
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     });
+    // `mock_no_usage`: a backend that reports no usage (the gateway then estimates it).
+    let no_usage = req["mock_no_usage"].as_bool() == Some(true);
     if req["stream"].as_bool() != Some(true) {
-        return Json(json!({
+        let mut answer = json!({
             "id": "chatcmpl-mock",
             "object": "chat.completion",
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "finish_reason": "stop"}],
             "usage": usage,
-        }))
-        .into_response();
+        });
+        if no_usage {
+            answer.as_object_mut().map(|o| o.remove("usage"));
+        }
+        return Json(answer).into_response();
     }
     let interval = Duration::from_millis(req["mock_interval_ms"].as_u64().unwrap_or(50));
     let mut events: Vec<String> = words
@@ -302,11 +308,13 @@ async fn chat(headers: HeaderMap, body: Bytes) -> Response {
             .to_string()
         })
         .collect();
-    events.push(
-        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
-               "choices": [], "usage": usage})
-        .to_string(),
-    );
+    if !no_usage {
+        events.push(
+            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+                   "choices": [], "usage": usage})
+            .to_string(),
+        );
+    }
     events.push("[DONE]".to_string());
     let fail_after = req["mock_fail_after"].as_u64().map(|n| n as usize);
     let s = stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {

@@ -8,6 +8,7 @@
 mod custom;
 pub mod mcp;
 mod semantic;
+mod tokens;
 
 use crate::at;
 use crate::config::schema;
@@ -18,7 +19,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 
 /// From 1 ms (proxy overhead) to 60 s (long LLM calls).
 const BUCKETS: &[f64] = &[
@@ -51,8 +52,9 @@ pub struct Metrics {
     pub breaker_opens: IntCounterVec,
     pub semantic: semantic::Semantic,
     pub mcp: mcp::Mcp,
+    pub tokens: tokens::Tokens,
     custom: Vec<Custom>,
-    models: Mutex<HashSet<String>>,
+    models: RwLock<HashSet<String>>,
     anonymous: [OnceLock<IntCounter>; STATUSES],
 }
 
@@ -188,6 +190,7 @@ impl Metrics {
         let backends = Backends::new(&r)?;
         let semantic = semantic::Semantic::new(&r)?;
         let mcp = mcp::Mcp::new(&r)?;
+        let tokens = tokens::Tokens::new(&r)?;
         let active = r.register(IntGauge::new(
             r.name("active_connections"),
             "Requests in progress.",
@@ -218,8 +221,9 @@ impl Metrics {
             breaker_opens: backends.breaker_opens,
             semantic,
             mcp,
+            tokens,
             custom,
-            models: Mutex::new(HashSet::new()),
+            models: RwLock::new(HashSet::new()),
             anonymous: Default::default(),
         })
     }
@@ -330,7 +334,10 @@ impl Metrics {
         if m.is_empty() {
             m = "unknown".into();
         }
-        let mut seen = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if (self.models.read().unwrap_or_else(|p| p.into_inner())).contains(&m) {
+            return m;
+        }
+        let mut seen = self.models.write().unwrap_or_else(|p| p.into_inner());
         if seen.contains(&m) || seen.len() < MAX_MODELS && seen.insert(m.clone()) {
             m
         } else {
