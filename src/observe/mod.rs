@@ -3,6 +3,7 @@
 //! request leaves behind in each: its series, its log line, its spans.
 
 pub mod access_log;
+pub mod latency;
 pub mod metrics;
 pub mod trace;
 pub mod usage;
@@ -30,12 +31,21 @@ pub struct Seen<'a> {
     pub limit: Option<u64>,
     /// LLM token usage read from the response.
     pub tokens: Option<&'a crate::observe::usage::Usage>,
+    /// An LLM answer's latency, when it came from the backend.
+    pub llm: Option<LlmSeen<'a>>,
     /// `X-Cache`, on caching routes.
     pub cache: Option<&'static str>,
     /// What the semantic cache did, on semantic routes.
     pub semantic: Option<SemanticSeen<'a>>,
     /// The MCP exchange, on MCP routes.
     pub mcp: Option<McpSeen<'a>>,
+}
+
+/// An LLM answer's timing and the model it is labelled with.
+#[derive(Clone, Copy)]
+pub struct LlmSeen<'a> {
+    pub timing: latency::Timing,
+    pub model: &'a str,
 }
 
 /// An MCP exchange: the method (`batch` for several messages), the tool called, a digest of
@@ -107,6 +117,9 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, se
             u.model.as_deref().unwrap_or("unknown"),
             u.total(),
         );
+    }
+    if let Some(l) = &seen.llm {
+        m.llm_timing(seen.route, l.model, &l.timing);
     }
     if let Some(x) = &seen.mcp {
         let outcome = x.refused.unwrap_or(if (200..300).contains(&status) {
@@ -182,6 +195,7 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         limit,
         error,
         tokens: seen.tokens.map(Into::into),
+        ttft_ms: seen.llm.map(|l| l.timing.ttft * 1000.0),
         cache: seen.cache,
         cache_similarity: seen.semantic.and_then(|s| s.similarity),
         cache_source_request_id: seen.semantic.and_then(|s| s.source),

@@ -100,7 +100,9 @@ impl Tracker {
         }
     }
 
-    pub fn feed(&mut self, chunk: &Bytes) {
+    /// Takes in a chunk of the body; `true` when it carried generated text (an SSE event with
+    /// content: not a comment, nor a role-only or empty delta), which the latency clock needs.
+    pub fn feed(&mut self, chunk: &Bytes) -> bool {
         match self {
             Tracker::Json { chunks, len } => {
                 *len += chunk.len();
@@ -109,6 +111,7 @@ impl Tracker {
                 } else {
                     chunks.push(chunk.clone());
                 }
+                false
             }
             Tracker::Sse {
                 line,
@@ -117,6 +120,7 @@ impl Tracker {
                 skipping,
                 chars,
             } => {
+                let before = *chars;
                 let mut rest = &chunk[..];
                 while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
                     if !*skipping && line.len() + nl <= MAX_LINE {
@@ -136,8 +140,9 @@ impl Tracker {
                         line.clear();
                     }
                 }
+                *chars > before
             }
-            Tracker::Off => {}
+            Tracker::Off => false,
         }
     }
 
@@ -342,9 +347,11 @@ mod tests {
     #[test]
     fn streamed_text_is_counted_without_usage_and_so_far() {
         let mut t = Tracker::for_content_type(b"text/event-stream").unwrap();
-        t.feed(&Bytes::from_static(
-            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"H\\u00e9llo\"}}]}\n\n",
-        ));
+        // Neither a comment nor a role-only delta is content; a line is content once whole.
+        assert!(!t.feed(&Bytes::from_static(
+            b": hi\n\ndata: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"H\\u00e9",
+        )));
+        assert!(t.feed(&Bytes::from_static(b"llo\"}}]}\n\n")));
         assert_eq!(t.so_far(), (None, 5));
         t.feed(&Bytes::from_static(
             "data: {\"delta\":{\"type\":\"text_delta\",\"text\": \" wörld\\\"\"}}\n\ndata: [DONE]\n\n".as_bytes(),

@@ -130,6 +130,8 @@ pub struct UsageSeen {
     pub bytes_out: u64,
     pub tracker: Option<Box<crate::observe::usage::Tracker>>,
     pub tokens: Option<Box<crate::observe::usage::Usage>>,
+    /// An LLM answer's latency clock (boxed: only on LLM requests).
+    pub latency: Option<Box<crate::observe::latency::Clock>>,
 }
 
 /// Tracing: what the backend receives, and the spans of a sampled request.
@@ -182,6 +184,7 @@ impl Ctx {
             bytes_out: self.usage.bytes_out,
             limit: self.caller.limit.map(|l| l.remaining),
             tokens: self.usage.tokens.as_deref(),
+            llm: super::llm::seen(self),
             cache: self.cache.status,
             semantic: self
                 .semantic

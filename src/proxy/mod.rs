@@ -5,6 +5,7 @@ mod admit;
 mod builtin;
 mod ctx;
 mod endpoints;
+mod llm;
 mod mcp;
 mod mcp_federation;
 mod refusal;
@@ -321,7 +322,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(chunk) = body {
-            if self.services.track_tokens
+            if self.services.keep_bodies
                 && ctx.body.bytes_in < crate::observe::usage::MAX_REQUEST as u64
             {
                 ctx.body.kept.get_or_insert_default().push(chunk.clone());
@@ -375,15 +376,7 @@ impl ProxyHttp for Gateway {
             resp.insert_header("x-cache", status)?;
             ctx.cache.status = Some(status);
         }
-        // A cached answer consumed no tokens.
-        let track = self.services.track_tokens || ctx.tokens.is_some();
-        if track && resp.status.is_success() && ctx.cache.status != Some("HIT") {
-            ctx.usage.tracker = resp
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|ct| crate::observe::usage::Tracker::for_content_type(ct.as_bytes()))
-                .map(Box::new);
-        }
+        llm::start(&self.services, session, resp, ctx);
         tokens::headers(ctx, resp)?;
         match ctx.forward() {
             Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
@@ -407,12 +400,10 @@ impl ProxyHttp for Gateway {
         }
         if let Some(b) = body {
             ctx.usage.bytes_out += b.len() as u64;
-            if let Some(t) = ctx.usage.tracker.as_mut() {
-                t.feed(b);
-            }
+            llm::body(ctx, b);
         }
         if end_of_stream {
-            tokens::end_of_answer(ctx);
+            llm::end(ctx);
         }
         Ok(None)
     }

@@ -33,6 +33,12 @@ pub struct Held {
     status: Option<u16>,
 }
 
+impl Held {
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+}
+
 /// What an LLM request asks for.
 struct Asked {
     model: Option<String>,
@@ -146,6 +152,11 @@ fn asked(body: &[u8]) -> Option<Asked> {
     })
 }
 
+/// `Some(model)` when a request body is an LLM request's.
+pub fn llm_request_model(body: &[u8]) -> Option<Option<String>> {
+    asked(body).map(|a| a.model)
+}
+
 /// A JSON POST whose body could not be read ahead: its length bounds its prompt.
 fn unread(head: &pingora::http::RequestHeader) -> Option<Asked> {
     let json = (head.headers.get(http::header::CONTENT_TYPE)).is_some_and(|ct| {
@@ -224,6 +235,9 @@ pub fn end_of_answer(ctx: &mut Ctx) {
         return;
     };
     let (usage, chars) = t.finish_counted();
+    if let Some(c) = ctx.usage.latency.as_mut() {
+        c.chars = chars;
+    }
     if let Some(held) = ctx.tokens.as_mut() {
         held.chars = Some(chars);
     }

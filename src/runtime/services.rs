@@ -19,6 +19,9 @@ pub struct Services {
     pub cache: Option<&'static Cache>,
     /// Responses are read for LLM token usage (a token counter or the access log wants it).
     pub track_tokens: bool,
+    /// The first 64 KiB of request bodies are kept (by reference): to find an answer's model
+    /// for token usage, and to tell LLM requests for their latency metrics and log field.
+    pub keep_bodies: bool,
     /// The semantic cache's embedders (the indexes live in the routes).
     pub semantic: crate::semantic::engines::Engines,
     /// The semantic cache's entries shared through Redis, when `caching.store` is Redis.
@@ -57,6 +60,7 @@ impl Services {
             }
             None => None,
         };
+        let metrics_or_log = metrics.is_some() || access_log.is_some();
         let track_tokens =
             access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
         Ok(Services {
@@ -69,6 +73,7 @@ impl Services {
             },
             cache,
             track_tokens,
+            keep_bodies: track_tokens || metrics_or_log,
             semantic: {
                 let engines = crate::semantic::engines::Engines::default();
                 engines.prepare(cfg.embedders())?;

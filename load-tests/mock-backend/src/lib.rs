@@ -8,6 +8,9 @@
 //! - `GET /sse?events=N&interval_ms=M`: N server-sent events, M ms apart
 //! - `GET /chunked?chunks=N&interval_ms=M`: a chunked body of N parts, M ms apart
 //! - `POST /v1/chat/completions`: JSON with `usage`, or SSE with a final usage chunk when `stream: true`
+//!   (one word a chunk, `mock_interval_ms` apart, 50 by default); `mock_first_token_ms: N`: the
+//!   JSON answer comes N ms late, a stream opens at once with a role-only delta and an SSE
+//!   comment and its first word comes N ms later (a model's time to first token)
 //! - `POST /v1/embeddings` (and `/slow/v1/embeddings`, 2 s late): OpenAI-style embeddings, 384
 //!   numbers a text made by hashing its lower-cased words (texts sharing words are close)
 //! - `GET /ws`: WebSocket echo
@@ -286,7 +289,13 @@ async fn chat(headers: HeaderMap, body: Bytes) -> Response {
     });
     // `mock_no_usage`: a backend that reports no usage (the gateway then estimates it).
     let no_usage = req["mock_no_usage"].as_bool() == Some(true);
+    let first_token = req["mock_first_token_ms"]
+        .as_u64()
+        .map(Duration::from_millis);
     if req["stream"].as_bool() != Some(true) {
+        if let Some(wait) = first_token {
+            tokio::time::sleep(wait).await;
+        }
         let mut answer = json!({
             "id": "chatcmpl-mock",
             "object": "chat.completion",
@@ -320,12 +329,21 @@ async fn chat(headers: HeaderMap, body: Bytes) -> Response {
     let s = stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
         if i > 0 {
             tokio::time::sleep(interval).await;
+        } else if let Some(wait) = first_token {
+            tokio::time::sleep(wait).await;
         }
         if fail_after.is_some_and(|n| i >= n) {
             return Err(std::io::Error::other("mock_fail_after"));
         }
         Ok::<_, std::io::Error>(Bytes::from(format!("data: {e}\n\n")))
     });
+    // What a real backend sends before the model's first word: neither is content.
+    let opening = first_token.map(|_| {
+        let role = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+                          "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
+        Ok::<_, std::io::Error>(Bytes::from(format!(": opening\n\ndata: {role}\n\n")))
+    });
+    let s = stream::iter(opening).chain(s);
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(s))

@@ -55,6 +55,9 @@ pub struct Entry<'a> {
     pub limit: Option<(&'a str, Option<u64>)>,
     pub error: Option<&'a str>,
     pub tokens: Option<Tokens<'a>>,
+    /// An LLM answer from the backend: milliseconds from the request's arrival to its first
+    /// generated text.
+    pub ttft_ms: Option<f64>,
     /// `X-Cache` on caching routes.
     pub cache: Option<&'a str>,
     /// A semantic hit: how similar the question was, and the request whose answer was served.
@@ -155,19 +158,7 @@ impl Entry<'_> {
         push_num(o, self.bytes_out);
         self.write_cache(o);
         self.write_mcp(o);
-        if let Some(u) = &self.tokens {
-            o.extend_from_slice(b",\"tokens\":{\"prompt\":");
-            push_num(o, u.prompt);
-            o.extend_from_slice(b",\"completion\":");
-            push_num(o, u.completion);
-            o.extend_from_slice(b",\"total\":");
-            push_num(o, u.prompt.saturating_add(u.completion));
-            if let Some(model) = u.model {
-                o.extend_from_slice(b",\"model\":");
-                push_str(o, model);
-            }
-            o.push(b'}');
-        }
+        self.write_llm(o);
         if let Some((outcome, remaining)) = self.limit {
             o.extend_from_slice(b",\"limit\":{\"outcome\":");
             push_str(o, outcome);
@@ -195,6 +186,27 @@ impl Entry<'_> {
                 o.extend_from_slice(name);
                 push_str(o, v);
             }
+        }
+    }
+
+    /// An LLM answer's time to first token and token usage.
+    fn write_llm(&self, o: &mut Vec<u8>) {
+        if let Some(ms) = self.ttft_ms {
+            o.extend_from_slice(b",\"ttft_ms\":");
+            push_ms(o, ms);
+        }
+        if let Some(u) = &self.tokens {
+            o.extend_from_slice(b",\"tokens\":{\"prompt\":");
+            push_num(o, u.prompt);
+            o.extend_from_slice(b",\"completion\":");
+            push_num(o, u.completion);
+            o.extend_from_slice(b",\"total\":");
+            push_num(o, u.prompt.saturating_add(u.completion));
+            if let Some(model) = u.model {
+                o.extend_from_slice(b",\"model\":");
+                push_str(o, model);
+            }
+            o.push(b'}');
         }
     }
 
@@ -239,6 +251,7 @@ mod tests {
             limit: Some(("passed", Some(9))),
             error: None,
             tokens: None,
+            ttft_ms: None,
             cache: Some("HIT-SEMANTIC"),
             cache_similarity: Some(0.94123),
             cache_source_request_id: Some("req-1"),
@@ -294,6 +307,7 @@ mod tests {
             limit: Some((&nasty, Some(u64::MAX))),
             error: Some(&nasty),
             tokens: Some((&usage).into()),
+            ttft_ms: Some(250.0),
             cache: None,
             cache_similarity: None,
             cache_source_request_id: None,
@@ -306,5 +320,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&line[6..]).unwrap();
         assert_eq!(v["path"].as_str(), Some(nasty.as_str()));
         assert_eq!(v["bytes_out"], u64::MAX);
+        assert_eq!(v["ttft_ms"], 250.0);
     }
 }

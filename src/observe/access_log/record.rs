@@ -34,7 +34,8 @@ const FLAGS: usize = 73;
 const VERSION: usize = 74;
 const IP: usize = 75;
 const SIMILARITY: usize = 91;
-const LENGTHS: usize = 95;
+const TTFT_MS: usize = 95;
+const LENGTHS: usize = 103;
 const HEAD: usize = LENGTHS + 4 * STRINGS;
 
 // Flags: which optional numbers are present.
@@ -45,6 +46,7 @@ const HAS_TOKENS: u8 = 8;
 const HAS_IPV4: u8 = 16;
 const HAS_IPV6: u8 = 32;
 const HAS_SIMILARITY: u8 = 64;
+const HAS_TTFT: u8 = 128;
 
 fn put<const N: usize>(head: &mut [u8; HEAD], at: usize, bytes: [u8; N]) {
     head[at..at + N].copy_from_slice(&bytes);
@@ -117,6 +119,10 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
         flags |= HAS_TOKENS;
         put(&mut head, PROMPT, t.prompt.to_le_bytes());
         put(&mut head, COMPLETION, t.completion.to_le_bytes());
+    }
+    if let Some(ms) = e.ttft_ms {
+        flags |= HAS_TTFT;
+        put(&mut head, TTFT_MS, ms.to_bits().to_le_bytes());
     }
     if let Some(sim) = e.cache_similarity {
         flags |= HAS_SIMILARITY;
@@ -263,6 +269,7 @@ pub fn next<'a>(rest: &mut &'a [u8]) -> Option<Item<'a>> {
             completion: u64_at(head, at(COMPLETION)),
             model,
         }),
+        ttft_ms: has(HAS_TTFT).then(|| f64::from_bits(u64_at(head, at(TTFT_MS)))),
         cache,
         cache_similarity: has(HAS_SIMILARITY).then(|| f32::from_bits(u32_at(head, at(SIMILARITY)))),
         cache_source_request_id: source,
@@ -308,6 +315,7 @@ mod tests {
                 completion: 4,
                 model: Some("gpt-4o"),
             }),
+            ttft_ms: Some(312.5),
             cache: Some("HIT-SEMANTIC"),
             cache_similarity: Some(0.93),
             cache_source_request_id: Some("abc"),
@@ -329,6 +337,7 @@ mod tests {
                 completion: 2,
                 model: None,
             }),
+            ttft_ms: None,
             cache: None,
             cache_similarity: None,
             cache_source_request_id: None,
@@ -378,6 +387,7 @@ mod tests {
             limit: None,
             error: None,
             tokens: None,
+            ttft_ms: None,
             cache: None,
             cache_similarity: None,
             cache_source_request_id: None,

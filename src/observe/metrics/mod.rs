@@ -6,6 +6,7 @@
 //! `anonymous`, `model` truncated and limited in count.
 
 mod custom;
+pub mod llm;
 pub mod mcp;
 mod semantic;
 mod tokens;
@@ -25,9 +26,6 @@ use std::sync::{OnceLock, RwLock};
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
-/// Distinct `model` label values kept; later ones are counted as `other`.
-const MAX_MODELS: usize = 64;
-const MAX_MODEL_LEN: usize = 64;
 
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +51,7 @@ pub struct Metrics {
     pub semantic: semantic::Semantic,
     pub mcp: mcp::Mcp,
     pub tokens: tokens::Tokens,
+    pub llm: llm::Llm,
     custom: Vec<Custom>,
     models: RwLock<HashSet<String>>,
     anonymous: [OnceLock<IntCounter>; STATUSES],
@@ -191,6 +190,7 @@ impl Metrics {
         let semantic = semantic::Semantic::new(&r)?;
         let mcp = mcp::Mcp::new(&r)?;
         let tokens = tokens::Tokens::new(&r)?;
+        let llm = llm::Llm::new(&r)?;
         let active = r.register(IntGauge::new(
             r.name("active_connections"),
             "Requests in progress.",
@@ -222,6 +222,7 @@ impl Metrics {
             semantic,
             mcp,
             tokens,
+            llm,
             custom,
             models: RwLock::new(HashSet::new()),
             anonymous: Default::default(),
@@ -322,26 +323,6 @@ impl Metrics {
                     .collect();
                 m.with_label_values(&values).inc_by(tokens);
             }
-        }
-    }
-
-    fn model_label(&self, model: &str) -> String {
-        let mut m: String = model
-            .chars()
-            .filter(|c| c.is_ascii_graphic())
-            .take(MAX_MODEL_LEN)
-            .collect();
-        if m.is_empty() {
-            m = "unknown".into();
-        }
-        if (self.models.read().unwrap_or_else(|p| p.into_inner())).contains(&m) {
-            return m;
-        }
-        let mut seen = self.models.write().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(&m) || seen.len() < MAX_MODELS && seen.insert(m.clone()) {
-            m
-        } else {
-            "other".into()
         }
     }
 
