@@ -72,6 +72,37 @@ fn version_of(code: u8) -> http::Version {
     }
 }
 
+/// Puts the optional numbers an entry has into its head; their flags.
+fn optional_numbers(e: &Entry, head: &mut [u8; HEAD]) -> u8 {
+    let mut flags = 0;
+    if let Some(ms) = e.upstream_ms {
+        flags |= HAS_UPSTREAM_MS;
+        put(head, UPSTREAM_MS, ms.to_bits().to_le_bytes());
+    }
+    if let Some(s) = e.upstream_status {
+        flags |= HAS_UPSTREAM_STATUS;
+        put(head, UPSTREAM_STATUS, s.to_le_bytes());
+    }
+    if let Some((_, Some(r))) = e.limit {
+        flags |= HAS_REMAINING;
+        put(head, REMAINING, r.to_le_bytes());
+    }
+    if let Some(t) = e.tokens {
+        flags |= HAS_TOKENS;
+        put(head, PROMPT, t.prompt.to_le_bytes());
+        put(head, COMPLETION, t.completion.to_le_bytes());
+    }
+    if let Some(ms) = e.ttft_ms {
+        flags |= HAS_TTFT;
+        put(head, TTFT_MS, ms.to_bits().to_le_bytes());
+    }
+    if let Some(sim) = e.cache_similarity {
+        flags |= HAS_SIMILARITY;
+        put(head, SIMILARITY, sim.to_bits().to_le_bytes());
+    }
+    flags
+}
+
 /// Appends an entry's record.
 pub fn encode(e: &Entry, out: &mut Vec<u8>) {
     let strings = [
@@ -102,32 +133,7 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
     put(&mut head, BYTES_IN, e.bytes_in.to_le_bytes());
     put(&mut head, BYTES_OUT, e.bytes_out.to_le_bytes());
     put(&mut head, STATUS, e.status.to_le_bytes());
-    let mut flags = 0;
-    if let Some(ms) = e.upstream_ms {
-        flags |= HAS_UPSTREAM_MS;
-        put(&mut head, UPSTREAM_MS, ms.to_bits().to_le_bytes());
-    }
-    if let Some(s) = e.upstream_status {
-        flags |= HAS_UPSTREAM_STATUS;
-        put(&mut head, UPSTREAM_STATUS, s.to_le_bytes());
-    }
-    if let Some((_, Some(r))) = e.limit {
-        flags |= HAS_REMAINING;
-        put(&mut head, REMAINING, r.to_le_bytes());
-    }
-    if let Some(t) = e.tokens {
-        flags |= HAS_TOKENS;
-        put(&mut head, PROMPT, t.prompt.to_le_bytes());
-        put(&mut head, COMPLETION, t.completion.to_le_bytes());
-    }
-    if let Some(ms) = e.ttft_ms {
-        flags |= HAS_TTFT;
-        put(&mut head, TTFT_MS, ms.to_bits().to_le_bytes());
-    }
-    if let Some(sim) = e.cache_similarity {
-        flags |= HAS_SIMILARITY;
-        put(&mut head, SIMILARITY, sim.to_bits().to_le_bytes());
-    }
+    let mut flags = optional_numbers(e, &mut head);
     match e.client_ip {
         Some(IpAddr::V4(v4)) => {
             flags |= HAS_IPV4;
