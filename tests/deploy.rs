@@ -65,8 +65,8 @@ async fn the_dashboard_and_alerts_use_metrics_the_gateway_exports() {
     let panels = dashboard["panels"].as_array().unwrap();
     assert_eq!(
         panels.len(),
-        6,
-        "the article's five panels and token budget use"
+        9,
+        "the article's five panels, token budget use, and LLM TTFT, TPOT and tokens/s"
     );
     let exprs: String = panels
         .iter()
@@ -118,6 +118,17 @@ monitoring:
             .await
             .unwrap();
     }
+    // A stream: LLM time to first token, per output token and tokens per second.
+    let _ = c
+        .post(g.url("/v1/chat/completions"))
+        .header("x-api-key", "key-big")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await;
     // A reservation larger than the budget: a token refusal.
     let _ = c
         .post(g.url("/v1/chat/completions"))
@@ -156,6 +167,9 @@ monitoring:
             "circuit_breaker_opens_total{",
             "token_quota_refused_total{",
             "token_budget_remaining{",
+            "llm_time_to_first_token_seconds_bucket{",
+            "llm_time_per_output_token_seconds_bucket{",
+            "llm_tokens_per_second_bucket{",
         ];
         if shown.iter().all(|s| text.contains(s)) {
             break names;
