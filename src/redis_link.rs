@@ -1,9 +1,13 @@
 //! A connection to Redis that requests can lean on without waiting on it: every call is bounded
 //! by a timeout, a failure makes the next calls skip Redis for a moment (instead of each waiting
 //! for its own timeout), and the first failure and the recovery are logged once, with the
-//! password redacted. redis-rs' connection manager reconnects behind it.
+//! password redacted. redis-rs' connection manager (or its cluster connection, which follows
+//! the slots) reconnects behind it.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+mod cluster;
+
+pub use cluster::Conn;
+use cluster::Target;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant};
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 
 pub struct Link {
-    client: redis::Client,
+    client: Target,
     /// The URL without its password, for logs.
     pub shown: String,
     /// What the link is for, in log lines ("rate-limit store").
@@ -21,7 +25,7 @@ pub struct Link {
     meanwhile: &'static str,
     recovered: &'static str,
     pub timeout: Duration,
-    conn: tokio::sync::OnceCell<ConnectionManager>,
+    conn: tokio::sync::OnceCell<Conn>,
     started: Instant,
     /// Milliseconds since `started` before which Redis is not tried (after a failure).
     skip_until_ms: AtomicU64,
@@ -30,7 +34,7 @@ pub struct Link {
     pub errors: AtomicU64,
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
+/// `redis://user:secret@host` → `redis://user:***@host` (and the same of a cluster's URL).
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
@@ -39,6 +43,18 @@ pub fn redact(url: &str) -> String {
             format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+/// Whether `url` names a Redis server or cluster (nothing is connected).
+pub fn check(url: &str) -> Result<(), String> {
+    match Target::open(url, Duration::from_millis(100)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "{} is not a Redis URL ({:?})",
+            redact(url),
+            e.kind()
+        )),
     }
 }
 
@@ -51,7 +67,7 @@ impl Link {
         recovered: &'static str,
     ) -> Result<Link, String> {
         let shown = redact(url);
-        let client = redis::Client::open(url)
+        let client = Target::open(url, timeout)
             .map_err(|e| format!("{shown} is not a Redis URL ({:?})", e.kind()))?;
         Ok(Link {
             client,
@@ -79,15 +95,12 @@ impl Link {
         }
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
+    async fn connection(&self) -> Result<Conn, String> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), config)
+                self.client
+                    .connect(self.timeout)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -98,7 +111,7 @@ impl Link {
     /// Runs `op` within the timeout; `None` when Redis is skipped or fails.
     pub async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let now_ms = self.started.elapsed().as_millis() as u64;
@@ -147,31 +160,41 @@ impl Link {
     /// Deletes every key matching `pattern` (SCAN in steps, then UNLINK): an operator's purge,
     /// never a request's work. How many went; `None` when Redis failed part-way.
     pub async fn unlink_matching(&self, pattern: &str) -> Option<u64> {
+        let nodes = self
+            .run(|mut c| async move { c.scan_targets().await })
+            .await?;
+        let mut removed = 0;
+        for node in &nodes {
+            removed += self.unlink_on(node, pattern).await?;
+        }
+        Some(removed)
+    }
+
+    /// `unlink_matching` on one server (each primary of a cluster holds its own keys).
+    async fn unlink_on(&self, node: &Option<(String, u16)>, pattern: &str) -> Option<u64> {
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
-            let (next, names): (u64, Vec<String>) = self
-                .run(|mut conn| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await
-                })
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, names) = self
+                .run(|mut c| async move { c.scan_on(node, scan).await })
                 .await?;
             if !names.is_empty() {
-                let n: u64 = self
-                    .run(|mut conn| async move {
-                        redis::cmd("UNLINK")
-                            .arg(&names)
-                            .query_async(&mut conn)
-                            .await
-                    })
+                // One key per UNLINK (in a cluster, a command's keys must share a slot), one
+                // round trip for them all.
+                let mut unlink = redis::pipe();
+                for name in &names {
+                    unlink.cmd("UNLINK").arg(name);
+                }
+                let n: Vec<u64> = self
+                    .run(|mut c| async move { unlink.query_async(&mut c).await })
                     .await?;
-                removed += n;
+                removed += n.iter().sum::<u64>();
             }
             if next == 0 {
                 return Some(removed);

@@ -30,18 +30,19 @@ impl Settings {
             .filter(|s| *s != "memory");
         if let Some(url) = store {
             let shown = crate::redis_link::redact(url);
-            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+            let schemes = [
+                "redis://",
+                "rediss://",
+                "redis+cluster://",
+                "rediss+cluster://",
+            ];
+            if !schemes.iter().any(|s| url.starts_with(s)) {
                 return Err(Problem::new(
                     at!("caching", "store"),
                     format!("{shown:?} is not a store; use memory or a redis:// URL"),
                 ));
             }
-            redis::Client::open(url).map_err(|e| {
-                Problem::new(
-                    at!("caching", "store"),
-                    format!("{shown} is not a Redis URL ({:?})", e.kind()),
-                )
-            })?;
+            crate::redis_link::check(url).map_err(|m| Problem::new(at!("caching", "store"), m))?;
         }
         let mut admin_networks = Vec::new();
         match c.and_then(|c| c.admin_networks.as_ref()) {

@@ -1,6 +1,7 @@
 //! Test harness: the real `clawgate` binary on real sockets, in front of the real mock backend.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod mcp;
 
 use std::io::{Read, Write};
