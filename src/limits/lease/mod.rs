@@ -305,6 +305,10 @@ impl Leases {
                 continue;
             }
             let _guard = Fetching(&lease);
+            // A fetch that ended since the scan took a fresh slice: not due yet.
+            if !lease.expired(now) {
+                continue;
+            }
             let back = lease.left.swap(0, Ordering::AcqRel);
             let limit = Limit {
                 burst: lease.burst.load(Ordering::Relaxed),
@@ -323,13 +327,18 @@ impl Leases {
                 None => {}
             }
         }
+        let idle = |l: &Arc<Lease>| {
+            l.expired(now) && l.left.load(Ordering::Relaxed) == 0 && Arc::strong_count(l) == 1
+        };
         for shard in self.shards.iter() {
-            let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, l| {
-                !(l.expired(now)
-                    && l.left.load(Ordering::Relaxed) == 0
-                    && Arc::strong_count(l) == 1)
-            });
+            // The write lock only when there is something to forget: requests read these maps.
+            let any = (shard.read().unwrap_or_else(|p| p.into_inner()))
+                .values()
+                .any(idle);
+            if any {
+                let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
+                map.retain(|_, l| !idle(l));
+            }
         }
         returned
     }
