@@ -254,7 +254,7 @@ struct StoreWarmUp {
 
 #[async_trait]
 impl BackgroundService for StoreWarmUp {
-    async fn start(&self, _shutdown: ShutdownWatch) {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         if let Some(store) = &self.services.limits.store {
             store.warm_up().await;
         }
@@ -263,6 +263,18 @@ impl BackgroundService for StoreWarmUp {
         }
         if let Some(store) = &self.services.semantic_store {
             store.warm_up().await;
+        }
+        // Lease mode: slices unused after `max_ttl` go back to Redis for the other instances.
+        let limits = &self.services.limits;
+        let Some(every) = limits.sweep_every.filter(|_| limits.store.is_some()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            limits.sweep_leases().await;
         }
     }
 }
@@ -310,6 +322,9 @@ impl BackgroundService for Drain {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         log::info!("all requests done; exiting");
+        // What this instance leased and did not spend is the other instances' to use.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.services.limits.return_leases())
+            .await;
         if let Some(t) = &self.services.tracing {
             t.flush().await;
         }

@@ -4,6 +4,7 @@
 
 pub mod locate;
 pub mod schema;
+pub mod schema_limits;
 pub mod values;
 
 use locate::{format_path, locate, Seg};

@@ -4,6 +4,8 @@ use super::values::{Count, Dur, Flag, OneOrMany, Rate, Size, Text};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+pub use super::schema_limits::*;
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
@@ -126,63 +128,6 @@ pub struct Agent {
     pub tools: Option<Vec<Text>>,
     /// Per-tool limits of this agent on MCP routes, by tool name as the client sees it.
     pub tool_rate_limits: Option<BTreeMap<String, Rate>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitStrategy {
-    TokenBucket,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnStoreError {
-    Local,
-    Allow,
-    Deny,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimiting {
-    pub strategy: Option<LimitStrategy>,
-    pub default: Option<Rate>,
-    #[serde(default)]
-    pub per_agent: BTreeMap<String, Rate>,
-    #[serde(default)]
-    pub per_agent_quota: BTreeMap<String, Quota>,
-    pub store: Option<Text>,
-    pub on_store_error: Option<OnStoreError>,
-    pub store_timeout: Option<Dur>,
-    /// LLM token budgets (DESIGN §5.3): reserved before sending, trued up from usage.
-    pub tokens: Option<TokenLimits>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenLimits {
-    /// Per agent (per client address when anonymous), unless `per_agent` names the agent.
-    pub default: Option<Rate>,
-    #[serde(default)]
-    pub per_agent: BTreeMap<String, Rate>,
-    /// Per agent and model, by the request's `model`.
-    #[serde(default)]
-    pub per_model: BTreeMap<String, Rate>,
-    pub estimate: Option<TokenEstimate>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenEstimate {
-    pub chars_per_token: Option<Count>,
-    pub default_max_tokens: Option<Count>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quota {
-    pub tokens: Count,
-    pub refill: Rate,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

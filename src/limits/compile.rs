@@ -1,6 +1,7 @@
 //! The limits of a configuration, compiled from `gateway.rate_limit`, `agents` and
 //! `rate_limiting`.
 
+use super::lease::LeaseConf;
 use super::{Limit, Quotas};
 use crate::at;
 use crate::config::schema::{self, File};
@@ -50,7 +51,47 @@ impl Quotas {
             if let Some(t) = &rl.tokens {
                 quotas.tokens = Some(super::tokens::TokenQuotas::compile(t)?);
             }
+            let conf = lease_conf(rl.lease.as_ref())?;
+            if rl.sync == Some(schema::LimitSync::Lease) && quotas.store.is_some() {
+                // Without a store every limit is local already: nothing to lease from.
+                quotas.lease = Some(conf);
+                if let Some(t) = quotas.tokens.as_mut() {
+                    t.lease = Some(conf);
+                }
+            }
         }
         Ok(quotas)
     }
+}
+
+/// `rate_limiting.lease`: checked whatever `sync` says, so that a typo waits for no switch.
+fn lease_conf(lease: Option<&schema::LeaseSettings>) -> Result<LeaseConf, Problem> {
+    let size = match lease.and_then(|l| l.size.as_ref()) {
+        None => 0.02,
+        Some(text) => text
+            .0
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0 && *s <= 1.0)
+            .ok_or_else(|| {
+                Problem::new(
+                    at!("rate_limiting", "lease", "size"),
+                    format!(
+                        "{:?} is not a share of a limit; expected a number in (0, 1], e.g. 0.02",
+                        text.0
+                    ),
+                )
+            })?,
+    };
+    let max_ttl = lease
+        .and_then(|l| l.max_ttl)
+        .map_or(Duration::from_secs(1), |d| d.0);
+    if max_ttl.is_zero() {
+        return Err(Problem::new(
+            at!("rate_limiting", "lease", "max_ttl"),
+            "must be longer than 0",
+        ));
+    }
+    Ok(LeaseConf { size, max_ttl })
 }

@@ -6,6 +6,7 @@
 //! most `burst` emissions ahead of now.
 
 mod compile;
+pub mod lease;
 pub mod redis;
 pub mod tokens;
 
@@ -202,6 +203,8 @@ pub struct Quotas {
     pub on_store_error: OnStoreError,
     /// `rate_limiting.tokens`: LLM token budgets.
     pub tokens: Option<tokens::TokenQuotas>,
+    /// `rate_limiting.sync: lease` with a store: slices of the shared limits spent here.
+    pub lease: Option<lease::LeaseConf>,
 }
 
 /// The state of the limits, built once per process and kept across reloads: the buckets (in
@@ -212,6 +215,9 @@ pub struct Shared {
     pub ceiling: Bucket,
     pub buckets: Buckets,
     pub store: Option<RedisStore>,
+    /// Lease mode's slices, by key, and how often expired ones are handed back.
+    pub leases: lease::Leases,
+    pub sweep_every: Option<Duration>,
 }
 
 /// Why a request may not pass: a limit is exhausted, or (`on_store_error: deny`) the shared
@@ -264,6 +270,7 @@ impl Quotas {
             store: None,
             on_store_error: OnStoreError::Local,
             tokens: None,
+            lease: None,
         }
     }
 
@@ -283,6 +290,11 @@ impl Quotas {
         let Some(store) = &shared.store else {
             return (self.take(shared, subject, key_limit, route)).map_err(Refused::Limit);
         };
+        if let Some(conf) = &self.lease {
+            return self
+                .take_leased(store, conf, shared, subject, key_limit, route)
+                .await;
+        }
         let tag = subject.redis_tag();
         let mut buckets = Vec::with_capacity(2);
         if let Some(l) = self.agent_limit(subject, key_limit) {
@@ -297,13 +309,24 @@ impl Quotas {
         match store.take(&buckets).await {
             Ok(standing) => Ok(standing),
             Err(Some(exceeded)) => Err(Refused::Limit(exceeded)),
-            Err(None) => match self.on_store_error {
-                OnStoreError::Local => {
-                    (self.take(shared, subject, key_limit, route)).map_err(Refused::Limit)
-                }
-                OnStoreError::Allow => Ok(None),
-                OnStoreError::Deny => Err(Refused::StoreDown),
-            },
+            Err(None) => self.store_failed(shared, subject, key_limit, route),
+        }
+    }
+
+    /// What `on_store_error` makes of a request the shared store could not count.
+    fn store_failed(
+        &self,
+        shared: &Shared,
+        subject: Subject<'_>,
+        key_limit: Option<Limit>,
+        route: Option<(&str, Limit)>,
+    ) -> Result<Option<Standing>, Refused> {
+        match self.on_store_error {
+            OnStoreError::Local => {
+                (self.take(shared, subject, key_limit, route)).map_err(Refused::Limit)
+            }
+            OnStoreError::Allow => Ok(None),
+            OnStoreError::Deny => Err(Refused::StoreDown),
         }
     }
 
@@ -369,6 +392,23 @@ impl Quotas {
 }
 
 impl Shared {
+    /// Hands the slices that expired back to Redis.
+    pub async fn sweep_leases(&self) {
+        if let Some(store) = &self.store {
+            self.leases.sweep(store, now_ns()).await;
+        }
+    }
+
+    /// Hands every slice back (at shutdown).
+    pub async fn return_leases(&self) {
+        if let Some(store) = &self.store {
+            let n = self.leases.sweep(store, u64::MAX).await;
+            if n != 0 {
+                log::info!("{n} leased rate-limit tokens handed back to the store");
+            }
+        }
+    }
+
     /// One token of a keyed limit outside the agent/route pair (an agent's limit on one MCP
     /// tool): through the Redis store when there is one (`key` names its Redis key), else, or
     /// when Redis cannot answer, from the local bucket.

@@ -9,6 +9,7 @@ use crate::observe::access_log::{AccessLog, Output};
 use crate::observe::metrics::Metrics;
 use crate::observe::trace::Tracing;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Services {
     pub metrics: Option<Arc<Metrics>>,
@@ -69,6 +70,10 @@ impl Services {
             tracing: cfg.tracing.as_ref().map(|t| Arc::new(Tracing::build(t))),
             limits: crate::limits::Shared {
                 store,
+                // Often enough that a slice goes back soon after `max_ttl`, not a busy loop.
+                sweep_every: (cfg.quotas.lease).map(|l| {
+                    (l.max_ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+                }),
                 ..Default::default()
             },
             cache,

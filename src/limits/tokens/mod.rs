@@ -9,6 +9,7 @@
 //! answers use beyond what they reserved (a prompt underestimated, an answer longer than
 //! `default_max_tokens` when the client set no `max_tokens`).
 
+mod lease;
 mod redis;
 
 use super::{ceil_secs, now_ns, Bucket, Exceeded, Limit, Shared, Standing, Subject};
@@ -28,6 +29,8 @@ pub struct TokenQuotas {
     per_model: HashMap<String, Limit>,
     pub chars_per_token: u64,
     pub default_max_tokens: u64,
+    /// `sync: lease` with a store: budgets spent from this instance's slices.
+    pub lease: Option<super::lease::LeaseConf>,
 }
 
 impl TokenQuotas {
@@ -84,6 +87,7 @@ impl TokenQuotas {
             per_model,
             chars_per_token,
             default_max_tokens,
+            lease: None,
         })
     }
 
@@ -131,6 +135,7 @@ pub struct Reservation {
 enum Held {
     Local(Vec<(Arc<Bucket>, Limit)>),
     Shared(Vec<(String, Limit)>),
+    Leased(Vec<(Arc<super::lease::Lease>, Limit)>),
 }
 
 impl Bucket {
@@ -208,7 +213,23 @@ pub async fn reserve(
         standing,
         held,
     };
-    if let Some(store) = &shared.store {
+    if let (Some(store), Some(conf)) = (&shared.store, &tq.lease) {
+        let leases: Vec<_> = (budgets.iter().zip([None, model]))
+            .filter_map(|(l, m)| {
+                let key = || redis_key(&subject.redis_tag(), m);
+                Some((shared.leases.get(("tokens", subject, m), key), (*l)?))
+            })
+            .collect();
+        match lease::reserve(store, conf, &leases, tokens).await {
+            Ok(standing) => return Ok(Some(made(standing, Held::Leased(leases)))),
+            Err(Some(short)) => return Err(TokenRefused::Short(short)),
+            Err(None) => match on_store_error {
+                OnStoreError::Local => {}
+                OnStoreError::Allow => return Ok(None),
+                OnStoreError::Deny => return Err(TokenRefused::StoreDown),
+            },
+        }
+    } else if let Some(store) = &shared.store {
         let tag = subject.redis_tag();
         let keys: Vec<(String, Limit)> = (budgets.iter().zip([None, model]))
             .filter_map(|(l, m)| Some((redis_key(&tag, m), (*l)?)))
@@ -278,6 +299,15 @@ pub async fn settle(shared: &Shared, r: Reservation, used: u64) -> Option<u64> {
                 .map(|(b, l)| b.settle_tokens(l, delta, now))
                 .min()
         }
+        Held::Leased(leases) => (leases.iter())
+            .map(|(l, limit)| {
+                match delta {
+                    d if d < 0 => l.give_back(d.unsigned_abs()),
+                    d => l.charge(d as u64),
+                }
+                l.standing(limit).remaining
+            })
+            .min(),
         Held::Shared(_) if delta == 0 => Some(r.standing.remaining),
         Held::Shared(keys) => {
             let store = shared.store.as_ref()?;
@@ -298,6 +328,14 @@ pub async fn charge_model(
     let Some(limit) = tq.per_model.get(model).copied() else {
         return;
     };
+    if tq.lease.is_some() && shared.store.is_some() {
+        let key = || redis_key(&subject.redis_tag(), Some(model));
+        shared
+            .leases
+            .get(("tokens", subject, Some(model)), key)
+            .charge(used);
+        return;
+    }
     let used = used.min(i64::MAX as u64) as i64;
     if let Some(store) = &shared.store {
         let key = redis_key(&subject.redis_tag(), Some(model));
