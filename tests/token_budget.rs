@@ -28,6 +28,7 @@ rate_limiting:
     per_model: {{"gpt-big": "3000/day"}}
     estimate: {{chars_per_token: 4, default_max_tokens: 1000}}
 routes:
+  - {{path: "/usage/*", backend_url: "{{backend}}", auth_required: true, strip_prefix: true, include_usage: true}}
   - {{path: "/cached/*", backend_url: "{{backend}}", auth_required: true, strip_prefix: true, caching: {{enabled: true, ttl: "1m"}}}}
   - {{path: "/*", backend_url: "{{backend}}", auth_required: true}}
 monitoring:
@@ -598,4 +599,63 @@ monitoring:
     // 12 owed + 4 to reserve, at one token every 24 minutes: the 72 were all charged.
     let retry = r.header("retry-after");
     assert!((16 * 1440 - 10..=16 * 1440).contains(&retry), "{retry}");
+}
+
+/// `include_usage`: a backend that streams its usage only when asked (as OpenAI's do) is asked
+/// by the gateway, which charges that usage instead of an estimate; a client that did not ask
+/// never sees the usage chunk, one that asked does.
+#[tokio::test]
+async fn include_usage_routes_ask_for_the_usage_and_keep_it_from_clients_that_did_not() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(&yaml(""), &backend.url());
+    let c = client();
+    let stream = json!({"stream": true, "mock_interval_ms": 5, "mock_usage_when_asked": true});
+    let body = chat("mock", Some(100), stream.clone());
+    // "alphabetical ordering": 2 tokens by the mock's usage, 21 characters (6 by estimate).
+    let answer = Some("alphabetical ordering");
+    let a = post(
+        &c,
+        &g.url(&format!("/usage{CHAT}")),
+        "key-fin",
+        &body,
+        answer,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body.contains("alphabetical") && a.body.contains("[DONE]"),
+        "{}",
+        a.body
+    );
+    assert!(!a.body.contains("\"usage\""), "{}", a.body);
+    // Charged the usage: 2 + 2, not the estimate 3 + 6.
+    let mut left = 10_000 - 4;
+    let a = post(
+        &c,
+        &g.url(CHAT),
+        "key-fin",
+        &chat("mock", Some(100), json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(a.header("x-ratelimit-remaining-tokens"), left - 103);
+    left -= 9;
+    // Without the route's option the backend sends none: the estimate is charged.
+    let a = post(&c, &g.url(CHAT), "key-fin", &body, answer).await;
+    assert!(!a.body.contains("\"usage\""), "{}", a.body);
+    assert_eq!(a.header("x-ratelimit-remaining-tokens"), left - 103);
+    left -= 3 + 6;
+    // A client that asks gets its usage chunk.
+    let mut own = body.clone();
+    own["stream_options"] = json!({"include_usage": true});
+    let a = post(
+        &c,
+        &g.url(&format!("/usage{CHAT}")),
+        "key-fin",
+        &own,
+        answer,
+    )
+    .await;
+    assert_eq!(a.header("x-ratelimit-remaining-tokens"), left - 103);
+    assert!(a.body.contains("\"usage\""), "{}", a.body);
 }

@@ -309,6 +309,9 @@ pub struct Route {
     pub strip_prefix: Option<StripPrefix>,
     #[serde(default)]
     pub preserve_host: Flag,
+    /// Streamed LLM answers carry their usage: `stream_options.include_usage` is asked for.
+    #[serde(default)]
+    pub include_usage: Flag,
     pub caching: Option<Caching>,
     pub backend_weights: Option<Weights>,
     /// Keeps a caller on one of `backend_weights`: `agent`, `client_ip` or `header:<name>`.

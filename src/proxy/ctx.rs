@@ -57,6 +57,8 @@ pub struct Ctx {
     pub mcp: Option<Box<super::mcp::State>>,
     /// An LLM request's token reservation, until its answer trues it up.
     pub tokens: Option<Box<super::tokens::Held>>,
+    /// `include_usage`: the body as rewritten, and the answer's filter.
+    pub stream_usage: Option<Box<super::stream_usage::StreamUsage>>,
     _in_flight: InFlight,
 }
 
@@ -158,6 +160,7 @@ impl Ctx {
             semantic: None,
             mcp: None,
             tokens: None,
+            stream_usage: None,
             _in_flight: InFlight::new(),
         }
     }

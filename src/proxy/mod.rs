@@ -11,6 +11,7 @@ mod mcp_federation;
 mod refusal;
 mod select;
 mod semantic;
+mod stream_usage;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -107,6 +108,7 @@ impl ProxyHttp for Gateway {
     /// LLM token budgets are reserved here, after the cache: only by requests that go to the
     /// backend (`false`: refused, the answer is written).
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        Box::pin(stream_usage::ask(session, ctx, self.services.track_tokens)).await?;
         if ctx.config.quotas.tokens.is_none() || ctx.route().is_none_or(|r| r.mcp.is_some()) {
             return Ok(true);
         }
@@ -311,7 +313,7 @@ impl ProxyHttp for Gateway {
             let fwd = ctx.forward().ok_or_else(internal)?;
             upstream::forwarding_headers_in_place(session, req, &fwd)?;
         }
-        Ok(())
+        stream_usage::head(ctx, req)
     }
 
     async fn request_body_filter(
@@ -321,6 +323,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        stream_usage::body(ctx, body);
         if let Some(chunk) = body {
             if self.services.keep_bodies
                 && ctx.body.bytes_in < crate::observe::usage::MAX_REQUEST as u64
@@ -378,6 +381,7 @@ impl ProxyHttp for Gateway {
         }
         llm::start(&self.services, session, resp, ctx);
         tokens::headers(ctx, resp)?;
+        stream_usage::response(ctx, resp, session.req_header().version)?;
         match ctx.forward() {
             Some(fwd) => upstream::set_response_headers(resp, &fwd, upstream::client_ip(session)),
             None => upstream::set_response_request_id(resp, &ctx.request_id),
@@ -392,15 +396,19 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         ctx.check_total_timeout()?;
-        if let Some(s) = ctx.semantic.as_mut() {
-            s.body(body.as_ref(), end_of_stream);
-        }
         if let Some(m) = ctx.mcp.as_mut() {
             m.body(body, end_of_stream)?;
         }
+        if let Some(b) = body.as_ref() {
+            llm::body(ctx, b);
+        }
+        // Counted above, the usage event the client did not ask for is not its to see (or keep).
+        stream_usage::hide(ctx, body, end_of_stream);
+        if let Some(s) = ctx.semantic.as_mut() {
+            s.body(body.as_ref(), end_of_stream);
+        }
         if let Some(b) = body {
             ctx.usage.bytes_out += b.len() as u64;
-            llm::body(ctx, b);
         }
         if end_of_stream {
             llm::end(ctx);

@@ -23,6 +23,8 @@ pub struct Route {
     /// `match`: the conditions under which the route takes a request.
     pub matcher: Option<crate::matching::Match>,
     pub preserve_host: bool,
+    /// `include_usage`: streamed LLM requests ask for their usage (DESIGN §5.3).
+    pub include_usage: bool,
     /// As set on the route (else the backend's, else the gateway's).
     pub connect_timeout: Option<Duration>,
     /// `timeout` as set on the route, else its `total_timeout` (else the backend's, else 60 s).
@@ -138,6 +140,7 @@ impl Route {
             backends,
             matcher,
             preserve_host: r.preserve_host.0,
+            include_usage: r.include_usage.0,
             connect_timeout: r.connect_timeout.map(|d| d.0),
             timeout: timeout.or(total_timeout),
             total_timeout,

@@ -244,7 +244,8 @@ async fn chunked(Query(q): Query<HashMap<String, String>>) -> Response {
 /// An OpenAI-style chat answer, streamed when the body says `stream: true`. Test knobs: the
 /// `x-mock-answer` header replaces the answer's text (one word per event when streamed);
 /// `mock_interval_ms` spaces the events; `mock_fail_after` (n) breaks the stream after n events;
-/// `mock_no_usage: true` leaves the usage out.
+/// `mock_no_usage: true` leaves the usage out; `mock_usage_when_asked: true` leaves it out of a
+/// stream that does not ask for it (`stream_options.include_usage`).
 async fn chat(headers: HeaderMap, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let custom = headers
@@ -288,7 +289,11 @@ async fn chat(headers: HeaderMap, body: Bytes) -> Response {
         "total_tokens": prompt_tokens + completion_tokens,
     });
     // `mock_no_usage`: a backend that reports no usage (the gateway then estimates it).
-    let no_usage = req["mock_no_usage"].as_bool() == Some(true);
+    // `mock_usage_when_asked`: a stream carries it only with `stream_options.include_usage`,
+    // as OpenAI's do.
+    let asked = req["stream_options"]["include_usage"].as_bool() == Some(true);
+    let no_usage = req["mock_no_usage"].as_bool() == Some(true)
+        || (req["mock_usage_when_asked"].as_bool() == Some(true) && !asked);
     let first_token = req["mock_first_token_ms"]
         .as_u64()
         .map(Duration::from_millis);
