@@ -185,16 +185,9 @@ impl Link {
                 .run(|mut c| async move { c.scan_on(node, scan).await })
                 .await?;
             if !names.is_empty() {
-                // One key per UNLINK (in a cluster, a command's keys must share a slot), one
-                // round trip for them all.
-                let mut unlink = redis::pipe();
-                for name in &names {
-                    unlink.cmd("UNLINK").arg(name);
-                }
-                let n: Vec<u64> = self
-                    .run(|mut c| async move { unlink.query_async(&mut c).await })
+                removed += self
+                    .run(|mut c| async move { c.unlink(&names).await })
                     .await?;
-                removed += n.iter().sum::<u64>();
             }
             if next == 0 {
                 return Some(removed);

@@ -1,5 +1,6 @@
-//! Shared limits on a real Redis Cluster of three primaries (DESIGN §5.3): exact across three
-//! gateway instances, and a primary's restart mid-run is a short store-error episode, never a 5xx.
+//! Shared limits, token budgets and the response cache on a real Redis Cluster of three primaries
+//! (DESIGN §5.3): exact across three gateway instances, a primary's restart mid-run is a short
+//! store-error episode, never a 5xx, and a purge reaches every primary.
 
 mod common;
 
@@ -119,4 +120,106 @@ async fn a_primary_restart_is_never_a_5xx() {
     let after = spread(&urls, 30).await;
     assert!(after.iter().all(|c| *c == 200), "{after:?}");
     assert!(!cluster.cli(holder, &["DBSIZE"]).trim().starts_with('0'));
+}
+
+/// The response cache's entries and an LLM token budget, shared through the cluster: what one
+/// instance stored the other serves; what one charged the other sees; a purge empties the
+/// route's entries on every primary.
+#[tokio::test]
+async fn the_cache_and_token_budgets_are_shared_through_a_cluster() {
+    let cluster = RedisCluster::start();
+    let backend = mock_backend::spawn();
+    let yaml = format!(
+        r#"
+gateway: {{listen: "{{listen}}", pid_file: "{{dir}}/p.pid", upgrade_sock: "{{dir}}/u.sock"}}
+agents:
+  "fin": {{api_key: "key-fin"}}
+rate_limiting:
+  store: "{url}"
+  tokens: {{default: "1000/day", estimate: {{default_max_tokens: 100}}}}
+caching: {{ttl: "60s", store: "{url}"}}
+routes:
+  - {{path: "/cache/*", backend_url: "{{backend}}", auth_required: true, caching: {{enabled: true}}}}
+  - {{path: "/*", backend_url: "{{backend}}", auth_required: true}}
+"#,
+        url = cluster.url()
+    );
+    let one = Gateway::start(&yaml, &backend.url());
+    let two = Gateway::start(&yaml, &backend.url());
+    let c = client();
+    let get = |g: &Gateway, path: &str| {
+        let rb = c.get(g.url(path)).header("x-api-key", "key-fin");
+        async move {
+            let r = rb.send().await.expect("request");
+            let x = r
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap_or("").to_string());
+            (r.status().as_u16(), x.unwrap_or_default())
+        }
+    };
+    for i in 0..6 {
+        assert_eq!(
+            get(&one, &format!("/cache/{i}")).await,
+            (200, "MISS".to_string())
+        );
+        assert_eq!(
+            get(&two, &format!("/cache/{i}")).await,
+            (200, "HIT".to_string())
+        );
+    }
+    let keys = |c: &RedisCluster| -> u64 {
+        (0..3)
+            .map(|i| c.cli(i, &["DBSIZE"]).trim().parse::<u64>().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(keys(&cluster), 6);
+
+    // "hello there": a prompt estimate of 3, and 2 + 7 used by the mock's usage.
+    let chat = |max: u64| {
+        serde_json::json!({"model": "m", "max_tokens": max,
+                           "messages": [{"role": "user", "content": "hello there"}]})
+    };
+    let post = |g: &Gateway, max: u64| {
+        let rb = (c
+            .post(g.url("/v1/chat/completions"))
+            .header("x-api-key", "key-fin"))
+        .json(&chat(max));
+        async move {
+            let r = rb.send().await.expect("request");
+            let left = r.headers().get("x-ratelimit-remaining-tokens").cloned();
+            let left = left.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            (r.status().as_u16(), left)
+        }
+    };
+    assert_eq!(post(&one, 900).await, (200, Some(1000 - 903)));
+    assert_eq!(
+        post(&two, 900).await.0,
+        429,
+        "the other instance's use counts"
+    );
+    assert_eq!(post(&two, 100).await, (200, Some(1000 - 9 - 103)));
+    assert!(keys(&cluster) > 6, "the budget lives in the cluster too");
+
+    let out = clawgate(&[
+        "cache",
+        "purge",
+        "--config",
+        one.config_str(),
+        "--route",
+        "/cache/*",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cached: Vec<String> = (0..3)
+        .map(|i| cluster.cli(i, &["--scan", "--pattern", "clawgate:cache:*"]))
+        .collect();
+    assert!(
+        cached.iter().all(|keys| keys.trim().is_empty()),
+        "purged on every primary: {cached:?}"
+    );
+    assert_eq!(get(&one, "/cache/0").await, (200, "MISS".to_string()));
 }

@@ -124,6 +124,21 @@ impl Conn {
         Ok(primaries(&nodes).into_iter().map(Some).collect())
     }
 
+    /// Deletes `names`: one UNLINK for all on a server; one each in a cluster, where a
+    /// command's (and a pipeline's) keys must share a slot.
+    pub async fn unlink(&mut self, names: &[String]) -> redis::RedisResult<u64> {
+        match self {
+            Conn::Single(c) => redis::cmd("UNLINK").arg(names).query_async(c).await,
+            Conn::Cluster(c) => {
+                let mut removed = 0;
+                for name in names {
+                    removed += redis::cmd("UNLINK").arg(name).query_async::<u64>(c).await?;
+                }
+                Ok(removed)
+            }
+        }
+    }
+
     /// One `SCAN` step on `node` (`None`: the server of a single-server link).
     pub async fn scan_on(
         &mut self,
