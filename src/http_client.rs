@@ -7,7 +7,15 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// One connector for the gateway's own calls to backends (federated MCP servers, transcoded
+/// gRPC calls): their idle connections are reused.
+pub fn connector() -> &'static Connector {
+    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| Connector::new(None))
+}
 
 /// Where a URL points, resolved (Pingora's `HttpPeer::new` panics on a name it cannot resolve).
 pub struct Target {
@@ -118,6 +126,14 @@ impl Streaming<'_> {
     /// The next piece of the body; `None` at its end.
     pub async fn next(&mut self) -> Result<Option<Bytes>, String> {
         (self.session.read_response_body().await).map_err(|e| e.to_string())
+    }
+
+    /// The trailers, once the body is read (HTTP/2; gRPC's status travels in them).
+    pub async fn trailers(&mut self) -> Result<Option<http::HeaderMap>, String> {
+        match &mut self.session {
+            HttpSession::H2(h2) => h2.read_trailers().await.map_err(|e| e.to_string()),
+            _ => Ok(None),
+        }
     }
 
     /// Keeps the connection for the next call to the same place, once the body is read.

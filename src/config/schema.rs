@@ -324,6 +324,20 @@ pub struct Route {
     pub protocol: Option<RouteProtocol>,
     /// The MCP servers behind a `protocol: mcp` route.
     pub mcp: Option<McpRoute>,
+    /// HTTP/JSON requests turned into gRPC calls to the route's backend (DESIGN §5.4).
+    pub grpc_transcode: Option<GrpcTranscode>,
+}
+
+/// Where a transcoding route's descriptors come from, and which services it offers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTranscode {
+    /// A `FileDescriptorSet` (`protoc --include_imports -o`).
+    pub descriptor_set: Option<Text>,
+    /// `.proto` files, compiled at load.
+    pub protos: Option<Vec<Text>>,
+    pub include_paths: Option<Vec<Text>>,
+    pub services: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -285,3 +285,22 @@ impl Ctx {
         Ok(())
     }
 }
+
+/// The client's headers (forwarding headers included) that go with a call the gateway makes
+/// for it, less those in `skip`.
+pub fn passed_on(
+    session: &Session,
+    ctx: &Ctx,
+    skip: &[&str],
+) -> Vec<(http::HeaderName, HeaderValue)> {
+    let api_key = &ctx.config.auth.api_key_header;
+    // With a verified caller the identity step has taken the client's credentials off the
+    // head, so an Authorization there now is a route's `inject_auth`, the gateway's own to
+    // send. On a route without authentication the two cannot be told apart: neither goes.
+    let verified = ctx.caller.identity.is_some();
+    (session.req_header().headers.iter())
+        .filter(|(n, _)| !skip.contains(&n.as_str()))
+        .filter(|(n, _)| verified || (*n != http::header::AUTHORIZATION && *n != api_key))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}

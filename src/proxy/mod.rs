@@ -15,6 +15,7 @@ mod stream_usage;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod transcode;
 
 pub use ctx::{Ctx, InFlight, HANDING_OVER, IN_FLIGHT};
 pub use refusal::{Refusal, TOTAL_TIMEOUT};
@@ -565,6 +566,9 @@ impl Gateway {
                 mcp::write(session, r, request_id::as_str(&ctx.request_id)).await?;
                 return Ok(true);
             }
+        }
+        if Box::pin(transcode::answer(session, ctx)).await? {
+            return Ok(true);
         }
         if let Some(sc) = ctx.route().and_then(|r| r.semantic.clone()) {
             if Box::pin(semantic::lookup(&self.services, session, ctx, sc)).await? {

@@ -47,6 +47,8 @@ pub struct Route {
     /// Several `mcp.servers`: each server's pool, by name in the settings' order (the gateway
     /// calls them itself; one server is the route's backend instead).
     pub mcp_pools: Vec<(String, Arc<Pool>)>,
+    /// `grpc_transcode`: JSON requests become gRPC calls to the route's backend (DESIGN §5.4).
+    pub grpc: Option<Arc<crate::grpc::Transcoder>>,
     /// The route's metric series, made on first use (a reload starts them afresh: they are
     /// found by the route, not by label).
     pub series: crate::observe::metrics::RouteSeries,
@@ -92,10 +94,9 @@ impl Route {
         let pattern = Pattern::new(&format!("{}{rel}", on.base_path))
             .map_err(|m| Problem::new(at!("routes", i, "path"), m))?;
         let access = auth::compile::route_access(on.auth, r, i)?;
-        let matcher = match &r.match_ {
-            Some(m) => Some(crate::matching::Match::compile(m, i, access.is_some())?),
-            None => None,
-        };
+        let matcher = (r.match_.as_ref())
+            .map(|m| crate::matching::Match::compile(m, i, access.is_some()))
+            .transpose()?;
         let label = r
             .name
             .as_ref()
@@ -117,6 +118,7 @@ impl Route {
         let mcp_pools = mcp_pools(mcp.as_ref(), i, &label, on.named, pools)?;
         let r = passthrough.as_ref().unwrap_or(r);
         let backends = RouteBackends::compile(r, i, &label, on.named, pools)?;
+        let grpc = transcoder(r, i, on.config_dir, &backends)?;
         let (request_transforms, response_transforms) = route_transforms(r, i, on.transforms)?;
         let strip = strip_rule(r, i, &pattern, on.base_path)?;
         let timeout = r.timeout.map(|d| d.0);
@@ -152,9 +154,40 @@ impl Route {
             semantic,
             mcp: mcp.map(Arc::new),
             mcp_pools,
+            grpc,
             series: Default::default(),
         })
     }
+}
+
+/// `grpc_transcode`, loaded; the route's backends must speak HTTP/2, as gRPC needs:
+/// `protocol: h2c` or `h2` (or `auto` over TLS, where ALPN settles it).
+fn transcoder(
+    r: &schema::Route,
+    i: usize,
+    config_dir: &std::path::Path,
+    backends: &RouteBackends,
+) -> Result<Option<Arc<crate::grpc::Transcoder>>, Problem> {
+    use crate::backends::Protocol;
+    let Some(g) = &r.grpc_transcode else {
+        return Ok(None);
+    };
+    let t = crate::grpc::Transcoder::load(g, i, config_dir)?;
+    for (pool, _) in &backends.pools {
+        if !matches!(
+            (pool.protocol, pool.tls),
+            (Protocol::H2 | Protocol::H2c, _) | (Protocol::Auto, true)
+        ) {
+            return Err(Problem::new(
+                at!("routes", i, "grpc_transcode"),
+                format!(
+                    "gRPC needs HTTP/2: give backend {:?} `protocol: h2c` (or h2)",
+                    pool.name
+                ),
+            ));
+        }
+    }
+    Ok(Some(Arc::new(t)))
 }
 
 /// The gateway-wide transforms, then the route's own, for requests and for responses.

@@ -9,11 +9,10 @@ use crate::mcp::route::Settings;
 use crate::mcp::session::Leg;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use pingora::connectors::http::Connector;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest answer read whole from a server (a page of a list, a resource, a JSON result).
@@ -49,12 +48,6 @@ const NOT_FORWARDED: [&str; 20] = [
     "proxy-authorization",
     "cookie",
 ];
-
-/// One connector for the gateway's calls to MCP servers: its idle connections are reused.
-fn connector() -> &'static Connector {
-    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
-    CONNECTOR.get_or_init(|| Connector::new(None))
-}
 
 pub struct Servers {
     pub settings: Arc<Settings>,
@@ -141,7 +134,13 @@ impl Servers {
             body: Some(body),
             max_answer: MAX_ANSWER,
         };
-        let sent = http_client::open(connector(), &target, call, &self.forwarded, timeout);
+        let sent = http_client::open(
+            http_client::connector(),
+            &target,
+            call,
+            &self.forwarded,
+            timeout,
+        );
         let answer = tokio::time::timeout(timeout * 2, sent)
             .await
             .unwrap_or_else(|_| Err("timed out".into()));
@@ -283,7 +282,7 @@ impl Servers {
             max_answer: MAX_ANSWER,
         };
         let sent = http_client::open(
-            connector(),
+            http_client::connector(),
             &target,
             call,
             &self.forwarded,
@@ -334,16 +333,7 @@ pub async fn whole(
 /// request transforms: all set on the head before federation runs) and the client's other
 /// headers, less [`NOT_FORWARDED`] and the client's credentials.
 fn forwarded(session: &Session, ctx: &Ctx) -> Vec<(HeaderName, HeaderValue)> {
-    let api_key = &ctx.config.auth.api_key_header;
-    // With a verified caller the identity step has taken the client's credentials off the
-    // head, so an Authorization there now is a route's `inject_auth`, the gateway's own to
-    // send. On a route without authentication the two cannot be told apart: neither goes.
-    let verified = ctx.caller.identity.is_some();
-    (session.req_header().headers.iter())
-        .filter(|(n, _)| !NOT_FORWARDED.contains(&n.as_str()))
-        .filter(|(n, _)| verified || (*n != http::header::AUTHORIZATION && *n != api_key))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect()
+    crate::proxy::ctx::passed_on(session, ctx, &NOT_FORWARDED)
 }
 
 /// Runs the futures at once, one task each (the servers answer in parallel); their outputs in
