@@ -584,3 +584,50 @@ fn check_refuses_descriptors_and_bindings_that_do_not_load() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_set_loads_and_a_reload_swaps_the_bindings() {
+    let (addr, _) = inventory().await;
+    let set = format!("{}/tests/grpc/inventory.pb", env!("CARGO_MANIFEST_DIR"));
+    let yaml = yaml("5s").replace(
+        &format!("protos: [\"{}\"]", proto()),
+        &format!("descriptor_set: \"{set}\""),
+    );
+    let g = Gateway::start(&yaml, &format!("http://{addr}"));
+    let c = client();
+    let status = |path: &str| {
+        let r = c.get(g.url(&format!("{BASE}{path}"))).send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/v1/shelves/s1/items/1").await, 200);
+    assert_eq!(status("/v2/shelves/s1/items/1").await, 404);
+
+    // The same service, GetItem bound at /v2 now, from .proto files compiled at the reload.
+    let dir = tempfile::tempdir().unwrap();
+    let v2 = std::fs::read_to_string(proto()).unwrap().replace(
+        "get: \"/v1/shelves/{shelf}/items/{item_id}\"",
+        "get: \"/v2/shelves/{shelf}/items/{item_id}\"",
+    );
+    let file = dir.path().join("inventory.proto");
+    std::fs::write(&file, v2).unwrap();
+    let config = std::fs::read_to_string(&g.config).unwrap().replace(
+        &format!("descriptor_set: \"{set}\""),
+        &format!("protos: [\"{}\"]", file.display()),
+    );
+    std::fs::write(&g.config, config).unwrap();
+    let out = clawgate(&["reload", "--config", g.config_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signalled = Instant::now();
+    while status("/v2/shelves/s1/items/1").await != 200 {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(2),
+            "swapped within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status("/v1/shelves/s1/items/1").await, 404);
+}

@@ -173,6 +173,8 @@ async fn call(
     let passed = super::ctx::passed_on(session, ctx, NOT_PASSED);
     let (mut answer, picked) = open(ctx, found, framed, deadline, &passed).await?;
     ctx.upstream.status = Some(answer.status);
+    // Held in the context, the address is in the access log (and counted in flight).
+    ctx.upstream.picked = Some(picked);
     let early = match status_of(&answer.headers) {
         // Trailers-only: a status and no message.
         Some(s) => Some(s),
@@ -180,9 +182,7 @@ async fn call(
         None => None,
     };
     if let Some(s) = early {
-        picked
-            .pool
-            .report(&picked.addr, s.code != wire::UNAVAILABLE);
+        report(ctx, s.code != wire::UNAVAILABLE);
         return Err(s);
     }
     let streaming = found.method.is_server_streaming();
@@ -194,19 +194,17 @@ async fn call(
         unary: None,
     };
     let mut frames = wire::Deframer::default();
-    while let Some(chunk) = answer.next().await.map_err(|e| transport(&picked, &e))? {
+    while let Some(chunk) = answer.next().await.map_err(|e| transport(ctx, &e))? {
         frames.push(&chunk);
         let internal = |e| Status::new(wire::INTERNAL, e);
         while let Some(m) = frames.next(MAX_MESSAGE).map_err(internal)? {
             out.message(session, ctx, m).await?;
         }
     }
-    let trailers = (answer.trailers().await).map_err(|e| transport(&picked, &e))?;
+    let trailers = (answer.trailers().await).map_err(|e| transport(ctx, &e))?;
     let status = (trailers.as_ref().and_then(status_of))
         .unwrap_or_else(|| Status::new(wire::UNKNOWN, "the backend sent no grpc-status"));
-    picked
-        .pool
-        .report(&picked.addr, status.code != wire::UNAVAILABLE);
+    report(ctx, status.code != wire::UNAVAILABLE);
     answer.release().await;
     if status.code != 0 {
         return Err(status);
@@ -344,8 +342,15 @@ fn of_http(status: u16) -> Status {
     Status::new(code, format!("the backend answered HTTP {status}"))
 }
 
-fn transport(picked: &Picked, e: &str) -> Status {
-    picked.pool.report(&picked.addr, false);
+/// How the address answered, for its health (passive checks, breaker).
+fn report(ctx: &Ctx, ok: bool) {
+    if let Some(p) = &ctx.upstream.picked {
+        p.pool.report(&p.addr, ok);
+    }
+}
+
+fn transport(ctx: &Ctx, e: &str) -> Status {
+    report(ctx, false);
     Status::new(
         wire::UNAVAILABLE,
         format!("the backend's answer broke off: {e}"),
