@@ -32,6 +32,7 @@ pub fn needs_upgrade(old: &Config, new: &mut Config) -> Vec<&'static str> {
         (was.logging != is.logging, "monitoring.logging"),
         (was.tracing != is.tracing, "monitoring.tracing"),
         (was.limits_store != is.limits_store, "rate_limiting.store"),
+        (was.admin != is.admin, "admin (its listener and token)"),
         (
             was.cache_store != is.cache_store || (old.cache.is_none() && new.cache.is_some()),
             "the cache store (caching.store, sizes, timeouts, admin networks)",
@@ -50,6 +51,7 @@ pub fn needs_upgrade(old: &Config, new: &mut Config) -> Vec<&'static str> {
     new.tracing = old.tracing.clone();
     new.quotas.store = old.quotas.store.clone();
     new.cache = old.cache.clone();
+    new.admin = old.admin.clone();
     keep_pools(old, new);
     keep_semantic(old, new);
     if jwt_same {

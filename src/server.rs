@@ -102,7 +102,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     add_upkeep(&mut server, &current, &services);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(current, services.clone()),
+        Gateway::new(current.clone(), services.clone()),
         "clawgate",
     );
     add_listeners(&mut proxy, &config.process)?;
@@ -128,6 +128,7 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
         start_jwks(&mut server, jwt);
     }
     add_metrics_listener(&mut server, &config, &services);
+    add_console(&mut server, &config, &current, &services);
     server.add_service(background_service(
         "drain",
         Drain {
@@ -183,6 +184,29 @@ fn add_outbound(server: &mut Server, services: &Arc<Services>) {
             },
         ));
     }
+}
+
+/// `admin`: the console's listener, and the ticker that samples its figures each second.
+fn add_console(
+    server: &mut Server,
+    config: &Config,
+    current: &Arc<arc_swap::ArcSwap<Config>>,
+    services: &Arc<Services>,
+) {
+    let (Some(settings), Some(stats)) = (&config.admin, &services.console) else {
+        return;
+    };
+    let app = crate::console::ConsoleApp {
+        config: current.clone(),
+        services: services.clone(),
+        stats: stats.clone(),
+        token: settings.token.clone(),
+    };
+    let mut service = Service::new("admin".into(), app);
+    service.add_tcp(&settings.listen);
+    server.add_service(service);
+    let ticker = crate::console::Ticker(stats.clone());
+    server.add_service(background_service("console-ticker", ticker));
 }
 
 /// `monitoring.metrics.listen`: the metrics endpoint on a port of its own, when set.

@@ -131,6 +131,22 @@ impl KeyTable {
         self.len
     }
 
+    /// Each key's agent and the first 8 hex digits of its digest: how the console names keys
+    /// (the digest of a random key says nothing of it).
+    pub fn digest_prefixes(&self) -> Vec<(Arc<str>, String)> {
+        let entries = self.buckets.values().flatten();
+        entries
+            .map(|e| {
+                let mut hex = Vec::with_capacity(8);
+                crate::text::push_hex(&mut hex, &e.digest[..4]);
+                (
+                    e.agent.id.clone(),
+                    String::from_utf8_lossy(&hex).into_owned(),
+                )
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -251,6 +267,10 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
 }
 
 impl Store {
+    pub fn digest_prefixes(&self) -> Vec<(Arc<str>, String)> {
+        self.table.load().digest_prefixes()
+    }
+
     /// Loads the store; a missing file is an empty store (a warning, returned).
     pub fn open(
         path: PathBuf,

@@ -160,6 +160,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Auth {
+    /// Every API key's agent and digest prefix (the registry's, then the key store's).
+    pub fn key_digests(&self) -> Vec<(Arc<str>, String)> {
+        let mut all = self.registry_keys.digest_prefixes();
+        if let Some(store) = &self.store {
+            all.extend(store.digest_prefixes());
+        }
+        all
+    }
+
     /// The agent for an id: the registry's entry, else a new one with the given scopes.
     pub fn agent_of(&self, id: &str, scopes: Vec<String>) -> Option<Arc<AgentInfo>> {
         match self.agents.get(id) {

@@ -35,6 +35,15 @@ impl Breaker {
     }
 
     /// Open and not yet due for a probe.
+    /// `open` or `closed`, now (for the console).
+    pub fn state(&self) -> &'static str {
+        if self.is_open(super::clock_ms()) {
+            "open"
+        } else {
+            "closed"
+        }
+    }
+
     pub fn is_open(&self, now: u64) -> bool {
         let until = self.open_until.load(Ordering::Relaxed);
         until != 0 && (now < until || self.probing.load(Ordering::Relaxed))

@@ -9,7 +9,7 @@
 //!
 //! The request path reads only atomics and `ArcSwap` snapshots: no lock, no DNS.
 
-mod breaker;
+pub mod breaker;
 pub mod compile;
 mod discovery;
 mod route;
@@ -248,7 +248,7 @@ pub struct Pool {
     pub active: Option<ActiveHealth>,
     pub passive: Option<Passive>,
     pub retries: Retries,
-    breaker: Option<Breaker>,
+    pub breaker: Option<Breaker>,
     /// Addresses ejected by passive health so far, for the metrics.
     ejections: AtomicU64,
     policy: Policy,

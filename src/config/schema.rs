@@ -24,6 +24,16 @@ pub struct File {
     pub caching: Option<Caching>,
     pub transforms: Option<Transforms>,
     pub monitoring: Option<Monitoring>,
+    /// The admin listener: read-only API and web console, off by default (DESIGN §5.5).
+    pub admin: Option<Admin>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Option<Text>,
+    /// `Authorization: Bearer <token>` on every request (required off loopback).
+    pub token: Option<Text>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

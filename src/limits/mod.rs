@@ -351,7 +351,7 @@ impl Quotas {
 
     /// The one agent limit that applies: the registry's, the API key's own, then
     /// `per_agent_quota`/`per_agent`, then `default`.
-    fn agent_limit(&self, subject: Subject, key_limit: Option<Limit>) -> Option<Limit> {
+    pub fn agent_limit(&self, subject: Subject, key_limit: Option<Limit>) -> Option<Limit> {
         let by_id = |m: &HashMap<String, Limit>| match subject {
             Subject::Agent(id) => m.get(id).copied(),
             Subject::Client(_) => None,

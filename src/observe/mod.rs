@@ -71,6 +71,29 @@ pub struct SemanticSeen<'a> {
     pub guard: Option<&'static str>,
 }
 
+/// A finished request in each of the services that are on: metrics, access log, console, spans.
+pub fn finished(
+    services: &crate::runtime::Services,
+    session: &Session,
+    e: Option<&Error>,
+    seen: &Seen,
+    sampled: Option<Box<trace::Sampled>>,
+) {
+    let status = status(session, e);
+    if let Some(m) = &services.metrics {
+        record(m, session, e, status, seen);
+    }
+    if let Some(log) = &services.access_log {
+        log_line(log, session, e, status, seen);
+    }
+    if let Some(c) = &services.console {
+        console(c, session, e, status, seen);
+    }
+    if let (Some(t), Some(sampled)) = (&services.tracing, sampled) {
+        end_spans(t, session, status, seen, sampled);
+    }
+}
+
 /// The status the client got: the response written, else what the error became.
 pub fn status(session: &Session, e: Option<&Error>) -> u16 {
     if let Some(r) = session.response_written() {
@@ -163,6 +186,16 @@ pub fn record(m: &Metrics, session: &Session, e: Option<&Error>, status: u16, se
 
 /// The request's access-log line, handed to the writer.
 pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u16, seen: &Seen) {
+    log.log(&entry(session, e, status, seen));
+}
+
+/// The request's access-log line (what the log writes, and the console's tail shows).
+pub fn entry<'a>(
+    session: &'a Session,
+    e: Option<&Error>,
+    status: u16,
+    seen: &'a Seen,
+) -> Entry<'a> {
     let req = session.req_header();
     let limit = match (status, seen.limit) {
         (429, _) => Some(("refused", None)),
@@ -170,7 +203,7 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         _ => None,
     };
     let error = e.map(|e| e.etype().as_str());
-    let line = Entry {
+    Entry {
         time: std::time::SystemTime::now(),
         request_id: seen.request_id,
         client_ip: session
@@ -202,8 +235,34 @@ pub fn log_line(log: &AccessLog, session: &Session, e: Option<&Error>, status: u
         mcp_method: seen.mcp.and_then(|x| x.method),
         mcp_tool: seen.mcp.and_then(|x| x.tool),
         mcp_session: seen.mcp.and_then(|x| x.session),
-    };
-    log.log(&line);
+    }
+}
+
+/// What the console counts of a finished request, and its line for the tail.
+pub fn console(
+    c: &crate::console::Stats,
+    session: &Session,
+    e: Option<&Error>,
+    status: u16,
+    seen: &Seen,
+) {
+    c.record(&crate::console::stats::Finished {
+        route: seen.route,
+        agent: seen.agent_id,
+        status,
+        seconds: seen.seconds,
+        tokens: seen
+            .tokens
+            .map(|t| (t.model.as_deref().unwrap_or("unknown"), t.total())),
+        cache: seen.cache,
+        limit_left: seen.limit,
+    });
+    let mut line = Vec::with_capacity(512);
+    entry(session, e, status, seen).write_to(&mut line);
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    c.line(String::from_utf8_lossy(&line).into_owned());
 }
 
 /// Ends a sampled request's spans with what happened. Attributes hold no header, body or

@@ -461,24 +461,15 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    /// The request's metrics, log line and spans.
+    /// The request's metrics, log line, console counts and spans.
     fn observe(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
         let sampled = ctx.trace.sampled.take();
-        let config = &*self.services;
-        if config.metrics.is_none() && config.access_log.is_none() && sampled.is_none() {
+        let s = &*self.services;
+        let nothing = s.metrics.is_none() && s.access_log.is_none() && s.console.is_none();
+        if nothing && sampled.is_none() {
             return;
         }
-        let status = crate::observe::status(session, e);
-        let seen = ctx.observed();
-        if let Some(m) = &config.metrics {
-            crate::observe::record(m, session, e, status, &seen);
-        }
-        if let Some(log) = &config.access_log {
-            crate::observe::log_line(log, session, e, status, &seen);
-        }
-        if let (Some(t), Some(sampled)) = (&config.tracing, sampled) {
-            crate::observe::end_spans(t, session, status, &seen, sampled);
-        }
+        crate::observe::finished(s, session, e, &ctx.observed(), sampled);
     }
 
     /// Admission, with its session-bound steps: a body read ahead or a JWKS fetched (each at

@@ -74,6 +74,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
             .and_then(|a| a.api_key.as_ref())
             .and_then(|k| text(&k.keys_store)),
         cache: any_cache.then_some(cache_settings),
+        admin: crate::console::Settings::compile(file.admin.as_ref())?,
         sections: Sections::of(&file),
         pending_features: pending_features(&file),
         source,

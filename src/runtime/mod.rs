@@ -65,6 +65,8 @@ pub struct Config {
     pub keys_store: Option<String>,
     /// The cache store's settings, when a route caches.
     pub cache: Option<crate::cache::Settings>,
+    /// `admin`: the console's listener and token, when on.
+    pub admin: Option<crate::console::Settings>,
     /// What a reload compares to tell which process-lived sections changed.
     pub sections: Sections,
     /// Features the file turns on that this build does not provide yet; `start` refuses them.
@@ -105,6 +107,7 @@ pub struct Sections {
         Option<crate::config::values::Dur>,
     )>,
     pub cache_store: Option<schema::Caching>,
+    pub admin: Option<schema::Admin>,
 }
 
 impl std::fmt::Debug for Sections {
@@ -143,6 +146,7 @@ impl Sections {
                 admin_networks: c.admin_networks.clone(),
                 ..Default::default()
             }),
+            admin: file.admin.clone(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Services {
     pub semantic: crate::semantic::engines::Engines,
     /// The semantic cache's entries shared through Redis, when `caching.store` is Redis.
     pub semantic_store: Option<Arc<crate::semantic::shared::Store>>,
+    /// The admin console's counts, when its listener is on.
+    pub console: Option<Arc<crate::console::Stats>>,
 }
 
 impl Services {
@@ -61,9 +63,14 @@ impl Services {
             }
             None => None,
         };
-        let metrics_or_log = metrics.is_some() || access_log.is_some();
-        let track_tokens =
-            access_log.is_some() || metrics.as_ref().is_some_and(|m| m.counts_tokens());
+        let console = cfg
+            .admin
+            .as_ref()
+            .map(|_| Arc::new(crate::console::Stats::default()));
+        let metrics_or_log = metrics.is_some() || access_log.is_some() || console.is_some();
+        let track_tokens = access_log.is_some()
+            || console.is_some()
+            || metrics.as_ref().is_some_and(|m| m.counts_tokens());
         Ok(Services {
             metrics,
             access_log,
@@ -85,6 +92,7 @@ impl Services {
                 engines
             },
             semantic_store,
+            console,
         })
     }
 }

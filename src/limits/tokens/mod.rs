@@ -34,6 +34,13 @@ pub struct TokenQuotas {
 }
 
 impl TokenQuotas {
+    /// The agent's budget (its own, else the default): tokens and their refill per minute.
+    pub fn describe(&self, agent: &str) -> Option<serde_json::Value> {
+        let l = self.per_agent.get(agent).or(self.default.as_ref())?;
+        let per_minute = 60e9 / l.emission.as_nanos().max(1) as f64;
+        Some(serde_json::json!({"tokens": l.burst, "refill_per_minute": per_minute.round()}))
+    }
+
     pub fn compile(t: &schema::TokenLimits) -> Result<TokenQuotas, Problem> {
         let est = t.estimate.as_ref();
         let field = |name: &str| at!("rate_limiting", "tokens", "estimate", name);

@@ -1,0 +1,363 @@
+//! The console's figures, kept by the gateway itself (no Prometheus needed) and only when the
+//! admin listener is on: running totals (atomics, a latency histogram), counts per route and per
+//! agent (maps read without a lock), a ring of per-second samples for the charts, and the last
+//! access-log lines for the tail.
+
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Latency buckets: bucket `i` holds durations up to 0.1 ms × 1.25^i (the last: everything
+/// longer than ~2 minutes).
+pub const BUCKETS: usize = 64;
+/// Per-second samples kept (5 minutes).
+const SAMPLES: usize = 300;
+/// Access-log lines kept for a tail that starts.
+const LINES: usize = 100;
+/// Routes or agents counted by name; more are counted together as `other`.
+const MAX_KEYS: usize = 10_000;
+
+fn bucket_of(seconds: f64) -> usize {
+    let tenths_ms = seconds * 10_000.0;
+    if tenths_ms <= 1.0 || tenths_ms.is_nan() {
+        return 0;
+    }
+    ((tenths_ms.ln() / 1.25f64.ln()).ceil() as usize).min(BUCKETS - 1)
+}
+
+/// The upper bound of bucket `i`, in milliseconds.
+pub fn bucket_ms(i: usize) -> f64 {
+    0.1 * 1.25f64.powi(i as i32)
+}
+
+/// Counts that only grow.
+pub struct Totals {
+    pub requests: AtomicU64,
+    /// Answered 5xx (or failed without an answer).
+    pub errors: AtomicU64,
+    /// Answered 4xx.
+    pub refused: AtomicU64,
+    pub tokens: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub latency: [AtomicU64; BUCKETS],
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// A route's or an agent's counts.
+pub struct Counts {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub refused: AtomicU64,
+    /// Microseconds, summed (mean latency).
+    pub micros: AtomicU64,
+    pub tokens: AtomicU64,
+    /// The tightest request limit's tokens left, as last seen (`u64::MAX`: none seen).
+    pub limit_left: AtomicU64,
+    /// LLM tokens by model (each agent's own lock, taken only by answers with usage).
+    pub by_model: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            limit_left: AtomicU64::new(u64::MAX),
+            by_model: Mutex::default(),
+        }
+    }
+}
+
+/// Counts by name, read without a lock; a new name copies the map (rare).
+#[derive(Default)]
+pub struct Keyed {
+    map: ArcSwap<HashMap<Arc<str>, Arc<Counts>>>,
+    adding: Mutex<()>,
+}
+
+impl Keyed {
+    pub fn get(&self, key: &str) -> Arc<Counts> {
+        if let Some(c) = self.map.load().get(key) {
+            return c.clone();
+        }
+        let _one = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.map.load();
+        if let Some(c) = now.get(key) {
+            return c.clone();
+        }
+        let key = if now.len() >= MAX_KEYS { "other" } else { key };
+        let mut next = HashMap::clone(&now);
+        let c = next.entry(Arc::from(key)).or_default().clone();
+        self.map.store(Arc::new(next));
+        c
+    }
+
+    pub fn all(&self) -> Arc<HashMap<Arc<str>, Arc<Counts>>> {
+        self.map.load_full()
+    }
+}
+
+/// One second of traffic.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct Sample {
+    /// Unix seconds at its end.
+    pub at: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub tokens: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Milliseconds (upper bounds of their buckets); 0 without requests.
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// What a finished request tells the console.
+pub struct Finished<'a> {
+    pub route: &'a str,
+    pub agent: Option<&'a str>,
+    pub status: u16,
+    pub seconds: f64,
+    pub tokens: Option<(&'a str, u64)>,
+    pub cache: Option<&'static str>,
+    pub limit_left: Option<u64>,
+}
+
+pub struct Stats {
+    pub started: SystemTime,
+    pub totals: Totals,
+    pub routes: Keyed,
+    pub agents: Keyed,
+    samples: Mutex<VecDeque<Sample>>,
+    /// The totals at the last sample (the ticker's alone).
+    last: Mutex<Snapshot>,
+    lines: Mutex<VecDeque<(u64, Arc<str>)>>,
+    next_line: AtomicU64,
+    pub new_line: tokio::sync::Notify,
+}
+
+#[derive(Default, Clone)]
+struct Snapshot {
+    requests: u64,
+    errors: u64,
+    tokens: u64,
+    hits: u64,
+    misses: u64,
+    latency: Vec<u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: SystemTime::now(),
+            totals: Totals::default(),
+            routes: Keyed::default(),
+            agents: Keyed::default(),
+            samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
+            last: Mutex::new(Snapshot::default()),
+            lines: Mutex::new(VecDeque::with_capacity(LINES)),
+            next_line: AtomicU64::new(0),
+            new_line: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Stats {
+    pub fn record(&self, f: &Finished) {
+        let t = &self.totals;
+        t.requests.fetch_add(1, Relaxed);
+        let (error, refused) = (
+            f.status >= 500 || f.status == 0,
+            (400..500).contains(&f.status),
+        );
+        if error {
+            t.errors.fetch_add(1, Relaxed);
+        } else if refused {
+            t.refused.fetch_add(1, Relaxed);
+        }
+        t.latency[bucket_of(f.seconds)].fetch_add(1, Relaxed);
+        match f.cache {
+            Some("HIT") => t.cache_hits.fetch_add(1, Relaxed),
+            Some(_) => t.cache_misses.fetch_add(1, Relaxed),
+            None => 0,
+        };
+        let micros = (f.seconds * 1e6) as u64;
+        let count = |c: &Counts| {
+            c.requests.fetch_add(1, Relaxed);
+            c.micros.fetch_add(micros, Relaxed);
+            if error {
+                c.errors.fetch_add(1, Relaxed);
+            } else if refused {
+                c.refused.fetch_add(1, Relaxed);
+            }
+        };
+        count(&self.routes.get(f.route));
+        let agent = f.agent.map(|a| self.agents.get(a));
+        if let Some(a) = &agent {
+            count(a);
+            if let Some(left) = f.limit_left {
+                a.limit_left.store(left, Relaxed);
+            }
+        }
+        if let Some((model, n)) = f.tokens {
+            t.tokens.fetch_add(n, Relaxed);
+            if let Some(a) = &agent {
+                a.tokens.fetch_add(n, Relaxed);
+                let mut m = a.by_model.lock().unwrap_or_else(|p| p.into_inner());
+                *m.entry(model.to_string()).or_default() += n;
+            }
+        }
+    }
+
+    /// Keeps an access-log line (already redacted) for the tail.
+    pub fn line(&self, line: String) {
+        let n = self.next_line.fetch_add(1, Relaxed);
+        {
+            let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+            if lines.len() == LINES {
+                lines.pop_front();
+            }
+            lines.push_back((n, Arc::from(line)));
+        }
+        self.new_line.notify_waiters();
+    }
+
+    /// The lines after number `after` (all kept ones for `None`), with their numbers.
+    pub fn lines_after(&self, after: Option<u64>) -> Vec<(u64, Arc<str>)> {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        (lines.iter())
+            .filter(|(n, _)| after.is_none_or(|a| *n > a))
+            .cloned()
+            .collect()
+    }
+
+    /// Takes the second that just ended (the ticker calls this once a second).
+    pub fn tick(&self, at: u64) {
+        let t = &self.totals;
+        let now = Snapshot {
+            requests: t.requests.load(Relaxed),
+            errors: t.errors.load(Relaxed),
+            tokens: t.tokens.load(Relaxed),
+            hits: t.cache_hits.load(Relaxed),
+            misses: t.cache_misses.load(Relaxed),
+            latency: t.latency.iter().map(|b| b.load(Relaxed)).collect(),
+        };
+        let was = {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *last, now.clone())
+        };
+        let delta: Vec<u64> = (now.latency.iter().enumerate())
+            .map(|(i, n)| n.saturating_sub(was.latency.get(i).copied().unwrap_or(0)))
+            .collect();
+        let [p50, p95, p99] = quantiles(&delta, [0.50, 0.95, 0.99]);
+        let sample = Sample {
+            at,
+            requests: now.requests.saturating_sub(was.requests),
+            errors: now.errors.saturating_sub(was.errors),
+            tokens: now.tokens.saturating_sub(was.tokens),
+            cache_hits: now.hits.saturating_sub(was.hits),
+            cache_misses: now.misses.saturating_sub(was.misses),
+            p50,
+            p95,
+            p99,
+        };
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.iter().copied().collect()
+    }
+
+    /// p50, p95 and p99 (ms) of every request so far.
+    pub fn quantiles(&self) -> [f64; 3] {
+        let all: Vec<u64> = self
+            .totals
+            .latency
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .collect();
+        quantiles(&all, [0.50, 0.95, 0.99])
+    }
+}
+
+/// Quantiles of a histogram, as their buckets' upper bounds (ms); zeros when it is empty.
+pub fn quantiles<const N: usize>(buckets: &[u64], qs: [f64; N]) -> [f64; N] {
+    let total: u64 = buckets.iter().sum();
+    let mut out = [0.0; N];
+    if total == 0 {
+        return out;
+    }
+    for (o, q) in out.iter_mut().zip(qs) {
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                *o = bucket_ms(i);
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_quantiles() {
+        assert_eq!(bucket_of(0.0), 0);
+        assert!(bucket_ms(bucket_of(0.010)) >= 10.0 && bucket_ms(bucket_of(0.010)) < 12.5);
+        assert_eq!(bucket_of(1e9), BUCKETS - 1);
+        let stats = Stats::default();
+        for ms in [1.0, 2.0, 3.0, 100.0] {
+            stats.record(&Finished {
+                route: "/r",
+                agent: Some("a"),
+                status: 200,
+                seconds: ms / 1000.0,
+                tokens: Some(("m", 5)),
+                cache: None,
+                limit_left: Some(7),
+            });
+        }
+        let [p50, _, p99] = stats.quantiles();
+        assert!((2.0..2.5).contains(&p50), "{p50}");
+        assert!((100.0..125.0).contains(&p99), "{p99}");
+        stats.tick(1);
+        let s = stats.samples();
+        assert_eq!((s[0].requests, s[0].tokens), (4, 20));
+        let a = stats.agents.get("a");
+        assert_eq!(a.tokens.load(Relaxed), 20);
+        assert_eq!(a.limit_left.load(Relaxed), 7);
+        assert_eq!(a.by_model.lock().unwrap().get("m"), Some(&20));
+        stats.tick(2);
+        assert_eq!(stats.samples()[1].requests, 0);
+    }
+}
