@@ -37,8 +37,10 @@ EOF
 CONSOLE_PIDS=()
 open_console() {
     local base=http://127.0.0.1:$ADMIN_PORT
-    taskset -c "$LOAD_CPU" curl -s -N "$base/api/tail" >/dev/null 2>&1 &
-    CONSOLE_PIDS+=("$!")
+    if [[ ${TAIL:-1} == 1 ]]; then
+        taskset -c "$LOAD_CPU" curl -s -N "$base/api/tail" >/dev/null 2>&1 &
+        CONSOLE_PIDS+=("$!")
+    fi
     (
         while sleep 1; do
             curl -s "$base/api/overview" "$base/api/agents" >/dev/null 2>&1 || true

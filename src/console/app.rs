@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
+/// How often the tail sends what was written since.
+const TAIL_EVERY: Duration = Duration::from_millis(250);
 /// A purge request's body, at most.
 const MAX_BODY: usize = 64 << 10;
 
@@ -180,27 +182,31 @@ impl ConsoleApp {
         }
         http.write_response_header(Box::new(h)).await?;
         let mut last = None;
+        let mut quiet = 0u32;
         loop {
-            // Registered before the lines are read, so that none written meanwhile is missed.
-            let notified = self.stats.new_line.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             let lines = self.stats.lines_after(last);
             if !lines.is_empty() {
                 let mut out = BytesMut::new();
                 for (n, line) in lines {
                     out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(line.as_bytes());
+                    out.extend_from_slice(&line);
                     out.extend_from_slice(b"\n\n");
                     last = Some(n);
                 }
                 http.write_response_body(out.freeze(), false).await?;
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(Duration::from_secs(15)) => {
-                    http.write_response_body(Bytes::from_static(b": keep-alive\n\n"), false).await?;
+                quiet = 0;
+            } else {
+                quiet += 1;
+                // A comment now and then: proxies keep the stream, and a gone client is noticed.
+                if quiet.is_multiple_of(60) {
+                    let ping = Bytes::from_static(b": keep-alive\n\n");
+                    http.write_response_body(ping, false).await?;
                 }
+            }
+            // New lines are sent in batches a quarter of a second apart, not one write per
+            // request (a busy gateway's tail would cost a wake-up and a write per request).
+            tokio::select! {
+                _ = tokio::time::sleep(TAIL_EVERY) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
         }

@@ -151,9 +151,8 @@ pub struct Stats {
     samples: Mutex<VecDeque<Sample>>,
     /// The totals at the last sample (the ticker's alone).
     last: Mutex<Snapshot>,
-    lines: Mutex<VecDeque<(u64, Arc<str>)>>,
+    lines: Mutex<VecDeque<(u64, bytes::Bytes)>>,
     next_line: AtomicU64,
-    pub new_line: tokio::sync::Notify,
 }
 
 #[derive(Default, Clone)]
@@ -177,7 +176,6 @@ impl Default for Stats {
             last: Mutex::new(Snapshot::default()),
             lines: Mutex::new(VecDeque::with_capacity(LINES)),
             next_line: AtomicU64::new(0),
-            new_line: tokio::sync::Notify::new(),
         }
     }
 }
@@ -229,21 +227,20 @@ impl Stats {
         }
     }
 
-    /// Keeps an access-log line (already redacted) for the tail.
-    pub fn line(&self, line: String) {
+    /// Keeps an access-log line (already redacted, valid UTF-8) for the tail.
+    pub fn line(&self, line: Vec<u8>) {
         let n = self.next_line.fetch_add(1, Relaxed);
         {
             let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
             if lines.len() == LINES {
                 lines.pop_front();
             }
-            lines.push_back((n, Arc::from(line)));
+            lines.push_back((n, bytes::Bytes::from(line)));
         }
-        self.new_line.notify_waiters();
     }
 
     /// The lines after number `after` (all kept ones for `None`), with their numbers.
-    pub fn lines_after(&self, after: Option<u64>) -> Vec<(u64, Arc<str>)> {
+    pub fn lines_after(&self, after: Option<u64>) -> Vec<(u64, bytes::Bytes)> {
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         (lines.iter())
             .filter(|(n, _)| after.is_none_or(|a| *n > a))

@@ -257,12 +257,12 @@ pub fn console(
         cache: seen.cache,
         limit_left: seen.limit,
     });
-    let mut line = Vec::with_capacity(512);
+    let mut line = Vec::new();
     entry(session, e, status, seen).write_to(&mut line);
     if line.last() == Some(&b'\n') {
         line.pop();
     }
-    c.line(String::from_utf8_lossy(&line).into_owned());
+    c.line(line);
 }
 
 /// Ends a sampled request's spans with what happened. Attributes hold no header, body or
