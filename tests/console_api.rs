@@ -82,6 +82,18 @@ fn no_secret(text: &str) {
     }
 }
 
+/// Waits until the admin listener accepts (it starts beside the gateway's own).
+fn wait_admin(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin listener did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn agent<'a>(agents: &'a Value, id: &str) -> &'a Value {
     let list = agents["agents"].as_array().unwrap();
     list.iter()
@@ -99,6 +111,7 @@ async fn the_api_reflects_what_agents_sent() {
         &backend.url(),
         &[("PROVIDER_KEY", PROVIDER_KEY)],
     );
+    wait_admin(admin_port);
     let console = Console {
         base: format!("http://127.0.0.1:{admin_port}"),
         c: client(),
@@ -265,6 +278,7 @@ async fn the_tail_shows_a_new_request_within_two_seconds() {
         &backend.url(),
         &[("PROVIDER_KEY", PROVIDER_KEY)],
     );
+    wait_admin(admin_port);
     let c = client();
     // One line before the tail opens: it is among the last lines sent first.
     let r = c

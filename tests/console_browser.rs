@@ -48,6 +48,14 @@ routes:
         k2 = KEYS[2].1,
     );
     let g = Gateway::start(&yaml, &backend.url());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin listener did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let c = client();
     let chat =
         serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});

@@ -15,7 +15,7 @@ pub const BUCKETS: usize = 64;
 /// Per-second samples kept (5 minutes).
 const SAMPLES: usize = 300;
 /// Access-log lines kept for a tail that starts.
-const LINES: usize = 100;
+pub const LINES: usize = 100;
 /// Routes or agents counted by name; more are counted together as `other`.
 const MAX_KEYS: usize = 10_000;
 
@@ -227,15 +227,15 @@ impl Stats {
         }
     }
 
-    /// Keeps an access-log line (already redacted, valid UTF-8) for the tail.
-    pub fn line(&self, line: Vec<u8>) {
-        let n = self.next_line.fetch_add(1, Relaxed);
-        {
-            let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+    /// Keeps access-log lines (already redacted) for the tail: the log's writer hands them
+    /// over in batches.
+    pub fn lines(&self, batch: Vec<bytes::Bytes>) {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        for line in batch {
             if lines.len() == LINES {
                 lines.pop_front();
             }
-            lines.push_back((n, bytes::Bytes::from(line)));
+            lines.push_back((self.next_line.fetch_add(1, Relaxed), line));
         }
     }
 

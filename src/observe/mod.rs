@@ -87,7 +87,7 @@ pub fn finished(
         log_line(log, session, e, status, seen);
     }
     if let Some(c) = &services.console {
-        console(c, session, e, status, seen);
+        console(c, status, seen);
     }
     if let (Some(t), Some(sampled)) = (&services.tracing, sampled) {
         end_spans(t, session, status, seen, sampled);
@@ -238,14 +238,9 @@ pub fn entry<'a>(
     }
 }
 
-/// What the console counts of a finished request, and its line for the tail.
-pub fn console(
-    c: &crate::console::Stats,
-    session: &Session,
-    e: Option<&Error>,
-    status: u16,
-    seen: &Seen,
-) {
+/// What the console counts of a finished request (its line reaches the tail through the
+/// access log's writer).
+pub fn console(c: &crate::console::Stats, status: u16, seen: &Seen) {
     c.record(&crate::console::stats::Finished {
         route: seen.route,
         agent: seen.agent_id,
@@ -257,12 +252,6 @@ pub fn console(
         cache: seen.cache,
         limit_left: seen.limit,
     });
-    let mut line = Vec::new();
-    entry(session, e, status, seen).write_to(&mut line);
-    if line.last() == Some(&b'\n') {
-        line.pop();
-    }
-    c.line(line);
 }
 
 /// Ends a sampled request's spans with what happened. Attributes hold no header, body or

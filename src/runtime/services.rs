@@ -39,12 +39,20 @@ impl Services {
             Some(s) => Some(Arc::new(Metrics::build(s).map_err(|p| p.message)?)),
             None => None,
         };
-        let access_log = cfg.log_output.as_ref().map(|o| {
-            Arc::new(AccessLog::new(match o.as_str() {
+        let console = cfg
+            .admin
+            .as_ref()
+            .map(|_| Arc::new(crate::console::Stats::default()));
+        // The console's tail shows the access log's lines: without a log, one that only feeds it.
+        let access_log = match (&cfg.log_output, &console) {
+            (Some(o), _) => Some(match o.as_str() {
                 "stdout" | "-" => Output::Stdout,
                 _ => Output::File(o.into()),
-            }))
-        });
+            }),
+            (None, Some(_)) => Some(Output::Discard),
+            (None, None) => None,
+        };
+        let access_log = access_log.map(|o| Arc::new(AccessLog::new(o, console.clone())));
         let store = match &cfg.quotas.store {
             Some((url, timeout)) => Some(crate::limits::redis::RedisStore::new(url, *timeout)?),
             None => None,
@@ -63,10 +71,6 @@ impl Services {
             }
             None => None,
         };
-        let console = cfg
-            .admin
-            .as_ref()
-            .map(|_| Arc::new(crate::console::Stats::default()));
         let metrics_or_log = metrics.is_some() || access_log.is_some() || console.is_some();
         let track_tokens = access_log.is_some()
             || console.is_some()

@@ -32,6 +32,8 @@ extern "C" fn on_sigusr1(_: libc::c_int) {
 pub enum Output {
     Stdout,
     File(PathBuf),
+    /// No file: the lines only go to the console's tail.
+    Discard,
 }
 
 pub struct AccessLog {
@@ -40,6 +42,9 @@ pub struct AccessLog {
     started: AtomicBool,
     /// Writing rounds completed, for `flush`.
     rounds: AtomicU64,
+    /// The admin console, which keeps the last lines for its tail (handed over by the writer,
+    /// in batches, so that a request pays for its line once).
+    tap: Option<Arc<crate::console::Stats>>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -53,12 +58,13 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
 }
 
 impl AccessLog {
-    pub fn new(output: Output) -> AccessLog {
+    pub fn new(output: Output, tap: Option<Arc<crate::console::Stats>>) -> AccessLog {
         AccessLog {
             lines: Shards::new(SHARD_LIMIT),
             output,
             started: AtomicBool::new(false),
             rounds: AtomicU64::new(0),
+            tap,
         }
     }
 
@@ -74,7 +80,7 @@ impl AccessLog {
             Output::File(p) => open(p)
                 .map(|_| ())
                 .map_err(|e| format!("{}: {}", p.display(), crate::text::io_reason(&e))),
-            Output::Stdout => Ok(()),
+            Output::Stdout | Output::Discard => Ok(()),
         }
     }
 
@@ -121,11 +127,13 @@ impl AccessLog {
 
     fn write_loop(&self) {
         let path = match &self.output {
-            Output::Stdout => None,
+            Output::Stdout | Output::Discard => None,
             Output::File(p) => Some(p.clone()),
         };
+        let discard = matches!(self.output, Output::Discard);
         let sink = |p: &Option<PathBuf>| -> Box<dyn Write + Send> {
             match p {
+                None if discard => Box::new(std::io::sink()),
                 None => Box::new(std::io::stdout()),
                 Some(p) => match open(p) {
                     Ok(f) => Box::new(f),
@@ -141,6 +149,7 @@ impl AccessLog {
         let mut spare = Vec::new();
         let mut text = Vec::new();
         let mut warned = Instant::now() - DROP_WARNING_EVERY;
+        let mut tapped = Vec::new();
         loop {
             std::thread::sleep(WRITE_EVERY);
             if REOPEN.swap(false, Ordering::Relaxed) {
@@ -149,16 +158,36 @@ impl AccessLog {
             }
             self.lines.take(&mut spare, |records| {
                 text.clear();
+                // Without a file the lines only feed the console's tail, which keeps the last
+                // ones: the others are not formatted at all.
+                let mut skip = if discard {
+                    let mut all = records;
+                    let n = std::iter::from_fn(|| record::next(&mut all)).count();
+                    n.saturating_sub(crate::console::stats::LINES)
+                } else {
+                    0
+                };
                 let mut rest = records;
                 while let Some(item) = record::next(&mut rest) {
                     match item {
-                        record::Item::Entry(e) => e.write_to(&mut text),
+                        record::Item::Entry(_) if skip > 0 => skip -= 1,
+                        record::Item::Entry(e) => {
+                            let at = text.len();
+                            e.write_to(&mut text);
+                            if self.tap.is_some() {
+                                let line = text[at..].strip_suffix(b"\n").unwrap_or(&text[at..]);
+                                tapped.push(bytes::Bytes::copy_from_slice(line));
+                            }
+                        }
                         record::Item::Line(l) => text.extend_from_slice(l),
                     }
                 }
                 debug_assert!(rest.is_empty(), "records are whole");
                 let _ = out.write_all(&text);
             });
+            if let Some(tap) = self.tap.as_ref().filter(|_| !tapped.is_empty()) {
+                tap.lines(std::mem::take(&mut tapped));
+            }
             let _ = out.flush();
             self.rounds.fetch_add(1, Ordering::Release);
             if warned.elapsed() >= DROP_WARNING_EVERY {
