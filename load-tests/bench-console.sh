@@ -74,25 +74,17 @@ warm_up
 HALF=$((CONNS / 2))
 declare -A RATIOS CPU P99
 log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
-first=off
-for r in $(seq 1 "$ROUNDS"); do
-    if ((r > 1 && (r - 1) % 2 == 0)); then
-        if [[ $first == off ]]; then first=on; else first=off; fi
-        log "restarting both gateways, \"$first\" first this time"
-        close_console
-        stop_gateway on
-        stop_gateway off
-        if [[ $first == on ]]; then start_both on off; else start_both off on; fi
-        warm_up
-    fi
-    if ((r % 2)); then pair_run on off "$r"; else pair_run off on "$r"; fi
-done
+restart_pair() { # FIRST
+    close_console
+    stop_gateway on
+    stop_gateway off
+    if [[ $1 == on ]]; then start_both on off; else start_both off on; fi
+    warm_up
+}
+paired_rounds
+all=$ALL
 tail_lines=$(curl -s "http://127.0.0.1:$ADMIN_PORT/api/overview" | grep -o '"requests":[0-9]*' | head -1)
 close_console
-all=$(
-    for x in ${RATIOS[on/off]:-}; do echo "$x"; done
-    for x in ${RATIOS[off/on]:-}; do awk -v x="$x" 'BEGIN {printf "%.3f\n", (x > 0 ? 1 / x : 0)}'; done
-)
 echo "===================================================================================="
 echo "Admin listener on with a console open vs off ($ROUNDS paired rounds, ${DURATION}s, -c$HALF each)"
 echo "  throughput on/off, every round: $(echo "$all" | tr '\n' ' ')"

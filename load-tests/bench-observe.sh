@@ -65,22 +65,14 @@ warm_up
 HALF=$((CONNS / 2))
 declare -A RATIOS CPU P99
 log "paired runs: two wrk -t1 -c$HALF at once, both gateways on core $PROXY_CPU, ${DURATION}s each"
-first=off
-for r in $(seq 1 "$ROUNDS"); do
-    if ((r > 1 && (r - 1) % EVERY_RESTART == 0)); then
-        if [[ $first == off ]]; then first=on; else first=off; fi
-        log "restarting both gateways, \"$first\" first this time"
-        stop_gateway on
-        stop_gateway off
-        if [[ $first == on ]]; then start_both on off; else start_both off on; fi
-        warm_up
-    fi
-    if ((r % 2)); then pair_run on off "$r"; else pair_run off on "$r"; fi
-done
-all=$(
-    for x in ${RATIOS[on/off]:-}; do echo "$x"; done
-    for x in ${RATIOS[off/on]:-}; do awk -v x="$x" 'BEGIN {printf "%.3f\n", (x > 0 ? 1 / x : 0)}'; done
-)
+restart_pair() { # FIRST
+    stop_gateway on
+    stop_gateway off
+    if [[ $1 == on ]]; then start_both on off; else start_both off on; fi
+    warm_up
+}
+paired_rounds
+all=$ALL
 sleep 1
 lines=$( [[ -f $TMP/access.log ]] && grep -c '"type":"access"' "$TMP/access.log" || echo "none (${LOG_OUT:-file})")
 echo "===================================================================================="

@@ -251,6 +251,26 @@ pair_run() {
         "$r" "$ROUNDS" "$a" "$ra" "$cua" "$b" "$rb" "$cub" "$ratio")"
 }
 
+# paired_rounds: ROUNDS paired runs of gateways "on" and "off" (pair_run, alternating which is
+# loaded first); every EVERY_RESTART rounds (default 2) both are restarted by the script's
+# restart_pair FIRST, the start order alternating. Sets ALL to the on/off ratio of every round,
+# one per line (not printed: a subshell would lose pair_run's arrays). Needs what pair_run needs.
+paired_rounds() {
+    local first=off r every=${EVERY_RESTART:-2}
+    for r in $(seq 1 "$ROUNDS"); do
+        if ((r > 1 && (r - 1) % every == 0)); then
+            if [[ $first == off ]]; then first=on; else first=off; fi
+            log "restarting both gateways, \"$first\" first this time"
+            restart_pair "$first"
+        fi
+        if ((r % 2)); then pair_run on off "$r"; else pair_run off on "$r"; fi
+    done
+    ALL=$(
+        for r in ${RATIOS[on/off]:-}; do echo "$r"; done
+        for r in ${RATIOS[off/on]:-}; do awk -v x="$r" 'BEGIN {printf "%.3f\n", (x > 0 ? 1 / x : 0)}'; done
+    )
+}
+
 # require_positive VAR...: each variable holds a positive integer, else die.
 require_positive() {
     local v

@@ -286,8 +286,29 @@ impl Ctx {
     }
 }
 
+/// Headers of the client's that never go with a call the gateway makes for it: those of the
+/// exchange the gateway makes itself (framing, content negotiation; `accept-encoding` too, as
+/// answers are read) and credentials of the client's.
+pub const NEVER_PASSED: [&str; 15] = [
+    "host",
+    "content-length",
+    "content-type",
+    "accept",
+    "accept-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "proxy-authorization",
+    "cookie",
+];
+
 /// The client's headers (forwarding headers included) that go with a call the gateway makes
-/// for it, less those in `skip`.
+/// for it, less `NEVER_PASSED` and those in `skip`.
 pub fn passed_on(
     session: &Session,
     ctx: &Ctx,
@@ -299,7 +320,7 @@ pub fn passed_on(
     // send. On a route without authentication the two cannot be told apart: neither goes.
     let verified = ctx.caller.identity.is_some();
     (session.req_header().headers.iter())
-        .filter(|(n, _)| !skip.contains(&n.as_str()))
+        .filter(|(n, _)| !NEVER_PASSED.contains(&n.as_str()) && !skip.contains(&n.as_str()))
         .filter(|(n, _)| verified || (*n != http::header::AUTHORIZATION && *n != api_key))
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect()

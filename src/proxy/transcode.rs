@@ -21,28 +21,9 @@ const MAX_MESSAGE: usize = 16 << 20;
 /// A route without `timeout`: the deadline of its calls.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Headers of the client's that are not passed on to the gRPC backend (the gateway sets its own
-/// framing and content headers).
-const NOT_PASSED: &[&str] = &[
-    "host",
-    "content-type",
-    "content-length",
-    "accept",
-    "accept-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-    "grpc-timeout",
-    "grpc-encoding",
-    "grpc-accept-encoding",
-    "cookie",
-    "proxy-authorization",
-];
+/// Headers of the client's that are not passed on to the gRPC backend besides those of every
+/// call the gateway makes (`ctx::NEVER_PASSED`): gRPC's own, which the gateway sets.
+const NOT_PASSED: &[&str] = &["grpc-timeout", "grpc-encoding", "grpc-accept-encoding"];
 
 /// Answers a JSON request on a transcoding route (`true`); a native gRPC request, or one on
 /// another route, is proxied as it is (`false`).

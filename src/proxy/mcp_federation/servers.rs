@@ -23,30 +23,14 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A tool call, when the route sets no `timeout`.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Headers of the client's request that never go on to a server: those of the exchange the
-/// gateway makes itself (framing, content negotiation, its own session and protocol headers;
-/// `accept-encoding` too, as answers are read) and credentials of the client's.
-const NOT_FORWARDED: [&str; 20] = [
-    "host",
-    "content-length",
-    "content-type",
-    "accept",
-    "accept-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
+/// Headers of the client's request that never go on to a server besides those of every call
+/// the gateway makes (`ctx::NEVER_PASSED`): MCP's own session and protocol headers.
+const NOT_FORWARDED: [&str; 5] = [
     "mcp-session-id",
     "mcp-protocol-version",
     "mcp-method",
     "mcp-name",
     "last-event-id",
-    "proxy-authorization",
-    "cookie",
 ];
 
 pub struct Servers {
