@@ -60,16 +60,32 @@ def console_errors(driver):
     return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
 
+def text_of(driver, css):
+    """The element's text, read in one step (the console redraws its tables every second, so
+    an element found before may be gone a moment later)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css
+    )
+
+
+def rows_of(driver, css):
+    """A table's rows as lists of cell texts, read in one step."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0] + ' tr')]"
+        ".map(r => [...r.cells].map(c => c.innerText));",
+        css,
+    )
+
+
 def wait_text(driver, css, predicate, what, timeout=5):
     def ok(d):
-        els = d.find_elements(By.CSS_SELECTOR, css)
-        return els and predicate(els[0].text)
+        t = text_of(d, css)
+        return t is not None and predicate(t)
 
     try:
         WebDriverWait(driver, timeout, poll_frequency=0.1).until(ok)
     except Exception:
-        els = driver.find_elements(By.CSS_SELECTOR, css)
-        fail(f"{what}: {css} shows {els[0].text if els else 'nothing'!r}")
+        fail(f"{what}: {css} shows {text_of(driver, css)!r}")
 
 
 def open_page(driver, args, page):
@@ -102,9 +118,9 @@ def check_numbers(driver, args):
             return agent["id"] in text
 
         wait_text(driver, "#agents-rows", row_ok, f"agent {agent['id']} listed")
-        rows = driver.find_elements(By.CSS_SELECTOR, "#agents-rows tr")
-        row = next(r for r in rows if r.find_elements(By.TAG_NAME, "td")[0].text == agent["id"])
-        cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+        cells = next((r for r in rows_of(driver, "#agents-rows") if r[0] == agent["id"]), None)
+        if cells is None:
+            fail(f"agent {agent['id']} is not in the table")
         if cells[4] != want:
             fail(f"agent {agent['id']}: the page shows {cells[4]} requests, the API {want}")
         keys = ", ".join(agent["keys"]) or "–"
