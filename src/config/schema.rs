@@ -56,6 +56,8 @@ pub struct Gateway {
     pub max_header_size: Option<Size>,
     pub max_headers: Option<Count>,
     pub connect_timeout: Option<Dur>,
+    /// Requests served at once; more are refused with 503 (health and metrics never are).
+    pub max_in_flight: Option<Count>,
     /// HTTP/2 without TLS (prior knowledge) on plaintext listeners, e.g. for gRPC clients.
     #[serde(default)]
     pub h2c: Flag,

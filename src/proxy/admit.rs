@@ -16,6 +16,7 @@ use pingora::http::RequestHeader;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::ops::ControlFlow::{self, Break, Continue};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// What admission reads: the request head as Pingora parsed it, and the running tables.
@@ -79,6 +80,10 @@ pub fn admit(
     let built_in = BuiltIn::of(&path, input.cfg, input.serves_metrics);
     if let Some(b) = built_in.filter(|b| !b.limited()) {
         return Ok(enter(b, caller));
+    }
+    // Shed before any work: health and metrics above never are.
+    if (input.cfg.max_in_flight).is_some_and(|m| super::IN_FLIGHT.load(Relaxed) > m) {
+        return Err(Refusal::Overloaded);
     }
     take_ceiling(input, caller)?;
     if let Some(b) = built_in {

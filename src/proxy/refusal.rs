@@ -49,6 +49,8 @@ pub enum Refusal {
     OverCeiling(Exceeded),
     /// The shared limits store is unreachable and `on_store_error` is `deny`.
     StoreDown,
+    /// `gateway.max_in_flight` requests are already being served: shed.
+    Overloaded,
     /// A purge request's body over the keyed-body size.
     PurgeTooLarge,
     /// A purge request's body that is not the expected JSON (the parser says why).
@@ -123,7 +125,7 @@ impl Refusal {
             Unauthorized { .. } => 401,
             Forbidden(_) => 403,
             Limited(_) | OverCeiling(_) => 429,
-            StoreDown | NoBackend => 503,
+            StoreDown | NoBackend | Overloaded => 503,
             CannotMint | Internal => 500,
             Status(c) => *c,
             BackendTimeout => 504,
@@ -150,6 +152,7 @@ impl Refusal {
             Limited(_) => "rate limit exceeded",
             OverCeiling(_) => "the gateway is over its request rate",
             StoreDown => "rate limits cannot be checked right now",
+            Overloaded => "the gateway is serving as many requests as it may; try again shortly",
             PurgeTooLarge => "request body too large",
             BadPurge(m) => m,
             Purge(Failed::BadUrl(m) | Failed::Nothing(m)) => m,
@@ -181,6 +184,7 @@ impl Refusal {
             | Limited(_)
             | OverCeiling(_)
             | StoreDown
+            | Overloaded
             | BadPurge(_)
             | Purge(_)
             | CannotMint
@@ -212,7 +216,9 @@ impl Refusal {
                 h.extend(upstream::limit_headers(&exhausted).map(|(n, v)| (n.as_str(), v)));
                 h
             }
-            Refusal::StoreDown => vec![("retry-after", HeaderValue::from_static("1"))],
+            Refusal::StoreDown | Refusal::Overloaded => {
+                vec![("retry-after", HeaderValue::from_static("1"))]
+            }
             _ => Vec::new(),
         }
     }

@@ -32,6 +32,15 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         Some(c) => c.0 as usize,
         None => 100,
     };
+    let max_in_flight = match g.max_in_flight {
+        Some(c) if c.0 == 0 => {
+            return Err(Problem::new(
+                at!("gateway", "max_in_flight"),
+                "must be at least 1",
+            ))
+        }
+        c => c.map(|c| c.0 as usize),
+    };
     let quotas = Quotas::compile(&file)?;
     let mut trusted_proxies = Vec::new();
     for (i, t) in g.trusted_proxies.iter().enumerate() {
@@ -65,6 +74,7 @@ pub fn compile(file: File, source: PathBuf) -> Result<Config, Problem> {
         max_body_size: g.max_body_size.map_or(10 << 20, |s| s.0),
         max_header_size: g.max_header_size.map_or(64 << 10, |s| s.0),
         max_headers,
+        max_in_flight,
         trusted_proxies,
         routes,
         pools,

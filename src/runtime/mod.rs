@@ -36,6 +36,8 @@ pub struct Config {
     pub max_body_size: u64,
     pub max_header_size: u64,
     pub max_headers: usize,
+    /// `gateway.max_in_flight`: requests over it are shed with 503.
+    pub max_in_flight: Option<usize>,
     /// Proxies whose `X-Forwarded-For` is believed (for keying anonymous limits).
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
     /// In match order: most specific first.
