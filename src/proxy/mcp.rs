@@ -180,9 +180,10 @@ async fn check(
     }
 }
 
-/// The whole body of a federated POST, up to `max_body_size` (nothing of it goes through
-/// Pingora's forwarding, so its retry buffer's limit does not apply); `None`: larger.
-async fn read_whole(session: &mut Session, ctx: &mut Ctx) -> Result<Option<Bytes>> {
+/// The whole body of a request the gateway answers itself (a federated POST, a transcoded
+/// call), up to `max_body_size` (nothing of it goes through Pingora's forwarding, so its retry
+/// buffer's limit does not apply); `None`: larger.
+pub(super) async fn read_whole(session: &mut Session, ctx: &mut Ctx) -> Result<Option<Bytes>> {
     let mut body = BytesMut::new();
     while let Some(chunk) = session.read_request_body().await? {
         ctx.body.bytes_in += chunk.len() as u64;

@@ -9,7 +9,7 @@ use crate::backends::Picked;
 use crate::grpc::{message, wire, Found, Transcoder};
 use crate::http_client::{self, Call, Streaming, Target};
 use crate::{request_id, respond};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -80,7 +80,7 @@ async fn serve(session: &mut Session, ctx: &mut Ctx, t: Arc<Transcoder>) -> ping
         let msg = format!("no gRPC method is bound to {verb} {}", uri.path());
         return own_error(session, 404, &msg, &id).await;
     };
-    let Some(body) = read_body(session, ctx).await? else {
+    let Some(body) = super::mcp::read_whole(session, ctx).await? else {
         let msg = format!("the body is larger than {} bytes", ctx.config.max_body_size);
         return own_error(session, 413, &msg, &id).await;
     };
@@ -127,19 +127,6 @@ enum Outcome {
 /// The gateway's own refusal of a request that never reached the backend.
 async fn own_error(session: &mut Session, code: u16, msg: &str, id: &str) -> pingora::Result<()> {
     respond::write_json(session, code, respond::error_body(code, msg, id), id, &[]).await
-}
-
-/// The body, up to `max_body_size`; `None`: larger.
-async fn read_body(session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Option<Bytes>> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        ctx.body.bytes_in += chunk.len() as u64;
-        if ctx.body.bytes_in > ctx.config.max_body_size {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body.freeze()))
 }
 
 /// Makes the call and writes a successful answer; a failure before anything was written, or
