@@ -8,18 +8,18 @@
 mod compile;
 pub mod lease;
 pub mod redis;
+mod sharded;
 pub mod tokens;
 
 use crate::config::schema::OnStoreError;
 use crate::config::values::Rate;
 use redis::RedisStore;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-const SHARDS: usize = 64;
 /// Buckets kept per shard before idle ones are swept (64 × 16,384 ≈ 1M keys, ~100 MB at most).
 const SHARD_CAPACITY: usize = 16_384;
 
@@ -140,33 +140,17 @@ impl Bucket {
     }
 }
 
-type Shard = RwLock<HashMap<u64, Arc<Bucket>>>;
-
 /// Buckets by key, sharded; a full shard first drops its idle (full) buckets.
-pub struct Buckets {
-    shards: Box<[Shard]>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Default for Buckets {
-    fn default() -> Self {
-        Buckets {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            hasher: Default::default(),
-        }
-    }
-}
+#[derive(Default)]
+pub struct Buckets(sharded::Sharded<Bucket>);
 
 impl Buckets {
-    /// The bucket of a key. Keys are reduced to a keyed 64-bit hash (collisions cannot be
-    /// crafted from outside).
+    /// The bucket of a key.
     pub fn get(&self, key: impl Hash) -> Arc<Bucket> {
-        let k = self.hasher.hash_one(key);
-        let shard = &self.shards[(k as usize) % SHARDS];
-        if let Some(b) = shard.read().unwrap_or_else(|p| p.into_inner()).get(&k) {
-            return b.clone();
-        }
-        let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
+        let (k, mut map) = match self.0.find(key) {
+            Ok(b) => return b,
+            Err(adding) => adding,
+        };
         if map.len() >= SHARD_CAPACITY && !map.contains_key(&k) {
             let now = now_ns();
             map.retain(|_, b| !b.idle(now) || Arc::strong_count(b) > 1);
@@ -179,14 +163,11 @@ impl Buckets {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().map_or(0, |m| m.len()))
-            .sum()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 }
 

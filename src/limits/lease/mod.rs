@@ -15,14 +15,12 @@ mod script;
 use super::redis::RedisStore;
 use super::tokens::Short;
 use super::{ceil_secs, now_ns, Exceeded, Limit, Standing};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-const SHARDS: usize = 64;
 /// Waits for another request's fetch before giving up on a key (each round either spends,
 /// fetches itself or waits for a fetch that completes).
 const MAX_ROUNDS: usize = 8;
@@ -240,54 +238,36 @@ async fn fetch(
     Ok(lease.standing(limit))
 }
 
-type Shard = RwLock<HashMap<u64, Arc<Lease>>>;
-
 /// The slices of this instance, by key; kept across reloads.
-pub struct Leases {
-    shards: Box<[Shard]>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Default for Leases {
-    fn default() -> Self {
-        Leases {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            hasher: Default::default(),
-        }
-    }
-}
+#[derive(Default)]
+pub struct Leases(super::sharded::Sharded<Lease>);
 
 impl Leases {
-    /// The slice of a key (a keyed 64-bit hash of `id`); `redis_key` names its Redis key and
-    /// is called only the first time, so that the hot path does not allocate.
+    /// The slice of a key; `redis_key` names its Redis key and is called only the first time,
+    /// so that the hot path does not allocate.
     pub fn get(&self, id: impl Hash, redis_key: impl FnOnce() -> String) -> Arc<Lease> {
-        let k = self.hasher.hash_one(id);
-        let shard = &self.shards[(k as usize) % SHARDS];
-        if let Some(l) = shard.read().unwrap_or_else(|p| p.into_inner()).get(&k) {
-            return l.clone();
-        }
-        let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
+        let (k, mut map) = match self.0.find(id) {
+            Ok(l) => return l,
+            Err(adding) => adding,
+        };
         map.entry(k)
             .or_insert_with(|| Arc::new(Lease::new(redis_key())))
             .clone()
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().map_or(0, |m| m.len()))
-            .sum()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 
     /// Hands the slices that expired by `now` back to Redis (all of them at shutdown: `now` =
     /// `u64::MAX`), then forgets the keys nothing holds. How many tokens went back.
     pub async fn sweep(&self, store: &RedisStore, now: u64) -> i64 {
         let mut due = Vec::new();
-        for shard in self.shards.iter() {
+        for shard in self.0.shards() {
             let map = shard.read().unwrap_or_else(|p| p.into_inner());
             due.extend(
                 (map.values())
@@ -330,7 +310,7 @@ impl Leases {
         let idle = |l: &Arc<Lease>| {
             l.expired(now) && l.left.load(Ordering::Relaxed) == 0 && Arc::strong_count(l) == 1
         };
-        for shard in self.shards.iter() {
+        for shard in self.0.shards() {
             // The write lock only when there is something to forget: requests read these maps.
             let any = (shard.read().unwrap_or_else(|p| p.into_inner()))
                 .values()
