@@ -66,8 +66,7 @@ fn counts(c: &Counts) -> Map<String, Value> {
 fn limit(l: Option<Limit>) -> Value {
     match l {
         Some(l) => {
-            let per_second = 1e9 / l.emission.as_nanos().max(1) as f64;
-            json!({"burst": l.burst, "per_minute": (per_second * 60.0 * 1000.0).round() / 1000.0})
+            json!({"burst": l.burst, "per_minute": (l.per_minute() * 1000.0).round() / 1000.0})
         }
         None => Value::Null,
     }

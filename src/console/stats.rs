@@ -222,7 +222,13 @@ impl Stats {
             if let Some(a) = &agent {
                 a.tokens.fetch_add(n, Relaxed);
                 let mut m = a.by_model.lock().unwrap_or_else(|p| p.into_inner());
-                *m.entry(model.to_string()).or_default() += n;
+                // The model's name is copied only the first time it is seen.
+                match m.get_mut(model) {
+                    Some(total) => *total += n,
+                    None => {
+                        m.insert(model.to_string(), n);
+                    }
+                }
             }
         }
     }

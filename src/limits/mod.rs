@@ -48,6 +48,11 @@ impl Limit {
         }
     }
 
+    /// Tokens refilled per minute (for people: the console, budgets' descriptions).
+    pub fn per_minute(&self) -> f64 {
+        60e9 / self.emission.as_nanos().max(1) as f64
+    }
+
     fn emission_ns(&self) -> u64 {
         self.emission.as_nanos().min(u64::MAX as u128) as u64
     }

@@ -37,8 +37,8 @@ impl TokenQuotas {
     /// The agent's budget (its own, else the default): tokens and their refill per minute.
     pub fn describe(&self, agent: &str) -> Option<serde_json::Value> {
         let l = self.per_agent.get(agent).or(self.default.as_ref())?;
-        let per_minute = 60e9 / l.emission.as_nanos().max(1) as f64;
-        Some(serde_json::json!({"tokens": l.burst, "refill_per_minute": per_minute.round()}))
+        let per_minute = l.per_minute().round();
+        Some(serde_json::json!({"tokens": l.burst, "refill_per_minute": per_minute}))
     }
 
     pub fn compile(t: &schema::TokenLimits) -> Result<TokenQuotas, Problem> {
