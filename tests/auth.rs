@@ -881,18 +881,20 @@ fn the_articles_multi_agent_config_runs_as_written() {
         (100..=100 + refilled).contains(&passed),
         "{passed} passed, {refilled} refilled"
     );
-    let burst_end = Instant::now();
     let (mut status, mut head, mut v) = curl(&url("/api/v1/data/q"), port, &[data_key]);
-    // On a loaded machine a token may refill (one per 0.6 s) before this request: then it
-    // passes, and the next one is refused.
+    // A token refills every 0.6 s, also right after the burst on a slow machine: then this
+    // request passes, still within what refilled since the first request, and the next one
+    // is refused.
+    let mut extra = 0;
     for _ in 0..3 {
         if status == 429 {
             break;
         }
+        extra += 1;
+        let refilled = (data_since.elapsed().as_secs_f64() / 0.6).floor() as usize;
         assert!(
-            burst_end.elapsed() > Duration::from_millis(550),
-            "passed {:?} after the burst: {v}",
-            burst_end.elapsed()
+            passed + extra <= 100 + refilled,
+            "{passed} + {extra} passed: {v}"
         );
         (status, head, v) = curl(&url("/api/v1/data/q"), port, &[data_key]);
     }
