@@ -7,9 +7,9 @@
 # valgrind's slow pace weigh more per request than at full speed).
 #
 #   bash load-tests/instructions.sh                        # OBSERVE=none
-#   OBSERVE="metrics log tracing" bash load-tests/instructions.sh
+#   OBSERVE="metrics log tracing console" bash load-tests/instructions.sh
 #
-# Environment: OBSERVE (none, or any of metrics log tracing), SAMPLER (0.1), REQUESTS (2000),
+# Environment: OBSERVE (none, or any of metrics log tracing console), SAMPLER (0.1), REQUESTS (2000),
 # WARMUP (300), KEEP_TMP, NO_BUILD. The profile is left in the temp dir with KEEP_TMP=1
 # (`callgrind_annotate --inclusive=yes FILE` shows where the instructions go).
 set -euo pipefail

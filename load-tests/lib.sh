@@ -324,8 +324,9 @@ start_gateway() {
 }
 
 # observe_yaml OBSERVE LOG_FILE: the `monitoring` section with what OBSERVE names (metrics,
-# log, tracing; "none" for nothing): the article's custom metrics, the JSON access log to
-# LOG_FILE, tracing at SAMPLER (default 0.1) exporting to the nginx backend.
+# log, tracing, console; "none" for nothing): the article's custom metrics, the JSON access log
+# to LOG_FILE, tracing at SAMPLER (default 0.1) exporting to the nginx backend, the admin
+# listener (top-level `admin`, printed after the section) on a free port.
 observe_yaml() {
     local observe=$1 yaml="monitoring:"
     [[ $observe != *metrics* ]] || yaml+="
@@ -338,6 +339,8 @@ observe_yaml() {
   logging: {format: json, output: \"$2\"}"
     [[ $observe != *tracing* ]] || yaml+="
   tracing: {enabled: true, sampler: \"${SAMPLER:-0.1}\", endpoint: \"http://127.0.0.1:$BACKEND_PORT\"}"
+    [[ $observe != *console* ]] || yaml+="
+admin: {listen: \"127.0.0.1:$(free_port)\"}"
     printf '%s' "$yaml"
 }
 

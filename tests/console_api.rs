@@ -268,6 +268,15 @@ async fn the_api_reflects_what_agents_sent() {
     assert!(sampled >= 14, "{series:?}");
 }
 
+/// Access lines and skipped counts in what a tail sent so far.
+fn tail_counts(seen: &str) -> (usize, u64) {
+    let lines = seen.matches("\"type\":\"access\"").count();
+    let skipped = (seen.split("event: skipped\ndata: ").skip(1))
+        .filter_map(|rest| rest.split('\n').next()?.parse::<u64>().ok())
+        .sum();
+    (lines, skipped)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tail_shows_a_new_request_within_two_seconds() {
     use futures_util::StreamExt;
@@ -280,51 +289,73 @@ async fn the_tail_shows_a_new_request_within_two_seconds() {
     );
     wait_admin(admin_port);
     let c = client();
-    // One line before the tail opens: it is among the last lines sent first.
-    let r = c
-        .get(g.url("/v1/models"))
-        .header("x-api-key", KEYS[0].1)
-        .send()
-        .await
-        .unwrap();
-    let first = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    // Without an access-log file, lines are made only while a tail is open: the tail is open
+    // once its head has come.
     let tail = c
         .get(format!("http://127.0.0.1:{admin_port}/api/tail"))
         .bearer_auth(TOKEN);
     let r = tail.send().await.unwrap();
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let mut events = r.bytes_stream();
+    let r = c
+        .get(g.url("/v1/models?api_key=query-secret-9"))
+        .header("x-api-key", KEYS[1].1);
+    let r = r.send().await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let at = Instant::now();
     let mut seen = String::new();
-    let mut sent: Option<(String, Instant)> = None;
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let line = loop {
         let chunk = tokio::time::timeout_at(deadline.into(), events.next()).await;
         let chunk = chunk.expect("the tail went on").unwrap().unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
         no_secret(&seen);
-        if sent.is_none() && seen.contains(&first) {
-            let r = c
-                .get(g.url("/v1/models?api_key=query-secret-9"))
-                .header("x-api-key", KEYS[1].1);
-            let r = r.send().await.unwrap();
-            let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-            sent = Some((id, Instant::now()));
+        if let Some(line) = seen.lines().find(|l| l.contains(id.as_str())) {
+            break line.to_string();
         }
-        if let Some((id, at)) = &sent {
-            if let Some(line) = seen.lines().find(|l| l.contains(id.as_str())) {
-                assert!(at.elapsed() < Duration::from_secs(2), "{:?}", at.elapsed());
-                let v: Value = serde_json::from_str(line.trim_start_matches("data: ")).unwrap();
-                assert_eq!(
-                    (v["agent_id"].as_str(), v["status"].as_u64()),
-                    (Some("code-agent"), Some(200))
-                );
-                assert!(
-                    !line.contains("query-secret-9") && !line.contains("client-sent-credential")
-                );
-                return;
+    };
+    assert!(at.elapsed() < Duration::from_secs(2), "{:?}", at.elapsed());
+    let v: Value = serde_json::from_str(line.trim_start_matches("data: ")).unwrap();
+    assert_eq!(
+        (v["agent_id"].as_str(), v["status"].as_u64()),
+        (Some("code-agent"), Some(200))
+    );
+    assert!(!line.contains("query-secret-9") && !line.contains("client-sent-credential"));
+
+    // A burst faster than the tail shows (at most 100 lines a quarter second): every request
+    // is either a line or counted as skipped.
+    let before = tail_counts(&seen);
+    let burst = 600;
+    let sends = (0..8).map(|_| {
+        let (c, url, key) = (c.clone(), g.url("/v1/models"), KEYS[1].1);
+        tokio::spawn(async move {
+            for _ in 0..burst / 8 {
+                let r = c.get(&url).header("x-api-key", key).send().await.unwrap();
+                assert_eq!(r.status(), 200);
             }
-        }
+        })
+    });
+    for s in sends.collect::<Vec<_>>() {
+        s.await.unwrap();
     }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (lines, skipped) = loop {
+        let (lines, skipped) = tail_counts(&seen);
+        let (lines, skipped) = (lines - before.0, skipped - before.1);
+        if lines as u64 + skipped >= burst {
+            break (lines, skipped);
+        }
+        let chunk = tokio::time::timeout_at(deadline.into(), events.next()).await;
+        let chunk = chunk.expect("the tail went on").unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    };
+    assert_eq!(
+        lines as u64 + skipped,
+        burst,
+        "{lines} lines, {skipped} skipped"
+    );
+    eprintln!("burst of {burst}: {lines} lines in the tail, {skipped} skipped");
+    assert!(lines >= 100, "{lines} lines, {skipped} skipped");
 }
 
 #[test]

@@ -218,6 +218,7 @@ async function startTail() {
   state.tail = controller;
   try {
     const r = await api("/api/tail", { signal: controller.signal });
+    $("tail-state").textContent = "Following: new lines appear as requests finish.";
     const reader = r.body.getReader();
     const decoder = new TextDecoder();
     let buffered = "";
@@ -230,14 +231,22 @@ async function startTail() {
         const event = buffered.slice(0, end);
         buffered = buffered.slice(end + 2);
         const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-        if (data) addLine(data);
+        if (event.startsWith("event: skipped")) addSkipped(Number(data));
+        else if (data) addLine(data);
       }
     }
   } catch (e) {
     if (e.name !== "AbortError") console.warn("tail ended:", e.message);
   } finally {
     if (state.tail === controller) state.tail = null;
+    $("tail-state").textContent = "Stopped.";
   }
+}
+
+// Lines the gateway did not send (more than 400 a second): counted above the list.
+function addSkipped(n) {
+  state.skipped = (state.skipped || 0) + (n || 0);
+  $("tail-skipped").textContent = state.skipped + " lines not shown (the tail shows at most 400 a second)";
 }
 
 // One access-log line, as a row: when, status, method, path, route, agent, time, tokens, id;

@@ -28,6 +28,8 @@ pub struct AgentInfo {
     pub tools: Option<Arc<crate::mcp::grants::Grants>>,
     /// `tool_rate_limits`: the agent's limit per MCP tool, by the name the client sees.
     pub tool_limits: Option<Arc<HashMap<String, crate::limits::Limit>>>,
+    /// The agent's counts in the admin console, when it is on.
+    pub console: crate::console::stats::Slot,
 }
 
 /// The scope that grants the gateway's administrative requests (cache purges), not a path.
@@ -53,6 +55,7 @@ impl AgentInfo {
             admin,
             tools: None,
             tool_limits: None,
+            console: Default::default(),
         })
     }
 

@@ -168,7 +168,8 @@ impl ConsoleApp {
     }
 
     /// `GET /api/tail`: the last access-log lines, then each new one, as SSE events until the
-    /// client goes or the gateway stops.
+    /// client goes or the gateway stops. At most `LINES` lines a quarter second are sent; an
+    /// `event: skipped` says how many were not.
     async fn tail(
         &self,
         http: &mut ServerSession,
@@ -180,13 +181,25 @@ impl ConsoleApp {
         if http.req_header().version == http::Version::HTTP_11 {
             h.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
+        // Open before the client sees the head: what it sends after is in the tail.
+        let _open = self.stats.tail_opened();
+        self.stats.refill_tail();
         http.write_response_header(Box::new(h)).await?;
         let mut last = None;
         let mut quiet = 0u32;
         loop {
+            let mut skipped = self.stats.refill_tail();
             let lines = self.stats.lines_after(last);
-            if !lines.is_empty() {
+            if let (Some(was), Some((first, _))) = (last, lines.first()) {
+                skipped += first.saturating_sub(was + 1);
+            }
+            if !lines.is_empty() || skipped > 0 {
                 let mut out = BytesMut::new();
+                if skipped > 0 {
+                    out.extend_from_slice(
+                        format!("event: skipped\ndata: {skipped}\n\n").as_bytes(),
+                    );
+                }
                 for (n, line) in lines {
                     out.extend_from_slice(b"data: ");
                     out.extend_from_slice(&line);

@@ -5,8 +5,8 @@
 
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 /// Latency buckets: bucket `i` holds durations up to 0.1 ms × 1.25^i (the last: everything
@@ -19,12 +19,18 @@ pub const LINES: usize = 100;
 /// Routes or agents counted by name; more are counted together as `other`.
 const MAX_KEYS: usize = 10_000;
 
+/// Bucket upper bounds in tenths of a millisecond, for a search instead of a logarithm per
+/// request.
+fn bounds() -> &'static [f64; BUCKETS] {
+    static BOUNDS: std::sync::OnceLock<[f64; BUCKETS]> = std::sync::OnceLock::new();
+    BOUNDS.get_or_init(|| std::array::from_fn(|i| 1.25f64.powi(i as i32)))
+}
+
 fn bucket_of(seconds: f64) -> usize {
     let tenths_ms = seconds * 10_000.0;
-    if tenths_ms <= 1.0 || tenths_ms.is_nan() {
-        return 0;
-    }
-    ((tenths_ms.ln() / 1.25f64.ln()).ceil() as usize).min(BUCKETS - 1)
+    bounds()
+        .partition_point(|b| *b < tenths_ms)
+        .min(BUCKETS - 1)
 }
 
 /// The upper bound of bucket `i`, in milliseconds.
@@ -87,6 +93,23 @@ impl Default for Counts {
     }
 }
 
+/// A route's or an agent's counts, found by name on its first request and held by it after
+/// (a reloaded route finds the same counts again).
+#[derive(Default, Clone)]
+pub struct Slot(OnceLock<Arc<Counts>>);
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl Slot {
+    fn counts(&self, keyed: &Keyed, key: &str) -> &Counts {
+        self.0.get_or_init(|| keyed.get(key))
+    }
+}
+
 /// Counts by name, read without a lock; a new name copies the map (rare).
 #[derive(Default)]
 pub struct Keyed {
@@ -134,8 +157,9 @@ pub struct Sample {
 
 /// What a finished request tells the console.
 pub struct Finished<'a> {
-    pub route: &'a str,
-    pub agent: Option<&'a str>,
+    /// The route's label, and its slot when it is a configured route.
+    pub route: (&'a str, Option<&'a Slot>),
+    pub agent: Option<(&'a str, &'a Slot)>,
     pub status: u16,
     pub seconds: f64,
     pub tokens: Option<(&'a str, u64)>,
@@ -153,6 +177,11 @@ pub struct Stats {
     last: Mutex<Snapshot>,
     lines: Mutex<VecDeque<(u64, bytes::Bytes)>>,
     next_line: AtomicU64,
+    /// Tails being read now.
+    tails: AtomicUsize,
+    /// Lines requests may still add for the tail before its next send (below zero: how many
+    /// were skipped), when the lines are made only for it.
+    tail_room: AtomicI64,
 }
 
 #[derive(Default, Clone)]
@@ -176,6 +205,8 @@ impl Default for Stats {
             last: Mutex::new(Snapshot::default()),
             lines: Mutex::new(VecDeque::with_capacity(LINES)),
             next_line: AtomicU64::new(0),
+            tails: AtomicUsize::new(0),
+            tail_room: AtomicI64::new(0),
         }
     }
 }
@@ -209,9 +240,12 @@ impl Stats {
                 c.refused.fetch_add(1, Relaxed);
             }
         };
-        count(&self.routes.get(f.route));
-        let agent = f.agent.map(|a| self.agents.get(a));
-        if let Some(a) = &agent {
+        match f.route {
+            (label, Some(slot)) => count(slot.counts(&self.routes, label)),
+            (label, None) => count(&self.routes.get(label)),
+        }
+        let agent = f.agent.map(|(id, slot)| slot.counts(&self.agents, id));
+        if let Some(a) = agent {
             count(a);
             if let Some(left) = f.limit_left {
                 a.limit_left.store(left, Relaxed);
@@ -219,7 +253,7 @@ impl Stats {
         }
         if let Some((model, n)) = f.tokens {
             t.tokens.fetch_add(n, Relaxed);
-            if let Some(a) = &agent {
+            if let Some(a) = agent {
                 a.tokens.fetch_add(n, Relaxed);
                 let mut m = a.by_model.lock().unwrap_or_else(|p| p.into_inner());
                 // The model's name is copied only the first time it is seen.
@@ -231,6 +265,29 @@ impl Stats {
                 }
             }
         }
+    }
+
+    /// Counts a tail as open until the guard is dropped.
+    pub fn tail_opened(&self) -> TailOpen<'_> {
+        self.tails.fetch_add(1, Relaxed);
+        TailOpen(self)
+    }
+
+    pub fn tails_open(&self) -> bool {
+        self.tails.load(Relaxed) > 0
+    }
+
+    /// Whether a request should make a line for the tail (when nothing else needs it): while a
+    /// tail is open and the tail's room for this quarter second is not used up.
+    pub fn tail_line_wanted(&self) -> bool {
+        self.tails_open() && self.tail_room.fetch_sub(1, Relaxed) > 0
+    }
+
+    /// Gives the tail room for `LINES` more lines; returns how many were skipped since the
+    /// last call for want of room.
+    pub fn refill_tail(&self) -> u64 {
+        let was = self.tail_room.swap(LINES as i64, Relaxed);
+        was.min(0).unsigned_abs()
     }
 
     /// Keeps access-log lines (already redacted) for the tail: the log's writer hands them
@@ -308,6 +365,15 @@ impl Stats {
     }
 }
 
+/// An open tail (see `Stats::tail_opened`).
+pub struct TailOpen<'a>(&'a Stats);
+
+impl Drop for TailOpen<'_> {
+    fn drop(&mut self) {
+        self.0.tails.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Quantiles of a histogram, as their buckets' upper bounds (ms); zeros when it is empty.
 pub fn quantiles<const N: usize>(buckets: &[u64], qs: [f64; N]) -> [f64; N] {
     let total: u64 = buckets.iter().sum();
@@ -336,13 +402,17 @@ mod tests {
     #[test]
     fn buckets_and_quantiles() {
         assert_eq!(bucket_of(0.0), 0);
+        assert_eq!(bucket_of(f64::NAN), 0);
+        assert_eq!(bucket_of(0.0001), 0);
+        assert_eq!(bucket_of(0.000125), 1);
         assert!(bucket_ms(bucket_of(0.010)) >= 10.0 && bucket_ms(bucket_of(0.010)) < 12.5);
         assert_eq!(bucket_of(1e9), BUCKETS - 1);
         let stats = Stats::default();
+        let (route, agent) = (Slot::default(), Slot::default());
         for ms in [1.0, 2.0, 3.0, 100.0] {
             stats.record(&Finished {
-                route: "/r",
-                agent: Some("a"),
+                route: ("/r", Some(&route)),
+                agent: Some(("a", &agent)),
                 status: 200,
                 seconds: ms / 1000.0,
                 tokens: Some(("m", 5)),

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod trace;
 pub mod usage;
 
+use crate::console::stats::Slot;
 use access_log::{AccessLog, Entry};
 use metrics::{Metrics, Observation};
 use pingora::proxy::Session;
@@ -19,6 +20,8 @@ pub struct Seen<'a> {
     /// The configured route's metric series.
     pub series: Option<&'a metrics::RouteSeries>,
     pub agent_id: Option<&'a str>,
+    /// Where the console counts the configured route and the agent.
+    pub console_slots: (Option<&'a Slot>, Option<&'a Slot>),
     /// Seconds since the request arrived (read once for all three).
     pub seconds: f64,
     pub upstream_seconds: Option<f64>,
@@ -83,7 +86,7 @@ pub fn finished(
     if let Some(m) = &services.metrics {
         record(m, session, e, status, seen);
     }
-    if let Some(log) = &services.access_log {
+    if let Some(log) = services.access_log.as_ref().filter(|l| l.wanted()) {
         log_line(log, session, e, status, seen);
     }
     if let Some(c) = &services.console {
@@ -241,9 +244,10 @@ pub fn entry<'a>(
 /// What the console counts of a finished request (its line reaches the tail through the
 /// access log's writer).
 pub fn console(c: &crate::console::Stats, status: u16, seen: &Seen) {
+    let (route, agent) = seen.console_slots;
     c.record(&crate::console::stats::Finished {
-        route: seen.route,
-        agent: seen.agent_id,
+        route: (seen.route, route),
+        agent: seen.agent_id.zip(agent),
         status,
         seconds: seen.seconds,
         tokens: seen

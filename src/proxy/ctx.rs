@@ -178,6 +178,10 @@ impl Ctx {
                 .unwrap_or("unmatched"),
             series: self.route().map(|r| &r.series),
             agent_id: self.caller.identity.as_ref().map(|i| &*i.agent.id),
+            console_slots: (
+                self.route().map(|r| &r.console),
+                self.caller.identity.as_ref().map(|i| &i.agent.console),
+            ),
             seconds: self.start.elapsed().as_secs_f64(),
             upstream_seconds: self.upstream.seconds,
             request_id: request_id::as_str(&self.request_id),

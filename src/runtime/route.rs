@@ -52,6 +52,8 @@ pub struct Route {
     /// The route's metric series, made on first use (a reload starts them afresh: they are
     /// found by the route, not by label).
     pub series: crate::observe::metrics::RouteSeries,
+    /// The route's counts in the admin console, when it is on.
+    pub console: crate::console::stats::Slot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +158,7 @@ impl Route {
             mcp_pools,
             grpc,
             series: Default::default(),
+            console: Default::default(),
         })
     }
 }

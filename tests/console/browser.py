@@ -130,7 +130,7 @@ def check_numbers(driver, args):
 
 def check_tail(driver, args):
     open_page(driver, args, "tail")
-    wait_text(driver, "#tail-lines", lambda t: t.strip() != "", "the last lines")
+    wait_text(driver, "#tail-state", lambda t: t.startswith("Following"), "the tail following")
     status, headers = gateway(args, "/v1/models")
     sent = time.monotonic()
     rid = headers["x-request-id"]

@@ -103,6 +103,14 @@ impl AccessLog {
     }
 
     /// Hands a request's line to the writer, without waiting for the file.
+    /// Whether a request's line is wanted now: always with a file (or stdout); without one,
+    /// only for an open console tail, at most as many as it shows (a console nobody tails
+    /// costs no line).
+    pub fn wanted(&self) -> bool {
+        !matches!(self.output, Output::Discard)
+            || self.tap.as_ref().is_some_and(|t| t.tail_line_wanted())
+    }
+
     pub fn log(&self, entry: &Entry) {
         self.lines.append(|buf| record::encode(entry, buf));
     }
