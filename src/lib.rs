@@ -6,6 +6,7 @@ pub mod backends;
 pub mod cache;
 pub mod client_addr;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod grpc;
 pub mod http_client;

@@ -1,6 +1,7 @@
 //! Assembles the Pingora server from the configuration: server options, listeners, TLS, the
 //! proxy service, and a background task that ends a graceful stop as soon as requests are done.
 
+use crate::connections::Guarded;
 use crate::proxy::{Gateway, IN_FLIGHT};
 use crate::runtime::{Config, Process, Services};
 use crate::{process, upstream};
@@ -100,11 +101,11 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     let config = Arc::new(config);
     let current = Arc::new(arc_swap::ArcSwap::new(config.clone()));
     add_upkeep(&mut server, &current, &services);
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway::new(current.clone(), services.clone()),
-        "clawgate",
     );
+    let mut proxy = Service::new("clawgate".into(), guarded(proxy, &config, &services));
     add_listeners(&mut proxy, &config.process)?;
     server.add_service(proxy);
     if let Some(store) = &config.auth.store {
@@ -144,15 +145,39 @@ pub fn run(config: Config, opts: StartOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// The proxy behind the connection limits, with its HTTP options: h2c when asked, the idle
+/// timeout of HTTP/2 connections, and h2's limits (Pingora's bounds on header lists and
+/// concurrent streams kept).
+fn guarded(
+    mut proxy: HttpProxy<Gateway>,
+    config: &Config,
+    services: &Services,
+) -> Guarded<HttpProxy<Gateway>> {
+    let p = &config.process;
+    let h2c = p.h2c && p.tls.is_none();
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = h2c;
+    options.h2_idle_timeout = Some(p.idle_timeout);
+    proxy.server_options = Some(options);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(config.max_header_size.min(u32::MAX as u64) as u32);
+    proxy.h2_options = Some(h2);
+    let settings = crate::connections::Settings {
+        max_connections: p.max_connections,
+        max_connections_per_ip: p.max_connections_per_ip,
+        header_read_timeout: p.header_read_timeout,
+        idle_timeout: p.idle_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
+        h2c,
+    };
+    Guarded::new(proxy, settings, services.h2_conns.clone())
+}
+
 /// The proxy's listeners: TLS when configured, else plain TCP (with HTTP/2 cleartext if asked).
-fn add_listeners(proxy: &mut Service<HttpProxy<Gateway>>, p: &Process) -> Result<(), String> {
-    if p.h2c && p.tls.is_none() {
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut options = pingora::apps::HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
-    }
+fn add_listeners(
+    proxy: &mut Service<Guarded<HttpProxy<Gateway>>>,
+    p: &Process,
+) -> Result<(), String> {
     for addr in &p.listen {
         match &p.tls {
             Some(files) => {

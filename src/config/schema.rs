@@ -58,6 +58,17 @@ pub struct Gateway {
     pub connect_timeout: Option<Dur>,
     /// Requests served at once; more are refused with 503 (health and metrics never are).
     pub max_in_flight: Option<Count>,
+    /// Client connections served at once; more wait (at most `header_read_timeout`), then
+    /// are closed.
+    pub max_connections: Option<Count>,
+    /// Client connections from one address; more are closed right after accept.
+    pub max_connections_per_ip: Option<Count>,
+    /// Time a client has to send a request's head (slowloris).
+    pub header_read_timeout: Option<Dur>,
+    /// Time an idle client connection is kept open.
+    pub idle_timeout: Option<Dur>,
+    /// An HTTP/2 client resetting more streams than this in a second is disconnected.
+    pub h2_max_resets_per_second: Option<Count>,
     /// HTTP/2 without TLS (prior knowledge) on plaintext listeners, e.g. for gRPC clients.
     #[serde(default)]
     pub h2c: Flag,

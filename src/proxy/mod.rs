@@ -72,8 +72,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        crate::connections::request_started();
         if HANDING_OVER.load(Ordering::Relaxed) {
             session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(ctx.config.process.idle_timeout.as_secs()));
         }
         let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
@@ -422,6 +425,7 @@ impl ProxyHttp for Gateway {
             Box::pin(tokens::settle(&self.services, session, ctx)).await;
         }
         self.observe(session, e, ctx);
+        crate::connections::after_request(&self.services.h2_conns, session, e);
         // Stored after the log line is handed over: the answer is complete by now.
         let Some(s) = ctx.semantic.take() else {
             return;

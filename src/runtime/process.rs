@@ -31,6 +31,14 @@ pub struct Process {
     pub h2c: bool,
     /// `gateway.upstream_keepalive_pool_size`: idle backend connections kept (Pingora's 128).
     pub upstream_pool_size: usize,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    /// `gateway.header_read_timeout` (10 s).
+    pub header_read_timeout: Duration,
+    /// `gateway.idle_timeout` (60 s, as Pingora's keep-alive).
+    pub idle_timeout: Duration,
+    /// `gateway.h2_max_resets_per_second` (100).
+    pub h2_max_resets_per_second: u32,
 }
 
 /// What `status` and `stop` read of a configuration file.
@@ -68,6 +76,18 @@ impl Process {
             upstream_pool_size: g
                 .upstream_keepalive_pool_size
                 .map_or(128, |c| c.0.min(1 << 20) as usize),
+            max_connections: at_least_one(g.max_connections, "max_connections")?,
+            max_connections_per_ip: at_least_one(
+                g.max_connections_per_ip,
+                "max_connections_per_ip",
+            )?,
+            header_read_timeout: positive(g.header_read_timeout, "header_read_timeout", 10)?,
+            idle_timeout: positive(g.idle_timeout, "idle_timeout", 60)?,
+            h2_max_resets_per_second: at_least_one(
+                g.h2_max_resets_per_second,
+                "h2_max_resets_per_second",
+            )?
+            .map_or(100, |n| n.min(u32::MAX as usize) as u32),
         })
     }
 
@@ -214,6 +234,32 @@ fn check_key(path: &str) -> Result<(), String> {
 
 fn read_file(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(Path::new(path)).map_err(|e| format!("{path}: {}", crate::text::io_reason(&e)))
+}
+
+/// A count that must be at least 1 when given.
+fn at_least_one(
+    c: Option<crate::config::values::Count>,
+    field: &'static str,
+) -> Result<Option<usize>, Problem> {
+    match c {
+        Some(c) if c.0 == 0 => Err(Problem::new(at!("gateway", field), "must be at least 1")),
+        c => Ok(c.map(|c| c.0.min(usize::MAX as u64) as usize)),
+    }
+}
+
+/// A duration that must be above zero when given (whole seconds at least: Pingora's keep-alive
+/// counts seconds), else `default` seconds.
+fn positive(
+    d: Option<crate::config::values::Dur>,
+    field: &'static str,
+    default: u64,
+) -> Result<Duration, Problem> {
+    match d {
+        Some(d) if d.0 < Duration::from_secs(1) => {
+            Err(Problem::new(at!("gateway", field), "must be at least 1s"))
+        }
+        d => Ok(d.map_or(Duration::from_secs(default), |d| d.0)),
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub struct Services {
     pub semantic_store: Option<Arc<crate::semantic::shared::Store>>,
     /// The admin console's counts, when its listener is on.
     pub console: Option<Arc<crate::console::Stats>>,
+    /// The HTTP/2 client connections, which their requests' stream resets are counted against.
+    pub h2_conns: Arc<crate::connections::H2Conns>,
 }
 
 impl Services {
@@ -97,6 +99,9 @@ impl Services {
             },
             semantic_store,
             console,
+            h2_conns: Arc::new(crate::connections::H2Conns::new(
+                cfg.process.h2_max_resets_per_second,
+            )),
         })
     }
 }
