@@ -73,20 +73,24 @@ async fn over_max_connections_the_next_waits_while_open_ones_are_served() {
     for _ in 0..3 {
         open.push(TcpStream::connect(g.addr).await.unwrap());
     }
-    assert_eq!(get(&mut open[0], "/health", WAIT).await, Some(200));
+    for s in open.iter_mut() {
+        assert_eq!(get(s, "/health", WAIT).await, Some(200));
+    }
     let mut fourth = TcpStream::connect(g.addr).await.unwrap();
     let waiting = tokio::spawn(async move {
         let at = Instant::now();
-        (
-            get(&mut fourth, "/health", Duration::from_secs(4)).await,
-            at,
-        )
+        let got = get(&mut fourth, "/health", Duration::from_secs(4)).await;
+        eprintln!("fourth answered after {:?}", at.elapsed());
+        (got, at)
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(
-        !waiting.is_finished(),
-        "the fourth connection was served at once"
-    );
+    if waiting.is_finished() {
+        let (status, at) = waiting.await.unwrap();
+        panic!(
+            "the fourth connection was not held: {status:?} after {:?}",
+            at.elapsed()
+        );
+    }
     // Open connections keep being served meanwhile.
     for s in open.iter_mut() {
         assert_eq!(get(s, "/health", WAIT).await, Some(200));
@@ -208,4 +212,159 @@ async fn an_idle_connection_is_closed_after_idle_timeout() {
         idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500),
         "{idle:?}"
     );
+}
+
+fn h2c_yaml() -> String {
+    yaml("h2c: true")
+}
+
+/// A request on a fresh HTTP/2 connection works: the gateway goes on serving others.
+async fn h2_health_answers(g: &Gateway) {
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = c.get(g.url("/health")).send().await.unwrap();
+    assert_eq!(
+        (r.version(), r.status().as_u16()),
+        (http::Version::HTTP_2, 200)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_rapid_reset_client_is_cut_off_and_others_continue() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(&h2c_yaml(), &backend.url());
+    let tcp = TcpStream::connect(g.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let (mut sent, at) = (0, Instant::now());
+    for _ in 0..10_000 {
+        let Ok(ready) = h2.ready().await else { break };
+        h2 = ready;
+        let req = http::Request::get("http://t/delay/50").body(()).unwrap();
+        let Ok((_answer, mut stream)) = h2.send_request(req, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+        // A pause now and then, so that streams are also accepted and proxied before their
+        // reset: the gateway's own count (h2_max_resets_per_second) sees those.
+        if sent % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    let ended = ended.expect("the connection was cut off").unwrap();
+    eprintln!(
+        "rapid reset: cut off after {sent} streams in {:?}: {ended:?}",
+        at.elapsed()
+    );
+    assert!(sent < 10_000, "never cut off");
+    assert!(ended.is_err() || sent < 10_000);
+    h2_health_answers(&g).await;
+}
+
+/// One HTTP/2 frame's bytes.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_continuation_flood_is_cut_off_and_others_continue() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(&h2c_yaml(), &backend.url());
+    let s = TcpStream::connect(g.addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(0x4, 0, 0, &[]));
+    // GET / over http, END_STREAM but never END_HEADERS; then CONTINUATION frames of one
+    // literal header each.
+    start.extend(frame(0x1, 0x1, 1, &[0x82, 0x86, 0x84]));
+    w.write_all(&start).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let header = [&[0x00u8, 3][..], b"x-a", &[8], b"12345678"].concat();
+    let (mut frames, at) = (0, Instant::now());
+    while frames < 200_000 && !reader.is_finished() {
+        if w.write_all(&frame(0x9, 0, 1, &header)).await.is_err() {
+            break;
+        }
+        frames += 1;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    let got = got.expect("the connection was closed").unwrap();
+    // The server's frames: SETTINGS (and its ACK), then a GOAWAY (type 7).
+    let mut kinds = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 9 {
+        let n = ((rest[0] as usize) << 16) | ((rest[1] as usize) << 8) | rest[2] as usize;
+        kinds.push(rest[3]);
+        rest = &rest[(9 + n).min(rest.len())..];
+    }
+    eprintln!(
+        "continuation flood: closed after {frames} frames in {:?}; server frames {kinds:?}",
+        at.elapsed()
+    );
+    assert!(frames < 200_000, "never closed");
+    assert!(kinds.contains(&0x7), "no GOAWAY: {kinds:?}");
+    h2_health_answers(&g).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_resets_of_streams_being_served_are_limited_per_second() {
+    let backend = mock_backend::spawn();
+    let g = Gateway::start(
+        &yaml("h2c: true, h2_max_resets_per_second: 20"),
+        &backend.url(),
+    );
+    let tcp = TcpStream::connect(g.addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    // Each stream is reset once the gateway is proxying it (the backend answers after 300 ms):
+    // the resets h2 itself does not limit. 10 at a time, about 300 a second.
+    let at = Instant::now();
+    let resets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let (mut h2, resets) = (h2.clone(), resets.clone());
+            tokio::spawn(async move {
+                while at.elapsed() < Duration::from_secs(5) {
+                    let Ok(ready) = h2.ready().await else { return };
+                    h2 = ready;
+                    let req = http::Request::get("http://t/delay/300").body(()).unwrap();
+                    let Ok((_answer, mut stream)) = h2.send_request(req, true) else {
+                        return;
+                    };
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    stream.send_reset(h2::Reason::CANCEL);
+                    resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let ended = tokio::time::timeout(Duration::from_secs(8), conn).await;
+    let ended = ended.expect("the connection was cut off").unwrap();
+    let took = at.elapsed();
+    for c in clients {
+        let _ = c.await;
+    }
+    let resets = resets.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("resets while served: cut off after {resets} resets in {took:?}: {ended:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // Not before the limit (with 2000 a second, the same client runs its 5 s: tried).
+    assert!(resets > 20, "{resets}");
+    h2_health_answers(&g).await;
 }
