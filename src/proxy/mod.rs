@@ -446,6 +446,9 @@ impl ProxyHttp for Gateway {
         if let Some(failed) = mcp::answer_refused(session, ctx).await {
             return failed;
         }
+        if let Some(ended) = refusal::end_cut_stream(session, e, &ctx.request_id).await {
+            return ended;
+        }
         let refusal = Refusal::of_error(e);
         if let Some(r) = refusal
             .as_ref()

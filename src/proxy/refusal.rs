@@ -269,3 +269,34 @@ pub fn body_too_large() -> Box<Error> {
         "request body larger than max_body_size",
     )
 }
+
+/// A backend that failed in the middle of an SSE answer (it died, or cut the connection): the
+/// client gets a last `error` event and a proper end of the stream, rather than a connection
+/// torn down in the middle of a chunked body. Leading blank lines end an event the backend left
+/// half-sent. `None` when the failure is not that (nothing written yet, not SSE, not the
+/// backend's).
+pub async fn end_cut_stream(
+    session: &mut Session,
+    e: &Error,
+    request_id: &HeaderValue,
+) -> Option<pingora::proxy::FailToProxy> {
+    if e.esource() != &ErrorSource::Upstream {
+        return None;
+    }
+    let head = session.response_written()?;
+    let sse = (head.headers.get(http::header::CONTENT_TYPE))
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !sse {
+        return None;
+    }
+    let message = "the backend closed the stream before its end";
+    let body = respond::error_body(502, message, crate::request_id::as_str(request_id));
+    let mut event = b"\n\nevent: error\ndata: ".to_vec();
+    event.extend_from_slice(&body);
+    event.extend_from_slice(b"\n\n");
+    let _ = session.write_response_body(Some(event.into()), true).await;
+    Some(pingora::proxy::FailToProxy {
+        error_code: 502,
+        can_reuse_downstream: false,
+    })
+}

@@ -105,13 +105,7 @@ impl Route {
             .map_or_else(|| rel.to_string(), |n| n.0.clone());
         let cache = crate::cache::RouteCache::compile(on.caching, r.caching.as_ref(), i, &label)?;
         let semantic = match &cache {
-            Some(_) => crate::semantic::settings::Settings::of_route(
-                on.caching,
-                r.caching.as_ref(),
-                i,
-                on.config_dir,
-            )?
-            .map(|s| Arc::new(crate::semantic::cache::RouteCache::new(s))),
+            Some(_) => semantic_cache(r, i, on)?,
             None => None,
         };
         let names: Vec<&str> = on.named.keys().map(String::as_str).collect();
@@ -301,4 +295,19 @@ fn mcp_pools(
         out.push((s.name.clone(), pool));
     }
     Ok(out)
+}
+
+/// The route's semantic cache, when its caching section asks for one.
+fn semantic_cache(
+    r: &schema::Route,
+    i: usize,
+    on: &Context,
+) -> Result<Option<Arc<crate::semantic::cache::RouteCache>>, Problem> {
+    let settings = crate::semantic::settings::Settings::of_route(
+        on.caching,
+        r.caching.as_ref(),
+        i,
+        on.config_dir,
+    )?;
+    Ok(settings.map(|s| Arc::new(crate::semantic::cache::RouteCache::new(s))))
 }

@@ -54,7 +54,8 @@ impl Services {
             (None, Some(_)) => Some(Output::Discard),
             (None, None) => None,
         };
-        let access_log = access_log.map(|o| Arc::new(AccessLog::new(o, console.clone())));
+        let dropped = metrics.as_ref().map(|m| m.access_log_dropped.clone());
+        let access_log = access_log.map(|o| Arc::new(AccessLog::new(o, console.clone(), dropped)));
         let store = match &cfg.quotas.store {
             Some((url, timeout)) => Some(crate::limits::redis::RedisStore::new(url, *timeout)?),
             None => None,

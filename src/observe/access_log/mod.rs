@@ -45,6 +45,8 @@ pub struct AccessLog {
     /// The admin console, which keeps the last lines for its tail (handed over by the writer,
     /// in batches, so that a request pays for its line once).
     tap: Option<Arc<crate::console::Stats>>,
+    /// `access_log_lines_dropped_total`, when metrics are on.
+    dropped: Option<prometheus::IntCounter>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -58,13 +60,18 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
 }
 
 impl AccessLog {
-    pub fn new(output: Output, tap: Option<Arc<crate::console::Stats>>) -> AccessLog {
+    pub fn new(
+        output: Output,
+        tap: Option<Arc<crate::console::Stats>>,
+        dropped: Option<prometheus::IntCounter>,
+    ) -> AccessLog {
         AccessLog {
             lines: Shards::new(SHARD_LIMIT),
             output,
             started: AtomicBool::new(false),
             rounds: AtomicU64::new(0),
             tap,
+            dropped,
         }
     }
 
@@ -158,6 +165,9 @@ impl AccessLog {
         let mut text = Vec::new();
         let mut warned = Instant::now() - DROP_WARNING_EVERY;
         let mut tapped = Vec::new();
+        // Lines dropped since the last warning: for want of room, and refused by the file.
+        let (mut behind, mut refused) = (0u64, 0u64);
+        let mut refused_now = 0u64;
         loop {
             std::thread::sleep(WRITE_EVERY);
             if REOPEN.swap(false, Ordering::Relaxed) {
@@ -165,47 +175,71 @@ impl AccessLog {
                 out = sink(&path);
             }
             self.lines.take(&mut spare, |records| {
-                text.clear();
-                // Without a file the lines only feed the console's tail, which keeps the last
-                // ones: the others are not formatted at all.
-                let mut skip = if discard {
-                    let mut all = records;
-                    let n = std::iter::from_fn(|| record::next(&mut all)).count();
-                    n.saturating_sub(crate::console::stats::LINES)
-                } else {
-                    0
-                };
-                let mut rest = records;
-                while let Some(item) = record::next(&mut rest) {
-                    match item {
-                        record::Item::Entry(_) if skip > 0 => skip -= 1,
-                        record::Item::Entry(e) => {
-                            let at = text.len();
-                            e.write_to(&mut text);
-                            if self.tap.is_some() {
-                                let line = text[at..].strip_suffix(b"\n").unwrap_or(&text[at..]);
-                                tapped.push(bytes::Bytes::copy_from_slice(line));
-                            }
-                        }
-                        record::Item::Line(l) => text.extend_from_slice(l),
-                    }
+                let lines = self.format(records, discard, &mut text, &mut tapped);
+                if !text.is_empty() && out.write_all(&text).is_err() {
+                    refused_now += lines;
                 }
-                debug_assert!(rest.is_empty(), "records are whole");
-                let _ = out.write_all(&text);
             });
             if let Some(tap) = self.tap.as_ref().filter(|_| !tapped.is_empty()) {
                 tap.lines(std::mem::take(&mut tapped));
             }
             let _ = out.flush();
             self.rounds.fetch_add(1, Ordering::Release);
-            if warned.elapsed() >= DROP_WARNING_EVERY {
-                let dropped = self.lines.take_dropped();
-                if dropped > 0 {
-                    warned = Instant::now();
-                    log::warn!("access log: {dropped} lines dropped (the writer fell behind)");
-                }
+            let now_behind = self.lines.take_dropped();
+            if let Some(c) = &self.dropped {
+                c.inc_by(now_behind + refused_now);
+            }
+            behind += now_behind;
+            refused += std::mem::take(&mut refused_now);
+            if warned.elapsed() >= DROP_WARNING_EVERY && behind + refused > 0 {
+                warned = Instant::now();
+                log::warn!(
+                    "access log: {} lines dropped ({behind} as the writer fell behind, {refused} \
+                     refused by the file)",
+                    behind + refused
+                );
+                (behind, refused) = (0, 0);
             }
         }
+    }
+
+    /// Turns one buffer's records into lines in `text` (and copies for the console's tail);
+    /// returns how many there were. Without a file the lines only feed the tail, which keeps
+    /// the last ones: the others are not formatted at all.
+    fn format(
+        &self,
+        records: &[u8],
+        discard: bool,
+        text: &mut Vec<u8>,
+        tapped: &mut Vec<bytes::Bytes>,
+    ) -> u64 {
+        text.clear();
+        let mut skip = if discard {
+            let mut all = records;
+            let n = std::iter::from_fn(|| record::next(&mut all)).count();
+            n.saturating_sub(crate::console::stats::LINES)
+        } else {
+            0
+        };
+        let mut rest = records;
+        let mut lines = 0u64;
+        while let Some(item) = record::next(&mut rest) {
+            lines += 1;
+            match item {
+                record::Item::Entry(_) if skip > 0 => skip -= 1,
+                record::Item::Entry(e) => {
+                    let at = text.len();
+                    e.write_to(text);
+                    if self.tap.is_some() {
+                        let line = text[at..].strip_suffix(b"\n").unwrap_or(&text[at..]);
+                        tapped.push(bytes::Bytes::copy_from_slice(line));
+                    }
+                }
+                record::Item::Line(l) => text.extend_from_slice(l),
+            }
+        }
+        debug_assert!(rest.is_empty(), "records are whole");
+        lines
     }
 }
 

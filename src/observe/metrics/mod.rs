@@ -42,6 +42,8 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     pub upstream_errors: IntCounterVec,
     pub active: IntGauge,
+    /// Access-log lines not written (the writer fell behind, or the file refused them).
+    pub access_log_dropped: IntCounter,
     pub reloads: IntCounterVec,
     /// 1 while a backend address can take requests (healthy, not ejected), else 0.
     pub backend_up: prometheus::IntGaugeVec,
@@ -195,6 +197,10 @@ impl Metrics {
             r.name("active_connections"),
             "Requests in progress.",
         ))?;
+        let access_log_dropped = r.register(IntCounter::new(
+            r.name("access_log_lines_dropped_total"),
+            "Access-log lines not written: the writer fell behind, or the file refused them.",
+        ))?;
         let info = r.register(IntCounterVec::new(
             Opts::new(r.name("build_info"), "clawgate's version (always 1)."),
             &["version"],
@@ -215,6 +221,7 @@ impl Metrics {
             cache_evictions: cache.evictions,
             upstream_errors: backends.upstream_errors,
             active,
+            access_log_dropped,
             reloads: backends.reloads,
             backend_up: backends.backend_up,
             ejections: backends.ejections,
