@@ -39,7 +39,7 @@ trap 'bash "$ROOT/deploy/local-cluster.sh" down >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091
 source "$CLUSTER_DIR/env.sh"
 read -r -a configs <<<"$INSTANCE_CONFIGS"
-CLAWGATE=$ROOT/target/release/clawgate
+CLAWGATE=${CLAWGATE:-$ROOT/target/release/clawgate}
 
 OUT=${OUT:-$ROOT/target/k6}
 mkdir -p "$OUT"
