@@ -75,8 +75,6 @@ impl ProxyHttp for Gateway {
         crate::connections::request_started();
         if HANDING_OVER.load(Ordering::Relaxed) {
             session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(ctx.config.process.idle_timeout.as_secs()));
         }
         let client_id = session.req_header().headers.get(&upstream::X_REQUEST_ID);
         ctx.request_id = request_id::from_client_or_new(client_id);
