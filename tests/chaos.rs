@@ -91,13 +91,15 @@ monitoring:
         (v["error"].as_str(), v["code"].as_u64()),
         (Some("bad_gateway"), Some(502))
     );
-    // The log line says the backend failed (a read error after a 200 head).
+    // The log line says the backend failed after a 200 head.
     let line = wait_for_log_line(&g.dir.path().join("access.log"), "/v1/chat/completions").await;
     eprintln!("log line: {line}");
     let v: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(
-        (v["status"].as_u64(), v["error"].as_str()),
-        (Some(200), Some("ReadError"))
+    // A reset reads as a read error, a plain close as a closed connection.
+    assert_eq!(v["status"].as_u64(), Some(200));
+    assert!(
+        matches!(v["error"].as_str(), Some("ReadError" | "ConnectionClosed")),
+        "{line}"
     );
     // Charged what was streamed: the prompt estimate (11 characters: 3) + "one two three "
     // (14 characters: 4), not the reservation (3 + 100).
